@@ -1,0 +1,135 @@
+"""The ``rtm`` command: serve, migrate, keys, cleanup, db-url."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import Settings
+from .exceptions import RealtimeMessagingError
+from .keys import anon_key, load_or_create_secret, service_role_key
+from .store.database import Database
+
+T = TypeVar("T")
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is absent only on Windows
+        return asyncio.run(main())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="RTM_DATABASE_URL", help="PostgreSQL URL; unset: embedded.")
+@click.option("--data-dir", envvar="RTM_DATA_DIR", type=click.Path(path_type=Path), help="./.rtm")
+@click.option("--jwt-secret", envvar="RTM_JWT_SECRET", help="HS256 secret for keys and tokens.")
+@click.option("--redis-url", envvar="RTM_REDIS_URL", help="Redis URL for several processes.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    database_url: str | None,
+    data_dir: Path | None,
+    jwt_secret: str | None,
+    redis_url: str | None,
+) -> None:
+    """Real-time messaging on PostgreSQL, speaking the Supabase Realtime protocol."""
+    ctx.obj = Settings.from_env().with_overrides(
+        database_url=database_url or None,
+        data_dir=data_dir,
+        jwt_secret=jwt_secret or None,
+        redis_url=redis_url or None,
+    )
+
+
+def _database(settings: Settings) -> Database:
+    try:
+        return Database(settings)
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Apply pending migrations (idempotent)."""
+    db = _database(settings)
+    try:
+        applied = _run(db.migrate)
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    click.echo("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def keys(settings: Settings, as_json: bool) -> None:
+    """Print the anon and service_role keys."""
+    secret = load_or_create_secret(settings)
+    anon, service = anon_key(secret), service_role_key(secret)
+    if as_json:
+        click.echo(json.dumps({"anon_key": anon, "service_role_key": service}))
+    else:
+        click.echo(f"anon key: {anon}\nservice_role key: {service}")
+
+
+@cli.command("db-url")
+@click.pass_obj
+def db_url(settings: Settings) -> None:
+    """Print the URL of the database in use (starts the embedded one if needed)."""
+    db = _database(settings)
+    click.echo(db.url)
+    if db.embedded:
+        # Keep the embedded server running for whoever asked for its URL.
+        db.detach()
+
+
+@cli.command()
+@click.pass_obj
+def cleanup(settings: Settings) -> None:
+    """Delete expired typing indicators and print how many there were."""
+    db = _database(settings)
+
+    async def run() -> int:
+        await db.migrate()
+        async with db.connect() as conn:
+            return int(await conn.fetchval("SELECT cleanup_expired_typing_indicators()"))
+
+    try:
+        click.echo(_run(run))
+    finally:
+        db.close()
+
+
+@cli.command()
+@click.option("--host", envvar="RTM_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="RTM_PORT", type=int, default=4000, show_default=True)
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the HTTP and WebSocket server."""
+    from .server.app import serve as run_server
+
+    settings = settings.with_overrides(host=host, port=port)
+    db = _database(settings)
+    try:
+        _run(lambda: run_server(settings, db))
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.close()
+
+
+def main() -> None:
+    cli(prog_name="rtm")

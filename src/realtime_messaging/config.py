@@ -1,0 +1,51 @@
+"""Settings read once from the environment (``RTM_`` prefix) and command-line flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process needs to know; built by the CLI, passed down explicitly."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 4000
+    data_dir: Path = field(default_factory=lambda: Path(".rtm"))
+    #: Largest client WebSocket message; bigger ones close the socket with 1009.
+    max_frame_bytes: int = 1024 * 1024
+    #: A socket that sends nothing (not even a heartbeat) for this long is closed.
+    idle_timeout: float = 60.0
+    max_channels_per_connection: int = 100
+    max_joins_per_second: int = 50
+    max_events_per_second: int = 1000
+    #: Bytes queued for a client that is not reading before it is disconnected (1008).
+    send_buffer_limit: int = 4 * 1024 * 1024
+    #: How often live portal tokens are checked for revocation.
+    token_check_interval: float = 2.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=_env("RTM_DATABASE_URL"),
+            redis_url=_env("RTM_REDIS_URL"),
+            jwt_secret=_env("RTM_JWT_SECRET"),
+            host=_env("RTM_HOST", "127.0.0.1") or "127.0.0.1",
+            port=int(_env("RTM_PORT", "4000") or "4000"),
+            data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
+            max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with the non-None ``changes`` applied (flags win over the environment)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]

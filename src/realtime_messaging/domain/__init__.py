@@ -1,0 +1,1 @@
+"""Pure domain rules: identities, topic authorization, typing, presence and delivery policy."""

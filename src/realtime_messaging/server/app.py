@@ -1,0 +1,106 @@
+"""The composition root: builds the aiohttp application from settings and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from ..broker import LocalBroker
+from ..config import Settings
+from ..keys import anon_key, load_or_create_secret, service_role_key
+from ..store.database import Database
+from .auth import Authenticator
+from .broadcast_api import BroadcastApi
+from .realtime import RealtimeServer
+
+DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
+REALTIME: web.AppKey[RealtimeServer] = web.AppKey("realtime", RealtimeServer)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers."""
+    try:
+        await request.app[DB_POOL].fetchval("SELECT 1", timeout=2)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def build_app(settings: Settings, pool: asyncpg.Pool, secret: str) -> web.Application:
+    """Wire every part; the only place that knows them all."""
+    app = web.Application(client_max_size=settings.max_frame_bytes)
+    realtime = RealtimeServer(settings, Authenticator(secret, pool), LocalBroker())
+    app[DB_POOL] = pool
+    app[REALTIME] = realtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/realtime/v1/websocket", realtime.handle)
+    app.router.add_get("/socket/websocket", realtime.handle)
+    app.router.add_routes(BroadcastApi(realtime).routes())
+
+    async def start(app: web.Application) -> None:
+        await realtime.start()
+
+    async def stop(app: web.Application) -> None:
+        await realtime.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    url: str
+    runner: web.AppRunner
+    pool: asyncpg.Pool
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.pool.close()
+
+
+async def start(settings: Settings, database_url: str, secret: str) -> Running:
+    """Start serving on ``settings.host:port`` (port 0: any free port) and return at once."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    runner = web.AppRunner(build_app(settings, pool, secret), handle_signals=False, access_log=None)
+    await runner.setup()
+    sock = socket.create_server((settings.host, settings.port), backlog=4096)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    port = sock.getsockname()[1]
+    return Running(f"http://{settings.host}:{port}", runner, pool)
+
+
+async def serve(settings: Settings, db: Database) -> None:
+    """Migrate, then serve until SIGINT or SIGTERM."""
+    await db.migrate()
+    secret = load_or_create_secret(settings)
+    running = await start(settings, db.url, secret)
+    print(
+        f"realtime-messaging is running.\n"
+        f"  API URL: {running.url}\n"
+        f"  Realtime URL: {running.url.replace('http', 'ws', 1)}/realtime/v1/websocket\n"
+        f"  DB URL: {db.url}\n"
+        f"  anon key: {anon_key(secret)}\n"
+        f"  service_role key: {service_role_key(secret)}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await running.close()

@@ -1,0 +1,181 @@
+"""Turning tokens into identities: API keys and staff JWTs (HS256) and customers' portal tokens.
+
+Errors carry the two shapes the protocol needs: the message of an HTTP 401 before the upgrade
+(``{"error": message}``) and the ``"<Code>: <message>"`` reason of a join error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from uuid import UUID
+
+import asyncpg
+import jwt
+
+from ..domain.identity import Identity, Kind
+from ..tokens import hash_portal_token, is_portal_token
+
+
+class AuthError(Exception):
+    """A token that proves nothing; ``status`` is the HTTP status before an upgrade."""
+
+    status = 401
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class AuthUnavailable(AuthError):
+    """The database needed to check a token did not answer; try again later."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("UnableToConnectToProject", "Realtime cannot reach its database")
+
+
+def _expired_message(exp: float, now: float) -> str:
+    return f"Token has expired {max(0, int(now - exp))} seconds ago"
+
+
+class _LRU:
+    """A small bounded cache; conversation owners never change, so entries never go stale."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[UUID, UUID | None] = OrderedDict()
+
+    def get(self, key: UUID) -> tuple[bool, UUID | None]:
+        if key in self._data:
+            self._data.move_to_end(key)
+            return True, self._data[key]
+        return False, None
+
+    def put(self, key: UUID, value: UUID | None) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+
+class Authenticator:
+    """Verifies tokens against the JWT secret and the database (portal tokens, staff users)."""
+
+    def __init__(self, secret: str, pool: asyncpg.Pool) -> None:
+        self._secret = secret
+        self._pool = pool
+        self._owners = _LRU(100_000)
+
+    async def identify(self, token: str | None, *, now: float | None = None) -> Identity:
+        """The identity a token proves, or :class:`AuthError`."""
+        now = time.time() if now is None else now
+        if not token:
+            raise AuthError("Unauthorized", "API key is missing")
+        try:
+            if is_portal_token(token):
+                return await self._portal(token, now)
+            claims, exp = self._decode(token, now)
+            return await self._from_claims(claims, exp)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise AuthUnavailable() from exc
+
+    async def _from_claims(self, claims: dict[str, object], exp: float) -> Identity:
+        role = claims.get("role")
+        if role == "service_role":
+            return Identity(Kind.SERVICE, expires_at=exp)
+        if role == "anon":
+            return Identity(Kind.ANON, expires_at=exp)
+        customer = _as_uuid(claims.get("customer_id"))
+        if customer is not None:
+            return Identity(Kind.CUSTOMER, customer_id=customer, expires_at=exp)
+        sub = _as_uuid(claims.get("sub"))
+        if role == "authenticated" and sub is not None and await self._is_staff(sub):
+            return Identity(Kind.STAFF, user_id=sub, expires_at=exp)
+        return Identity(Kind.AUTHENTICATED, expires_at=exp)
+
+    def _decode(self, token: str, now: float) -> tuple[dict[str, object], float]:
+        try:
+            claims: dict[str, object] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256", "HS384", "HS512"],
+                options={"require": ["exp", "role"], "verify_exp": False, "verify_aud": False},
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(
+                "InvalidJWTToken", "Fields `role` and `exp` are required in JWT"
+            ) from exc
+        except jwt.InvalidSignatureError as exc:
+            raise AuthError("JwtSignatureError", "Failed to validate JWT signature") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("MalformedJWT", "The token provided is not a valid JWT") from exc
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise AuthError("MalformedJWT", "The token provided is not a valid JWT")
+        if exp <= now:
+            raise AuthError("InvalidJWTToken", _expired_message(exp, now))
+        return claims, float(exp)
+
+    async def _portal(self, token: str, now: float) -> Identity:
+        digest = hash_portal_token(token)
+        row = await self._pool.fetchrow(
+            "SELECT customer_id, extract(epoch FROM expires_at)::float8 AS exp, "
+            "revoked_at IS NOT NULL AS revoked FROM portal_tokens WHERE token_hash = $1",
+            digest,
+        )
+        if row is None:
+            raise AuthError("InvalidJWTToken", "The portal token is not valid")
+        if row["revoked"]:
+            raise AuthError("InvalidJWTToken", "Token has been revoked")
+        exp = row["exp"]
+        if exp is not None and exp <= now:
+            raise AuthError("InvalidJWTToken", _expired_message(exp, now))
+        return Identity(
+            Kind.CUSTOMER, customer_id=row["customer_id"], expires_at=exp, token_hash=digest
+        )
+
+    async def _is_staff(self, user_id: UUID) -> bool:
+        found = await self._pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id)
+        return found is not None
+
+    async def conversation_owner(self, conversation_id: UUID) -> UUID | None:
+        """The customer owning a conversation (cached: it never changes), or None."""
+        hit, owner = self._owners.get(conversation_id)
+        if hit:
+            return owner
+        try:
+            owner = await self._pool.fetchval(
+                "SELECT customer_id FROM conversations WHERE id = $1", conversation_id
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise AuthUnavailable() from exc
+        if owner is not None:  # a conversation created later must not stay cached as absent
+            self._owners.put(conversation_id, owner)
+        return owner  # type: ignore[no-any-return]
+
+    async def invalid_portal_tokens(self, hashes: set[str]) -> set[str]:
+        """Which of these portal-token hashes are revoked, expired or gone now."""
+        if not hashes:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT token_hash FROM portal_tokens WHERE token_hash = ANY($1::text[]) "
+            "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            list(hashes),
+        )
+        return hashes - {r["token_hash"] for r in rows}
+
+
+def _as_uuid(value: object) -> UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        return None

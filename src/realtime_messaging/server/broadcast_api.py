@@ -1,0 +1,123 @@
+"""REST broadcast: ``POST /realtime/v1/api/broadcast`` and ``.../broadcast/{topic}/events/{event}``.
+
+Authorized like a join: the token must allow joining each topic. Answers 202 with no body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..broker import Envelope
+from ..domain.identity import Identity, may_join, needs_conversation_owner, parse_topic
+from .auth import AuthError
+from .fanout import broadcast_payload
+from .http import bearer_token, error
+from .realtime import RealtimeServer
+
+MAX_MESSAGES = 100
+
+
+class BroadcastApi:
+    def __init__(self, realtime: RealtimeServer) -> None:
+        self._realtime = realtime
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = []
+        for prefix in ("/realtime/v1/api", "/api"):
+            routes.append(web.post(f"{prefix}/broadcast", self.batch))
+            routes.append(web.post(f"{prefix}/broadcast/{{topic}}/events/{{event}}", self.single))
+        return routes
+
+    async def _identity(self, request: web.Request) -> Identity | web.Response:
+        try:
+            return await self._realtime.auth.identify(bearer_token(request))
+        except AuthError as exc:
+            return error(401, "unauthorized", exc.message)
+
+    async def _allowed(self, identity: Identity, topic: str) -> bool:
+        parsed = parse_topic(topic)
+        owner = None
+        if needs_conversation_owner(parsed):
+            assert parsed.subject is not None
+            owner = await self._realtime.auth.conversation_owner(parsed.subject)
+        return may_join(identity, parsed, owner)
+
+    async def batch(self, request: web.Request) -> web.Response:
+        identity = await self._identity(request)
+        if isinstance(identity, web.Response):
+            return identity
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error(400, "invalid_json", "the body is not valid JSON")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return error(422, "validation_error", "messages must be a non-empty list")
+        if len(messages) > MAX_MESSAGES:
+            return error(422, "validation_error", f"at most {MAX_MESSAGES} messages per request")
+        checked: list[tuple[str, str, Any]] = []
+        for i, item in enumerate(messages):
+            problem = _check_message(item)
+            if problem:
+                return error(422, "validation_error", f"messages[{i}]: {problem}")
+            if not await self._allowed(identity, item["topic"]):
+                return error(403, "forbidden", f"not allowed to broadcast to {item['topic']}")
+            checked.append((item["topic"], item["event"], item["payload"]))
+        for topic, event, payload in checked:
+            self._publish(topic, event, payload)
+        return web.Response(status=202)
+
+    async def single(self, request: web.Request) -> web.Response:
+        identity = await self._identity(request)
+        if isinstance(identity, web.Response):
+            return identity
+        topic, event = request.match_info["topic"], request.match_info["event"]
+        if not await self._allowed(identity, topic):
+            return error(403, "forbidden", f"not allowed to broadcast to {topic}")
+        raw = await request.read()
+        if request.content_type == "application/octet-stream":
+            self._publish_binary(topic, event, raw)
+            return web.Response(status=202)
+        try:
+            payload = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return error(400, "invalid_json", "the body is not valid JSON")
+        self._publish(topic, event, payload)
+        return web.Response(status=202)
+
+    def _publish(self, topic: str, event: str, payload: Any) -> None:
+        meta = {"id": str(uuid.uuid4())}
+        full = f"realtime:{topic}"
+        self._realtime.broker.publish(
+            Envelope(full, "broadcast", broadcast_payload(event, payload, meta), meta=meta)
+        )
+
+    def _publish_binary(self, topic: str, event: str, raw: bytes) -> None:
+        meta = {"id": str(uuid.uuid4())}
+        full = f"realtime:{topic}"
+        self._realtime.broker.publish(
+            Envelope(
+                full,
+                "broadcast",
+                broadcast_payload(event, None, meta),
+                user_event=event,
+                binary=raw,
+                json_encoded=False,
+                meta=meta,
+            )
+        )
+
+
+def _check_message(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return "must be an object"
+    for name in ("topic", "event"):
+        if not isinstance(item.get(name), str) or not item[name]:
+            return f"{name} must be a non-empty string"
+    if not isinstance(item.get("payload"), dict):
+        return "payload must be an object"
+    return None

@@ -1,0 +1,475 @@
+"""The Supabase Realtime WebSocket endpoint: sessions, channels, broadcast, presence, auth.
+
+One :class:`Session` per socket drives the sans-I/O :class:`ServerConnection`; joined channels
+are :class:`Channel` members of the process's :class:`Hub`. Everything a channel publishes goes
+through the broker, so several processes behave as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from ..broker import Broker, Envelope
+from ..config import Settings
+from ..domain.identity import Identity, Kind, may_join, needs_conversation_owner, parse_topic
+from ..protocol.connection import ServerConnection, subtopic
+from ..protocol.errors import ProtocolError
+from ..protocol.events import (
+    AccessTokenReceived,
+    BadPush,
+    BroadcastReceived,
+    Heartbeat,
+    JoinRefused,
+    JoinRequested,
+    LeaveRequested,
+    PresenceReceived,
+)
+from ..protocol.frames import Vsn
+from ..protocol.join import JoinConfig
+from ..protocol.presence import PresenceRegistry
+from .auth import Authenticator, AuthError
+from .fanout import Hub, Outbox, broadcast_payload
+
+log = logging.getLogger(__name__)
+
+CLOSE_SLOW_CONSUMER = 1008
+CLOSE_PROTOCOL_ERROR = 1007
+
+
+class Channel:
+    """One joined topic of one session: a hub member."""
+
+    __slots__ = (
+        "session",
+        "topic",
+        "join_ref",
+        "config",
+        "identity",
+        "key",
+        "presence_key",
+        "expiry",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        topic: str,
+        join_ref: str | None,
+        config: JoinConfig,
+        identity: Identity,
+    ) -> None:
+        self.session = session
+        self.topic = topic
+        self.join_ref = join_ref
+        self.config = config
+        self.identity = identity
+        self.key = f"{session.server.node_id}:{next(_channel_ids)}"
+        self.presence_key = config.presence_key or str(uuid.uuid1())
+        self.expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def vsn(self) -> Vsn:
+        return self.session.vsn
+
+    @property
+    def receives_own_broadcasts(self) -> bool:
+        return self.config.broadcast_self
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.session.outbox
+
+
+_channel_ids = itertools.count(1)
+
+
+class RealtimeServer:
+    """Everything the WebSocket endpoint shares across sessions in one process."""
+
+    def __init__(self, settings: Settings, auth: Authenticator, broker: Broker) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.broker = broker
+        self.node_id = secrets.token_hex(4)
+        self.hub = Hub()
+        self._ref_counter = itertools.count(1)
+        self.presence = PresenceRegistry(self._make_ref)
+        self.sessions: set[Session] = set()
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._join_rate = RateLimitItemPerSecond(settings.max_joins_per_second)
+        self._event_rate = RateLimitItemPerSecond(settings.max_events_per_second)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _make_ref(self) -> str:
+        return f"{self.node_id}{next(self._ref_counter):x}"
+
+    def allow_join(self, session: Session) -> bool:
+        return self._limiter.hit(self._join_rate, "join", session.id)
+
+    def allow_event(self, session: Session) -> bool:
+        return self._limiter.hit(self._event_rate, "event", session.id)
+
+    async def start(self) -> None:
+        await self.broker.start(self.hub)
+        self._sweeper = asyncio.create_task(self._sweep_tokens(), name="rtm-token-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+        for session in list(self.sessions):
+            await session.shutdown(1001, "server shutting down")
+        await self.broker.stop()
+
+    async def _sweep_tokens(self) -> None:
+        """Close what revoked or expired portal tokens hold, within one check interval."""
+        while True:
+            await asyncio.sleep(self.settings.token_check_interval)
+            in_use: set[str] = set()
+            for session in self.sessions:
+                in_use.update(session.portal_token_hashes())
+            if not in_use:
+                continue
+            try:
+                invalid = await self.auth.invalid_portal_tokens(in_use)
+            except Exception:  # the database may be away; the next round retries
+                log.warning("portal token check failed", exc_info=True)
+                continue
+            for session in list(self.sessions):
+                session.revoke(invalid)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``GET /realtime/v1/websocket``: authenticate, upgrade, run the session."""
+        token = request.headers.get("x-api-key") or request.query.get("apikey")
+        try:
+            vsn = Vsn.parse(request.query.get("vsn"))
+        except ProtocolError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            identity = await self.auth.identify(token)
+        except AuthError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_frame_bytes,
+            compress=False,
+            autoping=True,
+            timeout=5.0,
+        )
+        await ws.prepare(request)
+        session = Session(self, ws, request.transport, vsn, identity)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            session.teardown()
+        return ws
+
+
+class Session:
+    """One socket: reads frames, runs the protocol, owns its joined channels."""
+
+    def __init__(
+        self,
+        server: RealtimeServer,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        vsn: Vsn,
+        identity: Identity,
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.vsn = vsn
+        self.identity = identity
+        self.id = f"{server.node_id}:s{next(_channel_ids)}"
+        self.proto = ServerConnection(vsn)
+        self.outbox = Outbox(transport, server.settings.send_buffer_limit, self._overflow)
+        self.channels: dict[str, Channel] = {}
+        self._closing: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        idle = self.server.settings.idle_timeout
+        ws = self.ws
+        while not self.outbox.closed:
+            try:
+                msg = await ws.receive(timeout=idle)
+            except TimeoutError:
+                await self.shutdown(1000, "idle timeout")
+                return
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                await self._on_frame(msg.data, binary=False)
+            elif kind is WSMsgType.BINARY:
+                await self._on_frame(msg.data, binary=True)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
+                return
+
+    def _overflow(self) -> None:
+        log.info("closing slow consumer %s", self.id)
+        self._schedule_close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
+
+    def _schedule_close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self.shutdown(code, reason))
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        self.outbox.closed = True
+        await self.ws.close(code=code, message=reason.encode())
+
+    def teardown(self) -> None:
+        """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
+        self.outbox.closed = True
+        for channel in list(self.channels.values()):
+            self._drop(channel)
+
+    # -- frames -------------------------------------------------------------------------
+
+    async def _on_frame(self, data: Any, *, binary: bool) -> None:
+        try:
+            event = self.proto.receive_binary(data) if binary else self.proto.receive_text(data)
+        except ProtocolError as exc:
+            await self.shutdown(CLOSE_PROTOCOL_ERROR, f"malformed frame: {exc}"[:120])
+            return
+        if isinstance(event, Heartbeat):
+            self.outbox.text(self.proto.heartbeat_reply(event.ref))
+            return
+        if not self.server.allow_event(self):
+            topic = getattr(event, "topic", "phoenix")
+            self.outbox.text(
+                self.proto.refuse(
+                    topic, getattr(event, "ref", None), None, "Too many messages per second"
+                )
+            )
+            return
+        if isinstance(event, JoinRequested):
+            await self._join(event)
+        elif isinstance(event, BroadcastReceived):
+            self._broadcast(event)
+        elif isinstance(event, PresenceReceived):
+            self._presence(event)
+        elif isinstance(event, AccessTokenReceived):
+            await self._refresh(event)
+        elif isinstance(event, LeaveRequested):
+            channel = self.channels.get(event.topic)
+            if channel is not None:
+                self._drop(channel)
+            for frame in self.proto.leave(event):
+                self.outbox.text(frame)
+        elif isinstance(event, JoinRefused | BadPush):
+            self.outbox.text(
+                self.proto.refuse(event.topic, event.ref, event.join_ref, event.reason)
+            )
+
+    # -- join / leave -------------------------------------------------------------------
+
+    async def _join(self, join: JoinRequested) -> None:
+        server = self.server
+        if not server.allow_join(self):
+            self.outbox.text(
+                self.proto.refuse(
+                    join.topic,
+                    join.ref,
+                    join.join_ref,
+                    "ClientJoinRateLimitReached: Too many joins per second",
+                )
+            )
+            await self.shutdown(1008, "Too many joins per second")
+            return
+        if (
+            join.topic not in self.channels
+            and len(self.channels) >= server.settings.max_channels_per_connection
+        ):
+            self._refuse(join, "ChannelRateLimitReached: Too many channels")
+            return
+        try:
+            identity = await self._identity_for(join.access_token)
+            allowed = await self._may_join(identity, join.topic)
+        except AuthError as exc:
+            self._refuse(join, exc.reason)
+            return
+        if not allowed:
+            self._refuse(
+                join,
+                f"Unauthorized: You do not have permissions to read from this Channel topic: {subtopic(join.topic)}",
+            )
+            return
+        if join.config.private and identity.kind is Kind.ANON:
+            self._refuse(join, "Unauthorized: Private channels need an authenticated token")
+            return
+        if self.outbox.closed:
+            return
+        old = self.channels.get(join.topic)
+        if old is not None:
+            # A duplicate join replaces the channel without phx_close (realtime-py would apply a
+            # close for the old join to the new channel).
+            self._drop(old)
+        channel = Channel(self, join.topic, join.join_ref, join.config, identity)
+        self.channels[join.topic] = channel
+        server.hub.add(join.topic, channel)
+        self._arm_expiry(channel)
+        response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
+        self.outbox.text(self.proto.accept(join, response))
+        if join.config.presence_enabled:
+            state = server.presence.state(join.topic)
+            self.outbox.text(self.proto.push(join.topic, "presence_state", state, join.join_ref))
+
+    def _refuse(self, join: JoinRequested, reason: str) -> None:
+        self.outbox.text(self.proto.refuse(join.topic, join.ref, join.join_ref, reason))
+
+    async def _identity_for(self, token: str | None) -> Identity:
+        if not token or token.startswith("sb_"):
+            return self.identity
+        return await self.server.auth.identify(token)
+
+    async def _may_join(self, identity: Identity, topic_name: str) -> bool:
+        topic = parse_topic(subtopic(topic_name))
+        owner = None
+        if needs_conversation_owner(topic):
+            assert topic.subject is not None
+            owner = await self.server.auth.conversation_owner(topic.subject)
+        return may_join(identity, topic, owner)
+
+    def _drop(self, channel: Channel) -> None:
+        """Forget a channel: out of the hub, presence left, expiry timer cancelled."""
+        if self.channels.get(channel.topic) is channel:
+            del self.channels[channel.topic]
+        self.server.hub.remove(channel.topic, channel)
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+            channel.expiry = None
+        diff = self.server.presence.untrack(channel.topic, channel.key)
+        if diff is not None:
+            self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+
+    def _close_channel(self, channel: Channel, message: str) -> None:
+        """Server-initiated close: ``system`` error, then ``phx_close`` (clients do not rejoin)."""
+        if self.channels.get(channel.topic) is not channel:
+            return
+        self._drop(channel)
+        payload = {
+            "extension": "system",
+            "status": "error",
+            "message": message,
+            "channel": subtopic(channel.topic),
+        }
+        for frame in self.proto.close_channel(channel.topic, payload):
+            self.outbox.text(frame)
+
+    # -- token lifetime -----------------------------------------------------------------
+
+    def _arm_expiry(self, channel: Channel) -> None:
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+            channel.expiry = None
+        exp = channel.identity.expires_at
+        if exp is None:
+            return
+        delay = max(0.0, exp - time.time())
+        loop = asyncio.get_running_loop()
+        channel.expiry = loop.call_later(delay, self._expire, channel)
+
+    def _expire(self, channel: Channel) -> None:
+        exp = channel.identity.expires_at or time.time()
+        self._close_channel(
+            channel, f"Token has expired {max(0, int(time.time() - exp))} seconds ago"
+        )
+
+    async def _refresh(self, event: AccessTokenReceived) -> None:
+        token = event.token
+        channel = self.channels.get(event.topic)
+        if channel is None or not token or token.startswith("sb_"):
+            return
+        try:
+            identity = await self.server.auth.identify(token)
+            allowed = await self._may_join(identity, channel.topic)
+        except AuthError as exc:
+            self._close_channel(channel, exc.message)
+            return
+        if not allowed:
+            self._close_channel(
+                channel,
+                f"You no longer have permission to read from this Channel topic: {subtopic(channel.topic)}",
+            )
+            return
+        channel.identity = identity
+        self._arm_expiry(channel)
+
+    def portal_token_hashes(self) -> set[str]:
+        hashes = {c.identity.token_hash for c in self.channels.values()}
+        hashes.add(self.identity.token_hash)
+        hashes.discard(None)
+        return hashes  # type: ignore[return-value]
+
+    def revoke(self, invalid: set[str]) -> None:
+        """Close channels (or the whole socket) held by portal tokens that are no longer valid."""
+        if not invalid:
+            return
+        if self.identity.token_hash in invalid:
+            for channel in list(self.channels.values()):
+                self._close_channel(channel, "Token has been revoked")
+            self._schedule_close(1008, "Token has been revoked")
+            return
+        for channel in list(self.channels.values()):
+            if channel.identity.token_hash in invalid:
+                self._close_channel(channel, "Token has been revoked")
+
+    # -- broadcast and presence ---------------------------------------------------------
+
+    def _broadcast(self, event: BroadcastReceived) -> None:
+        channel = self.channels[event.topic]
+        exclude = None if channel.config.broadcast_self else channel.key
+        binary = event.binary
+        if binary is None:
+            envelope = Envelope(
+                event.topic, "broadcast", broadcast_payload(event.event, event.payload), exclude
+            )
+        else:
+            envelope = Envelope(
+                event.topic,
+                "broadcast",
+                broadcast_payload(event.event, event.payload),
+                exclude,
+                user_event=binary.event,
+                binary=binary.payload,
+                json_encoded=binary.json_encoded,
+            )
+        self.server.broker.publish(envelope)
+        if channel.config.broadcast_ack and event.ref is not None:
+            self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))
+
+    def _presence(self, event: PresenceReceived) -> None:
+        channel = self.channels[event.topic]
+        registry = self.server.presence
+        if event.action == "track":
+            if not isinstance(event.payload, dict):
+                self.outbox.text(
+                    self.proto.refuse(
+                        event.topic,
+                        event.ref,
+                        channel.join_ref,
+                        "Presence track payload must be a map",
+                    )
+                )
+                return
+            diff = registry.track(event.topic, channel.key, channel.presence_key, event.payload)
+        else:
+            diff = registry.untrack(event.topic, channel.key)
+        if diff is not None:
+            self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+        self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: migrations, the embedded server, queries run as a caller."""
