@@ -25,7 +25,7 @@ from realtime_messaging.store.migrate import migrate
 from realtime_messaging.tokens import hash_portal_token, mint_staff_token, new_portal_token
 
 
-def _with_database(url: str, database: str) -> str:
+def with_database(url: str, database: str) -> str:
     """Replace the database of a libpq URL, keeping host, port, user and query."""
     from urllib.parse import urlsplit, urlunsplit
 
@@ -57,7 +57,7 @@ async def database_url(admin_url: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(admin_url, name)
+    url = with_database(admin_url, name)
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)

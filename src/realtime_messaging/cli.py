@@ -107,6 +107,8 @@ def cleanup(settings: Settings) -> None:
 
     try:
         click.echo(_run(run))
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
 

@@ -2,6 +2,7 @@
 
 RealtimeMessagingError
 ├── ConfigurationError          settings that cannot work
+├── DatabaseUnavailableError    the database did not accept a connection
 ├── EmbeddedDatabaseError       the private PostgreSQL could not be started
 └── MigrationError              a migration failed or an applied one was changed
 """
@@ -13,6 +14,10 @@ class RealtimeMessagingError(Exception):
 
 class ConfigurationError(RealtimeMessagingError):
     """Settings that cannot work together."""
+
+
+class DatabaseUnavailableError(RealtimeMessagingError):
+    """The database did not accept a connection."""
 
 
 class EmbeddedDatabaseError(RealtimeMessagingError):

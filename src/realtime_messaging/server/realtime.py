@@ -470,6 +470,6 @@ class Session:
             diff = registry.track(event.topic, channel.key, channel.presence_key, event.payload)
         else:
             diff = registry.untrack(event.topic, channel.key)
+        self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))
         if diff is not None:
             self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
-        self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))

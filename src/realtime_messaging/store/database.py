@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from ..config import Settings
+from ..exceptions import DatabaseUnavailableError
 from .embedded import EmbeddedPostgres
 from .migrate import migrate
 
@@ -29,15 +30,15 @@ class Database:
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; return their names."""
-        conn = await asyncpg.connect(self.url)
-        try:
+        async with self.connect() as conn:
             return [f"{m.version:04d}_{m.name}" for m in await migrate(conn)]
-        finally:
-            await conn.close()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = await asyncpg.connect(self.url)
+        try:
+            conn = await asyncpg.connect(self.url, timeout=10)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise DatabaseUnavailableError(f"cannot connect to the database: {exc}") from exc
         try:
             yield conn
         finally:

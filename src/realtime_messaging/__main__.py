@@ -1,0 +1,5 @@
+"""``python -m realtime_messaging`` is ``rtm``."""
+
+from .cli import main
+
+main()

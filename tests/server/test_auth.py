@@ -1,0 +1,273 @@
+"""Tokens and topic rules at connect, at join, on refresh, and when tokens expire or are revoked."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from realtime_messaging.protocol.frames import Vsn
+from tests.conftest import RunningServer, Seed
+
+from .wsclient import RawSocket
+
+
+def _unauthorized(topic: str) -> dict[str, object]:
+    return {
+        "status": "error",
+        "response": {
+            "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+        },
+    }
+
+
+async def test_portal_token_is_accepted_as_apikey_and_access_token(
+    server: RunningServer, seed: Seed
+) -> None:
+    customer, token = await seed.customer()
+    conversation = await seed.conversation(customer)
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        assert (await sock.join(f"conversation:{conversation}"))["status"] == "ok"
+        assert (await sock.join(f"customer:{customer}:messages"))["status"] == "ok"
+    finally:
+        await sock.close()
+    anon = await RawSocket.connect(server.ws_url, server.anon_key, Vsn.V2)
+    try:
+        assert (await anon.join(f"presence:{conversation}", access_token=token))["status"] == "ok"
+    finally:
+        await anon.close()
+
+
+async def test_customer_never_joins_another_customers_topics(
+    server: RunningServer, seed: Seed
+) -> None:
+    a, token_a = await seed.customer()
+    b, _ = await seed.customer()
+    conv_b = await seed.conversation(b)
+    staff, _ = await seed.staff()
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        for topic in (
+            f"customer:{b}:messages",
+            f"conversation:{conv_b}",
+            f"presence:{conv_b}",
+            f"staff:{staff}:messages",
+            f"conversation:{uuid.uuid4()}",
+            "conversation:not-a-uuid",
+            f"customer:{a}:messages:extra",
+        ):
+            assert await sock.join(topic, access_token=token_a) == _unauthorized(topic), topic
+    finally:
+        await sock.close()
+
+
+async def test_anon_may_join_public_topics_only(server: RunningServer, seed: Seed) -> None:
+    customer, _ = await seed.customer()
+    conversation = await seed.conversation(customer)
+    staff, _ = await seed.staff()
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        assert (await sock.join("lobby"))["status"] == "ok"
+        for topic in (
+            f"conversation:{conversation}",
+            f"presence:{conversation}",
+            f"customer:{customer}:messages",
+            f"staff:{staff}:messages",
+        ):
+            assert await sock.join(topic) == _unauthorized(topic)
+    finally:
+        await sock.close()
+
+
+async def test_staff_joins_every_conversation_but_only_their_own_staff_topic(
+    server: RunningServer, seed: Seed
+) -> None:
+    customer, _ = await seed.customer()
+    conversation = await seed.conversation(customer)
+    me, my_token = await seed.staff()
+    other, _ = await seed.staff()
+    sock = await RawSocket.connect(server.ws_url, my_token)
+    try:
+        for topic in (
+            f"conversation:{conversation}",
+            f"presence:{conversation}",
+            f"customer:{customer}:messages",
+            f"staff:{me}:messages",
+        ):
+            assert (await sock.join(topic))["status"] == "ok", topic
+        assert await sock.join(f"staff:{other}:messages") == _unauthorized(
+            f"staff:{other}:messages"
+        )
+    finally:
+        await sock.close()
+
+
+async def test_service_role_joins_everything(server: RunningServer, seed: Seed) -> None:
+    customer, _ = await seed.customer()
+    conversation = await seed.conversation(customer)
+    staff, _ = await seed.staff()
+    sock = await RawSocket.connect(server.ws_url, server.service_key)
+    try:
+        for topic in (
+            f"conversation:{conversation}",
+            f"staff:{staff}:messages",
+            f"customer:{customer}:messages",
+        ):
+            assert (await sock.join(topic))["status"] == "ok"
+    finally:
+        await sock.close()
+
+
+async def test_revoked_and_expired_portal_tokens_are_refused_at_connect(
+    server: RunningServer, seed: Seed
+) -> None:
+    customer, token = await seed.customer()
+    await seed.revoke(token)
+    expired = await seed.portal_token(customer, ttl_seconds=-10)
+    for bad, message in ((token, "Token has been revoked"), (expired, "Token has expired")):
+        sock = None
+        with pytest.raises(Exception) as info:
+            sock = await RawSocket.connect(server.ws_url, bad)
+        assert "401" in str(info.value), message
+        assert sock is None
+
+
+def _system_then_close(topic: str, message_start: str):  # type: ignore[no-untyped-def]
+    async def check(sock: RawSocket) -> None:
+        system = await sock.expect(lambda m: m.get("event") == "system", timeout=6)
+        assert system["payload"]["status"] == "error"
+        assert system["payload"]["extension"] == "system"
+        assert system["payload"]["channel"] == topic
+        assert system["payload"]["message"].startswith(message_start), system
+        close = await sock.recv()
+        assert close["event"] == "phx_close" and close["topic"] == f"realtime:{topic}"
+
+    return check
+
+
+async def test_staff_token_expiring_mid_connection_closes_the_channel(
+    server: RunningServer, seed: Seed
+) -> None:
+    staff, _ = await seed.staff()
+    short = seed.staff_token(staff, ttl_seconds=1)
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        assert (await sock.join("expiring", access_token=short))["status"] == "ok"
+        started = asyncio.get_running_loop().time()
+        await _system_then_close("expiring", "Token has expired")(sock)
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await sock.close()
+
+
+async def test_revoking_a_portal_token_closes_its_channels_within_seconds(
+    server: RunningServer, seed: Seed
+) -> None:
+    customer, token = await seed.customer()
+    conversation = await seed.conversation(customer)
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        assert (await sock.join(f"conversation:{conversation}", access_token=token))[
+            "status"
+        ] == "ok"
+        await seed.revoke(token)
+        started = asyncio.get_running_loop().time()
+        await _system_then_close(f"conversation:{conversation}", "Token has been revoked")(sock)
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await sock.close()
+
+
+async def test_revoking_the_connect_token_closes_the_socket(
+    server: RunningServer, seed: Seed
+) -> None:
+    customer, token = await seed.customer()
+    conversation = await seed.conversation(customer)
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        assert (await sock.join(f"conversation:{conversation}"))["status"] == "ok"
+        await seed.revoke(token)
+        await _system_then_close(f"conversation:{conversation}", "Token has been revoked")(sock)
+        assert await sock.closed() == 1008
+    finally:
+        await sock.close()
+
+
+async def test_access_token_refresh_keeps_the_channel_without_a_reply(
+    server: RunningServer, seed: Seed
+) -> None:
+    staff, _ = await seed.staff()
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        assert (
+            await sock.join(
+                "refresh", {"broadcast": {"self": True}}, access_token=seed.staff_token(staff, 1)
+            )
+        )["status"] == "ok"
+        await sock.send(
+            "realtime:refresh",
+            "access_token",
+            {"access_token": seed.staff_token(staff, 3600)},
+            "7",
+            "1",
+        )
+        # Past the first token's expiry, the channel still works.
+        await asyncio.sleep(0)  # let the refresh be read before the clock check below starts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.5
+        while loop.time() < deadline:
+            await sock.send("phoenix", "heartbeat", {}, "hb")
+            msg = await sock.recv()
+            assert msg["event"] == "phx_reply" and msg["ref"] == "hb", (
+                msg
+            )  # no reply to the refresh, no close
+            await asyncio.sleep(0.25)
+        await sock.send(
+            "realtime:refresh",
+            "broadcast",
+            {"type": "broadcast", "event": "e", "payload": {}},
+            None,
+            "1",
+        )
+        assert (await sock.recv())["event"] == "broadcast"
+    finally:
+        await sock.close()
+
+
+async def test_refresh_with_a_bad_token_closes_the_channel(
+    server: RunningServer, seed: Seed
+) -> None:
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await sock.join("refresh-bad")
+        await sock.send(
+            "realtime:refresh-bad", "access_token", {"access_token": "garbage"}, "2", "1"
+        )
+        await _system_then_close("refresh-bad", "The token provided is not a valid JWT")(sock)
+    finally:
+        await sock.close()
+
+
+async def test_refresh_to_another_customer_loses_the_topic(
+    server: RunningServer, seed: Seed
+) -> None:
+    a, token_a = await seed.customer()
+    _, token_b = await seed.customer()
+    conversation = await seed.conversation(a)
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await sock.join(f"conversation:{conversation}", access_token=token_a)
+        await sock.send(
+            f"realtime:conversation:{conversation}",
+            "access_token",
+            {"access_token": token_b},
+            "2",
+            "1",
+        )
+        await _system_then_close(f"conversation:{conversation}", "You no longer have permission")(
+            sock
+        )
+    finally:
+        await sock.close()

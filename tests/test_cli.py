@@ -1,0 +1,140 @@
+"""The ``rtm`` command as a user runs it: subprocesses on a data directory of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import jwt
+
+from tests.conftest import with_database
+
+RTM = [sys.executable, "-m", "realtime_messaging"]
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTM_")}
+    env["RTM_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def test_keys_are_stable_and_signed_with_the_generated_secret(tmp_path: Path) -> None:
+    first = subprocess.run(
+        [*RTM, "keys", "--json"], env=_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    second = subprocess.run(
+        [*RTM, "keys", "--json"], env=_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    keys = json.loads(first.stdout)
+    assert keys == json.loads(second.stdout)
+    secret = (tmp_path / "jwt_secret").read_text().strip()
+    assert jwt.decode(keys["anon_key"], secret, algorithms=["HS256"])["role"] == "anon"
+    assert (
+        jwt.decode(keys["service_role_key"], secret, algorithms=["HS256"])["role"] == "service_role"
+    )
+
+
+def test_keys_follow_rtm_jwt_secret(tmp_path: Path) -> None:
+    secret = "s" * 48
+    out = subprocess.run(
+        [*RTM, "keys", "--json"],
+        env=_env(tmp_path, RTM_JWT_SECRET=secret),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        jwt.decode(json.loads(out.stdout)["anon_key"], secret, algorithms=["HS256"])["role"]
+        == "anon"
+    )
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+async def test_migrate_is_idempotent_on_an_external_database(
+    admin_url: str, tmp_path: Path
+) -> None:
+    name = "rtm_cli_migrate"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(admin_url, name)
+    try:
+        env = _env(tmp_path, RTM_DATABASE_URL=url)
+        first = await asyncio.to_thread(
+            subprocess.run, [*RTM, "migrate"], env=env, capture_output=True, text=True
+        )
+        assert first.returncode == 0, first.stderr
+        second = await asyncio.to_thread(
+            subprocess.run, [*RTM, "migrate"], env=env, capture_output=True, text=True
+        )
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == "schema is up to date"
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*RTM, "migrate"],
+        env=_env(tmp_path, RTM_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "Error:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+async def test_serve_on_the_embedded_database_then_cleanup_and_db_url(tmp_path: Path) -> None:
+    env = _env(tmp_path, RTM_PORT="0")
+    proc = await asyncio.create_subprocess_exec(
+        *RTM, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        banner: dict[str, str] = {}
+        async with asyncio.timeout(60):
+            while "service_role key" not in banner:
+                line = (await proc.stdout.readline()).decode()  # type: ignore[union-attr]
+                assert line, (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+                if ":" in line:
+                    key, _, value = line.strip().partition(": ")
+                    banner[key] = value
+        keys = json.loads(
+            subprocess.run(
+                [*RTM, "keys", "--json"], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        assert banner["anon key"] == keys["anon_key"]
+        assert banner["service_role key"] == keys["service_role_key"]
+        async with aiohttp.ClientSession() as session:
+            for path in ("/healthz", "/readyz"):
+                async with session.get(banner["API URL"] + path) as response:
+                    assert response.status == 200, path
+        # A second process on the same data directory shares the running database.
+        url = await asyncio.to_thread(
+            subprocess.run, [*RTM, "db-url"], env=env, capture_output=True, text=True, check=True
+        )
+        assert url.stdout.strip() == banner["DB URL"]
+        cleaned = await asyncio.to_thread(
+            subprocess.run, [*RTM, "cleanup"], env=env, capture_output=True, text=True, check=True
+        )
+        assert cleaned.stdout.strip() == "0"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
