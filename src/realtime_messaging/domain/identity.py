@@ -6,9 +6,13 @@ Pure: the caller resolves tokens and looks up conversation owners; these functio
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from uuid import UUID
+
+# Only the canonical hyphenated spelling: uuid.UUID() also takes signs, blanks and underscores.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class Kind(enum.Enum):
@@ -53,10 +57,7 @@ class Topic:
 
 
 def _uuid(text: str) -> UUID | None:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None
+    return uuid.UUID(text) if _UUID.fullmatch(text) else None
 
 
 def parse_topic(name: str) -> Topic:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Meta = dict[str, Any]
 State = dict[str, dict[str, list[Meta]]]
 
@@ -49,7 +51,7 @@ class PresenceRegistry:
         """Track or re-track; ``None`` when nothing changed (identical payload)."""
         state = self._topics.setdefault(topic, _Topic())
         old = state.by_owner.get(owner)
-        if old is not None and old.key == key and old.payload == payload:
+        if old is not None and old.key == key and _same(old.payload, payload):
             return None
         meta: Meta = {**payload, "phx_ref": self._make_ref()} if isinstance(payload, dict) else {}
         if not meta:
@@ -86,3 +88,10 @@ class PresenceRegistry:
     def tracked(self, topic: str, owner: Hashable) -> bool:
         topic_state = self._topics.get(topic)
         return topic_state is not None and owner in topic_state.by_owner
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality, where ``1`` and ``true`` differ (Python's ``==`` says they are equal)."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        b, option=orjson.OPT_SORT_KEYS
+    )
