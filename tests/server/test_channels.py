@@ -284,3 +284,38 @@ async def test_many_subscribers_each_get_every_broadcast_once_in_order(
     finally:
         for s in subs:
             await s.close()
+
+
+async def test_internal_failure_errors_only_that_channel(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_messaging.server import realtime
+
+    def broken(self: object, event: object) -> None:
+        raise RuntimeError("injected failure")
+
+    a = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await a.join("fails")
+        await a.join("survives", {"broadcast": {"self": True}})
+        monkeypatch.setattr(realtime.Session, "_broadcast", broken)
+        await a.send(
+            "realtime:fails",
+            "broadcast",
+            {"type": "broadcast", "event": "x", "payload": {}},
+            "5",
+            "1",
+        )
+        error = await a.recv()
+        assert error == {"topic": "realtime:fails", "event": "phx_error", "payload": {}, "ref": "1"}
+        monkeypatch.undo()
+        await a.send(
+            "realtime:survives",
+            "broadcast",
+            {"type": "broadcast", "event": "ok", "payload": {}},
+            None,
+            "2",
+        )
+        assert (await a.expect(_is("broadcast")))["payload"]["event"] == "ok"
+    finally:
+        await a.close()

@@ -29,6 +29,7 @@ from ..protocol.events import (
     AccessTokenReceived,
     BadPush,
     BroadcastReceived,
+    Event,
     Heartbeat,
     JoinRefused,
     JoinRequested,
@@ -38,7 +39,7 @@ from ..protocol.events import (
 from ..protocol.frames import Vsn
 from ..protocol.join import JoinConfig
 from ..protocol.presence import PresenceRegistry
-from .auth import Authenticator, AuthError
+from .auth import Authenticator, AuthError, AuthUnavailable
 from .fanout import Hub, Outbox, broadcast_payload
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,19 @@ class Session:
                 )
             )
             return
+        try:
+            await self._dispatch(event)
+        except Exception:
+            # A bug in handling one push must not take the socket down: the channel errors
+            # (clients rejoin after phx_error) and every other channel carries on.
+            topic = event.topic
+            log.exception("error handling %s on %s", type(event).__name__, topic)
+            channel = self.channels.get(topic)
+            if channel is not None:
+                self._drop(channel)
+                self.outbox.text(self.proto.error_channel(topic))
+
+    async def _dispatch(self, event: Event) -> None:
         if isinstance(event, JoinRequested):
             await self._join(event)
         elif isinstance(event, BroadcastReceived):
@@ -398,6 +412,8 @@ class Session:
         try:
             identity = await self.server.auth.identify(token)
             allowed = await self._may_join(identity, channel.topic)
+        except AuthUnavailable:
+            return  # keep the channel on its current token; the client refreshes again
         except AuthError as exc:
             self._close_channel(channel, exc.message)
             return
