@@ -20,18 +20,27 @@ import asyncio
 import json
 import os
 import shutil
+import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from realtime.types import RealtimeAcknowledgementStatus
+from realtime.types import RealtimeAcknowledgementStatus, RealtimeChannelOptions
 
 COMPAT_DIR = Path(__file__).resolve().parent
 RUNNER = COMPAT_DIR / "js" / "run.mjs"
 
 #: Default bound for one expected event. Everything here is loopback, so a few seconds is ample.
 WAIT = 5.0
+
+#: Seconds after a token's ``exp`` by which the server must have closed the channel it holds.
+EXPIRY_GRACE = 5.0
+
+#: A broadcast payload exercising non-ASCII text, numbers, nesting and null.
+PAYLOAD = {"text": "héllo ✓", "n": 42, "nested": {"list": [1, 2, 3], "none": None}}
 
 Event = dict[str, Any]
 
@@ -45,6 +54,7 @@ class EventLog:
         self._waiters: list[asyncio.Future[None]] = []
 
     def add(self, event: Event) -> None:
+        event.setdefault("at", time.time())  # wall clock, comparable with JWT ``exp``
         self.events.append(event)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -130,8 +140,14 @@ class JsClient:
         access_token: str | None = None,
         name: str = "js",
         lifetime_ms: int = 30_000,
+        trace_frames: bool = False,
     ) -> JsClient:
-        options: dict[str, Any] = {"url": url, "apikey": apikey, "lifetimeMs": lifetime_ms}
+        options: dict[str, Any] = {
+            "url": url,
+            "apikey": apikey,
+            "lifetimeMs": lifetime_ms,
+            "traceFrames": trace_frames,
+        }
         if vsn is not None:
             options["vsn"] = vsn
         if access_token is not None:
@@ -257,7 +273,8 @@ class PyClient:
             "private": False,
         }
         full_config.update(config or {})
-        ch = self.client.channel(topic, {"config": full_config})  # type: ignore[typeddict-item]
+        options = cast(RealtimeChannelOptions, {"config": full_config})
+        ch = self.client.channel(topic, options)
         self.channels[channel] = ch
         log = self.log
 
@@ -279,9 +296,7 @@ class PyClient:
         if presence:
 
             def on_sync() -> None:
-                log.add(
-                    {"ev": "presence", "channel": channel, "kind": "sync", "state": _state(ch)}
-                )
+                log.add({"ev": "presence", "channel": channel, "kind": "sync", "state": _state(ch)})
 
             def on_join(key: str, current: Any, new: Any) -> None:
                 log.add(
@@ -330,7 +345,8 @@ class PyClient:
         self, channel: str, event: str, payload: Any, timeout: float = WAIT
     ) -> str | None:
         """Broadcast through the channel. With ``config.broadcast.ack`` returns the reply status
-        ("ok" / "error" / "timed out"); without it returns None at once."""
+        ("ok" / "error" / "timed out", or "no reply within ..." after ``timeout``); without it
+        returns None at once."""
         ch = self.channels[channel]
         push = await ch.push("broadcast", {"type": "broadcast", "event": event, "payload": payload})
         if not ch.params["config"].get("broadcast", {}).get("ack"):
@@ -349,6 +365,8 @@ class PyClient:
         push.receive(RealtimeAcknowledgementStatus.Timeout, settle("timed out"))
         try:
             return await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return f"no reply within {timeout} s"
         finally:
             push.destroy()
 
@@ -374,14 +392,72 @@ class PyClient:
                 task.cancel()
 
 
+class Clients:
+    """Starts official clients against the test server and remembers them for teardown."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.opened: list[JsClient | PyClient] = []
+
+    async def js(
+        self,
+        apikey: str,
+        *,
+        vsn: str | None = None,
+        access_token: str | None = None,
+        name: str = "js",
+        trace_frames: bool = False,
+    ) -> JsClient:
+        """A realtime-js client (vsn None: the client's default, 2.0.0)."""
+        client = await JsClient.start(
+            self.server.realtime_url,
+            apikey,
+            vsn=vsn,
+            access_token=access_token,
+            name=name,
+            trace_frames=trace_frames,
+        )
+        self.opened.append(client)
+        return client
+
+    def py(self, token: str, name: str = "py") -> PyClient:
+        """A realtime-py client; it connects on its first join."""
+        client = PyClient(self.server.realtime_url, token, name=name)
+        self.opened.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in reversed(self.opened):
+            await client.close()
+            if isinstance(client, JsClient) and client.stderr:
+                print(f"--- {client.name} stderr ---\n{client.stderr}", file=sys.stderr)
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
 
 def _state(ch: Any) -> dict[str, Any]:
-    return _jsonable(dict(ch.presence_state()))
+    return cast(dict[str, Any], _jsonable(dict(ch.presence_state())))
 
 
 def metas(state: dict[str, Any], key: str) -> list[dict[str, Any]]:
     """The metas under ``key`` in a presence state, without the client-added presence_ref."""
     return [{k: v for k, v in m.items() if k != "presence_ref"} for m in state.get(key, [])]
+
+
+def unique(prefix: str) -> str:
+    """A topic name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def unauthorized(topic: str) -> str:
+    """The join error reason for a forbidden sub-topic (no ``realtime:`` prefix)."""
+    return f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+
+
+async def first_status(
+    client: JsClient | PyClient, channel: str, since: int = 0, timeout: float = WAIT
+) -> Event:
+    """The first subscribe-callback status of ``channel`` after ``since``."""
+    return await client.log.expect(since, timeout, ev="status", channel=channel)

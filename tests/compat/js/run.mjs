@@ -4,7 +4,8 @@
 //
 // options: {"url": ws URL ending in /realtime/v1, "apikey": str, "vsn"?: "1.0.0" | "2.0.0",
 //           "accessToken"?: str (passed to setAuth before anything joins),
-//           "lifetimeMs"?: int (hard exit after this long, default 30000), "debug"?: bool}
+//           "lifetimeMs"?: int (hard exit after this long, default 30000),
+//           "traceFrames"?: bool (report every websocket frame's type), "debug"?: bool}
 //
 // stdin carries commands and stdout reports events, one JSON object per line. Every command
 // may carry an "id"; commands that complete (everything but "join") answer with
@@ -28,6 +29,8 @@
 //   {"ev": "presence", "channel", "kind": "sync" | "join" | "leave", "key"?, "presences"?,
 //    "state"}                                            state is presenceState() after the event
 //   {"ev": "system", "channel", "payload"}
+//   {"ev": "frame", "dir": "out" | "in", "binary": bool, "kind": first byte of a binary frame,
+//    "shape": "array" | "object" and "event" of a JSON text frame}         only with traceFrames
 //   {"ev": "fatal", "error"}                             the runner itself failed; it exits 2
 //
 // The process exits by itself after lifetimeMs (exit code 3) so a stuck test cannot leak it.
@@ -75,8 +78,39 @@ process.on('uncaughtException', (err) => {
   shutdown(2)
 })
 
+// With traceFrames, the transport reports the type of every frame it carries, so tests can tell
+// which encoding the client chose (realtime-js sends broadcasts as binary kind-3 under vsn 2).
+function describeFrame(dir, data, isBinary) {
+  if (isBinary) {
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data
+    return { ev: 'frame', dir, binary: true, kind: bytes[0] }
+  }
+  let event = null
+  let shape = null
+  try {
+    const decoded = JSON.parse(data.toString())
+    shape = Array.isArray(decoded) ? 'array' : typeof decoded
+    event = Array.isArray(decoded) ? decoded[3] : decoded.event
+  } catch {
+    // Not JSON: report the frame without an event.
+  }
+  return { ev: 'frame', dir, binary: false, shape, event }
+}
+
+class TracingWebSocket extends WebSocket {
+  constructor(...args) {
+    super(...args)
+    this.on('message', (data, isBinary) => emit(describeFrame('in', data, isBinary)))
+  }
+
+  send(data, ...rest) {
+    emit(describeFrame('out', data, typeof data !== 'string'))
+    return super.send(data, ...rest)
+  }
+}
+
 const client = new RealtimeClient(options.url, {
-  transport: WebSocket,
+  transport: options.traceFrames ? TracingWebSocket : WebSocket,
   params: { apikey: options.apikey },
   ...(options.vsn ? { vsn: options.vsn } : {}),
   timeout: options.timeoutMs ?? 10000,
