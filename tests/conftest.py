@@ -51,6 +51,13 @@ def admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(admin_url: str) -> AsyncIterator[str]:
     """A migrated database created for this test run and dropped after it."""
+    async with fresh_database(admin_url) as url:
+        yield url
+
+
+@asynccontextmanager
+async def fresh_database(admin_url: str) -> AsyncIterator[str]:
+    """A new migrated database on the test server, dropped on exit (for tests that need one alone)."""
     name = f"rtm_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_url)
     try:

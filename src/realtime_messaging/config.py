@@ -33,6 +33,10 @@ class Settings:
     send_buffer_limit: int = 4 * 1024 * 1024
     #: How often live portal tokens are checked for revocation.
     token_check_interval: float = 2.0
+    #: How long the change log keeps changes for clients that resume (``RTM_CHANGE_RETENTION``).
+    change_retention_seconds: float = 24 * 3600.0
+    #: The change feed also polls this often, should a notification be missed.
+    feed_poll_interval: float = 0.5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +48,7 @@ class Settings:
             port=int(_env("RTM_PORT", "4000") or "4000"),
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
+            change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -54,6 +54,8 @@ class JoinConfig:
     presence_enabled: bool = False
     private: bool = False
     postgres_changes: tuple[PostgresBinding, ...] = field(default_factory=tuple)
+    #: Our extension: ``config.resume.position``, the last change position the client saw.
+    resume_position: int | None = None
 
 
 def binding_id(event: str, schema: str, table: str | None, filter_: str | None) -> int:
@@ -140,6 +142,7 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
         raise JoinError("InvalidJoinPayload", "postgres_changes must be a list")
     return (
         JoinConfig(
+            resume_position=_resume_position(config.get("resume")),
             broadcast_self=_flag(broadcast.get("self"), "broadcast.self"),
             broadcast_ack=_flag(broadcast.get("ack"), "broadcast.ack"),
             presence_key=key,
@@ -149,3 +152,15 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
         ),
         token or None,
     )
+
+
+def _resume_position(value: Any) -> int | None:
+    """``{"position": N}`` (N an integer or its decimal string, >= 0), or nothing."""
+    if value is None:
+        return None
+    position = value.get("position") if isinstance(value, dict) else None
+    if isinstance(position, str) and position.isdigit():
+        position = int(position)
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise JoinError("InvalidJoinPayload", "resume.position must be a non-negative integer")
+    return position

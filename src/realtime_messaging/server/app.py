@@ -13,9 +13,11 @@ from aiohttp import web
 from ..broker import LocalBroker
 from ..config import Settings
 from ..keys import anon_key, load_or_create_secret, service_role_key
+from ..store.changefeed import ChangeFeed
 from ..store.database import Database
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
+from .pgchanges import ChangeRouter, load_tables
 from .realtime import RealtimeServer
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
@@ -36,10 +38,19 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(settings: Settings, pool: asyncpg.Pool, secret: str) -> web.Application:
+async def build_app(
+    settings: Settings, pool: asyncpg.Pool, database_url: str, secret: str
+) -> web.Application:
     """Wire every part; the only place that knows them all."""
     app = web.Application(client_max_size=settings.max_frame_bytes)
-    realtime = RealtimeServer(settings, Authenticator(secret, pool), LocalBroker())
+    router = ChangeRouter(await load_tables(pool))
+    feed = ChangeFeed(
+        database_url,
+        router.route,
+        retention_seconds=settings.change_retention_seconds,
+        poll_interval=settings.feed_poll_interval,
+    )
+    realtime = RealtimeServer(settings, Authenticator(secret, pool), LocalBroker(), router, pool)
     app[DB_POOL] = pool
     app[REALTIME] = realtime
     app.router.add_get("/healthz", healthz)
@@ -50,8 +61,10 @@ def build_app(settings: Settings, pool: asyncpg.Pool, secret: str) -> web.Applic
 
     async def start(app: web.Application) -> None:
         await realtime.start()
+        await feed.start()
 
     async def stop(app: web.Application) -> None:
+        await feed.stop()
         await realtime.stop()
 
     app.on_startup.append(start)
@@ -73,7 +86,8 @@ class Running:
 async def start(settings: Settings, database_url: str, secret: str) -> Running:
     """Start serving on ``settings.host:port`` (port 0: any free port) and return at once."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-    runner = web.AppRunner(build_app(settings, pool, secret), handle_signals=False, access_log=None)
+    app = await build_app(settings, pool, database_url, secret)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     sock = socket.create_server((settings.host, settings.port), backlog=4096)
     site = web.SockSite(runner, sock)

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from ..broker import Envelope
-from ..domain.identity import Identity, may_join, needs_conversation_owner, parse_topic
+from ..domain.identity import Identity
 from .auth import AuthError
 from .fanout import broadcast_payload
 from .http import bearer_token, error
@@ -38,14 +38,6 @@ class BroadcastApi:
         except AuthError as exc:
             return error(401, "unauthorized", exc.message)
 
-    async def _allowed(self, identity: Identity, topic: str) -> bool:
-        parsed = parse_topic(topic)
-        owner = None
-        if needs_conversation_owner(parsed):
-            assert parsed.subject is not None
-            owner = await self._realtime.auth.conversation_owner(parsed.subject)
-        return may_join(identity, parsed, owner)
-
     async def batch(self, request: web.Request) -> web.Response:
         identity = await self._identity(request)
         if isinstance(identity, web.Response):
@@ -64,7 +56,7 @@ class BroadcastApi:
             problem = _check_message(item)
             if problem:
                 return error(422, "validation_error", f"messages[{i}]: {problem}")
-            if not await self._allowed(identity, item["topic"]):
+            if not await self._realtime.may_join(identity, item["topic"]):
                 return error(403, "forbidden", f"not allowed to broadcast to {item['topic']}")
             checked.append((item["topic"], item["event"], item["payload"]))
         for topic, event, payload in checked:
@@ -76,7 +68,7 @@ class BroadcastApi:
         if isinstance(identity, web.Response):
             return identity
         topic, event = request.match_info["topic"], request.match_info["event"]
-        if not await self._allowed(identity, topic):
+        if not await self._realtime.may_join(identity, topic):
             return error(403, "forbidden", f"not allowed to broadcast to {topic}")
         raw = await request.read()
         if request.content_type == "application/octet-stream":

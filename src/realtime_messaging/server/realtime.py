@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import WSMsgType, web
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
@@ -39,8 +40,10 @@ from ..protocol.events import (
 from ..protocol.frames import Vsn
 from ..protocol.join import JoinConfig
 from ..protocol.presence import PresenceRegistry
+from ..store.changefeed import Change, read_since
 from .auth import Authenticator, AuthError, AuthUnavailable
 from .fanout import Hub, Outbox, broadcast_payload
+from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class Channel:
         "key",
         "presence_key",
         "expiry",
+        "pg_position",
+        "pg_buffer",
+        "replay",
     )
 
     def __init__(
@@ -78,6 +84,11 @@ class Channel:
         self.key = f"{session.server.node_id}:{next(_channel_ids)}"
         self.presence_key = config.presence_key or str(uuid.uuid1())
         self.expiry: asyncio.TimerHandle | None = None
+        #: Position of the last postgres change delivered (changes at or below it are skipped).
+        self.pg_position = 0
+        #: While a resume replays history, live changes wait here.
+        self.pg_buffer: list[tuple[Change, list[int]]] | None = None
+        self.replay: asyncio.Task[None] | None = None
 
     @property
     def vsn(self) -> Vsn:
@@ -98,10 +109,19 @@ _channel_ids = itertools.count(1)
 class RealtimeServer:
     """Everything the WebSocket endpoint shares across sessions in one process."""
 
-    def __init__(self, settings: Settings, auth: Authenticator, broker: Broker) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        auth: Authenticator,
+        broker: Broker,
+        router: ChangeRouter,
+        pool: asyncpg.Pool,
+    ) -> None:
         self.settings = settings
         self.auth = auth
         self.broker = broker
+        self.router = router
+        self.pool = pool
         self.node_id = secrets.token_hex(4)
         self.hub = Hub()
         self._ref_counter = itertools.count(1)
@@ -114,6 +134,15 @@ class RealtimeServer:
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"
+
+    async def may_join(self, identity: Identity, topic_name: str) -> bool:
+        """The topic rules (DESIGN 4.3) for a full topic name (``realtime:`` prefix optional)."""
+        topic = parse_topic(subtopic(topic_name))
+        owner = None
+        if needs_conversation_owner(topic):
+            assert topic.subject is not None
+            owner = await self.auth.conversation_owner(topic.subject)
+        return may_join(identity, topic, owner)
 
     def allow_join(self, session: Session) -> bool:
         return self._limiter.hit(self._join_rate, "join", session.id)
@@ -313,7 +342,7 @@ class Session:
             return
         try:
             identity = await self._identity_for(join.access_token)
-            allowed = await self._may_join(identity, join.topic)
+            allowed = await self.server.may_join(identity, join.topic)
         except AuthError as exc:
             self._refuse(join, exc.reason)
             return
@@ -342,6 +371,77 @@ class Session:
         if join.config.presence_enabled:
             state = server.presence.state(join.topic)
             self.outbox.text(self.proto.push(join.topic, "presence_state", state, join.join_ref))
+        if join.config.postgres_changes:
+            self._subscribe_changes(channel, join.config.resume_position)
+
+    # -- postgres_changes ---------------------------------------------------------------
+
+    def _pg_system(self, channel: Channel, status: str, message: str, **extra: Any) -> None:
+        payload = {
+            "extension": "postgres_changes",
+            "status": status,
+            "message": message,
+            "channel": subtopic(channel.topic),
+            **extra,
+        }
+        self.outbox.text(self.proto.push(channel.topic, "system", payload, channel.join_ref))
+
+    def _subscribe_changes(self, channel: Channel, resume: int | None) -> None:
+        error = self.server.router.subscribe(
+            channel, channel.config.postgres_changes, channel.identity
+        )
+        if error is not None:
+            self._pg_system(
+                channel,
+                "error",
+                f"Unable to subscribe to changes with given parameters: {error}",
+            )
+            return
+        if resume is None:
+            self._pg_system(channel, "ok", "Subscribed to PostgreSQL")
+            return
+        channel.pg_buffer = []
+        channel.replay = asyncio.create_task(self._replay(channel, resume))
+
+    async def _replay(self, channel: Channel, position: int) -> None:
+        """Send what the channel missed since ``position``, then what arrived meanwhile."""
+        _, customer = scope_of(channel.identity)
+        try:
+            async with self.server.pool.acquire() as conn:
+                history = await read_since(conn, position, customer_id=customer)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("resume of %s failed: %s", channel.topic, exc)
+            channel.pg_buffer = None
+            if self.channels.get(channel.topic) is channel:
+                self._pg_system(channel, "error", "Unable to resume: the database is unavailable")
+            return
+        if self.channels.get(channel.topic) is not channel:
+            return
+        router = self.server.router
+        channel.pg_position = position
+        if history.lost:
+            self._pg_system(
+                channel,
+                "ok",
+                "History lost: changes after this position are no longer kept; reload",
+                position=position,
+                history_lost=True,
+            )
+        else:
+            for change in history.changes:
+                ids = router.match(change, only=channel).get(channel)
+                if ids:
+                    self._send_change(channel, change, ids)
+        buffered, channel.pg_buffer = channel.pg_buffer or [], None
+        for change, ids in buffered:
+            if change.pos > channel.pg_position:
+                self._send_change(channel, change, ids)
+        self._pg_system(channel, "ok", "Subscribed to PostgreSQL")
+
+    def _send_change(self, channel: Channel, change: Change, ids: list[int]) -> None:
+        table = self.server.router.tables[change.table]
+        self.outbox.write(ChangeEncoder(change, table).frame(self.vsn, channel.topic, ids))
+        channel.pg_position = change.pos
 
     def _refuse(self, join: JoinRequested, reason: str) -> None:
         self.outbox.text(self.proto.refuse(join.topic, join.ref, join.join_ref, reason))
@@ -351,19 +451,15 @@ class Session:
             return self.identity
         return await self.server.auth.identify(token)
 
-    async def _may_join(self, identity: Identity, topic_name: str) -> bool:
-        topic = parse_topic(subtopic(topic_name))
-        owner = None
-        if needs_conversation_owner(topic):
-            assert topic.subject is not None
-            owner = await self.server.auth.conversation_owner(topic.subject)
-        return may_join(identity, topic, owner)
-
     def _drop(self, channel: Channel) -> None:
         """Forget a channel: out of the hub, presence left, expiry timer cancelled."""
         if self.channels.get(channel.topic) is channel:
             del self.channels[channel.topic]
         self.server.hub.remove(channel.topic, channel)
+        self.server.router.unsubscribe(channel)
+        if channel.replay is not None:
+            channel.replay.cancel()
+            channel.replay = None
         if channel.expiry is not None:
             channel.expiry.cancel()
             channel.expiry = None
@@ -411,7 +507,7 @@ class Session:
             return
         try:
             identity = await self.server.auth.identify(token)
-            allowed = await self._may_join(identity, channel.topic)
+            allowed = await self.server.may_join(identity, channel.topic)
         except AuthUnavailable:
             return  # keep the channel on its current token; the client refreshes again
         except AuthError as exc:
@@ -425,6 +521,8 @@ class Session:
             return
         channel.identity = identity
         self._arm_expiry(channel)
+        if channel.config.postgres_changes:
+            self.server.router.subscribe(channel, channel.config.postgres_changes, identity)
 
     def portal_token_hashes(self) -> set[str]:
         hashes = {c.identity.token_hash for c in self.channels.values()}

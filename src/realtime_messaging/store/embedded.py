@@ -51,6 +51,14 @@ class EmbeddedPostgres:
         """The connection URL (a Unix socket inside the data directory)."""
         return str(self._server.get_uri(database))
 
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: connections are cut) and start it again, same URL."""
+        pgserver = _import_pgserver()
+        pgserver._commands.pg_ctl(
+            ["-w", "stop", "-m", "fast"], pgdata=self.pgdata, user=self._server.system_user
+        )
+        self._server.ensure_postgres_running()
+
     def detach(self) -> None:
         """Leave the server running after this process exits (for ``rtm db-url``)."""
         self._server.global_process_id_list.get_and_remove(os.getpid())

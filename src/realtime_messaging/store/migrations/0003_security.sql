@@ -83,7 +83,8 @@ GRANT EXECUTE ON FUNCTION
     rtm.customer_conversation_ids(),
     rtm.customer_staff_ids(),
     rtm.require_reader(uuid, uuid, boolean),
-    rtm.delivery_rank(text)
+    rtm.delivery_rank(text),
+    rtm.delivery_timestamps(public.message_delivery_status)
 TO anon, authenticated, service_role;
 
 -- authenticated: reads everything its row rules allow; writes only the columns a client may set

@@ -1,0 +1,288 @@
+"""postgres_changes: route each change of the feed to the channels allowed and asking to see it.
+
+Authorization is decided once per subscription, from the identity the channel joined with: staff
+and the service role see every row, a customer sees rows whose change carries their id (the feed
+stamps each change with the customer owning its conversation), anyone else sees nothing. No
+query per event per subscriber: a change costs a few dictionary look-ups plus one filter check per
+candidate subscription, and its payload is encoded once.
+
+Subscriptions are indexed per table: by ``column=eq.value`` filter, by customer for a customer's
+unfiltered bindings, and the rest (staff without an eq filter) in a list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from ..domain.filters import Filter, FilterError, normalize, parse_filter
+from ..domain.identity import Identity, Kind
+from ..protocol.frames import Vsn
+from ..protocol.join import PostgresBinding
+from ..store.changefeed import Change
+from .fanout import Outbox, ws_frame
+
+log = logging.getLogger(__name__)
+
+#: The tables whose changes are published, all in schema public.
+TABLES = (
+    "conversations",
+    "customer_messages",
+    "message_read_receipts",
+    "message_typing_indicators",
+    "user_presence",
+    "message_delivery_status",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: list[dict[str, str]]  # [{"name", "type"}] in column order, as the clients expect
+    types: dict[str, str]
+
+
+async def load_tables(pool: asyncpg.Pool) -> dict[str, Table]:
+    rows = await pool.fetch(
+        """
+        SELECT c.relname AS table, a.attname AS name, t.typname AS type
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_type t ON t.oid = a.atttypid
+        WHERE n.nspname = 'public' AND c.relname = ANY($1::text[])
+          AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY c.relname, a.attnum
+        """,
+        list(TABLES),
+    )
+    columns: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        columns[row["table"]].append({"name": row["name"], "type": row["type"]})
+    return {
+        name: Table(name, cols, {c["name"]: c["type"] for c in cols})
+        for name, cols in columns.items()
+    }
+
+
+class Subscriber(Protocol):
+    """A joined channel as the router sees it."""
+
+    topic: str
+    pg_position: int
+    pg_buffer: list[tuple[Change, list[int]]] | None
+
+    @property
+    def vsn(self) -> Vsn: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    subscriber: Subscriber
+    binding_id: int
+    event: str
+    filter: Filter | None
+    customer: UUID | None  # None: sees every row
+
+
+@dataclass(slots=True)
+class _TableIndex:
+    eq: dict[tuple[str, Any], set[_Entry]] = field(default_factory=lambda: defaultdict(set))
+    eq_columns: dict[str, int] = field(default_factory=dict)
+    by_customer: dict[UUID, set[_Entry]] = field(default_factory=lambda: defaultdict(set))
+    rest: set[_Entry] = field(default_factory=set)
+
+
+def scope_of(identity: Identity) -> tuple[bool, UUID | None]:
+    """(sees anything, restricted to this customer)."""
+    if identity.kind is Kind.STAFF or identity.kind is Kind.SERVICE:
+        return True, None
+    if identity.kind is Kind.CUSTOMER:
+        return True, identity.customer_id
+    return False, None
+
+
+class ChangeRouter:
+    def __init__(self, tables: dict[str, Table]) -> None:
+        self.tables = tables
+        self._index: dict[str, _TableIndex] = {name: _TableIndex() for name in tables}
+        self._entries: dict[int, list[tuple[str, _Entry, tuple[str, Any] | None]]] = {}
+        self.delivered = 0
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(
+        self, subscriber: Subscriber, bindings: Sequence[PostgresBinding], identity: Identity
+    ) -> str | None:
+        """Register the bindings; return an error message (nothing registered) when one is bad."""
+        visible, customer = scope_of(identity)
+        planned: list[tuple[str, _Entry, tuple[str, Any] | None]] = []
+        for binding in bindings:
+            if binding.schema not in ("public", "*"):
+                return f"unknown schema {binding.schema!r}"
+            wildcard = binding.table in (None, "*")
+            if not wildcard and binding.table not in self.tables:
+                return f"unknown table {binding.schema}.{binding.table}"
+            names = list(self.tables) if wildcard else [binding.table]
+            flt: Filter | None = None
+            key = None
+            if binding.filter:
+                if wildcard:
+                    return "a filter needs a table"
+                try:
+                    flt = parse_filter(binding.filter, self.tables[names[0]].types)  # type: ignore[index]
+                except FilterError as exc:
+                    return str(exc)
+                key = flt.eq_key()
+            if not visible:
+                continue
+            for name in names:
+                assert name is not None
+                planned.append(
+                    (name, _Entry(subscriber, binding.id, binding.event, flt, customer), key)
+                )
+        self.unsubscribe(subscriber)
+        for name, entry, key in planned:
+            index = self._index[name]
+            if key is not None:
+                index.eq[key].add(entry)
+                index.eq_columns[key[0]] = index.eq_columns.get(key[0], 0) + 1
+            elif entry.customer is not None:
+                index.by_customer[entry.customer].add(entry)
+            else:
+                index.rest.add(entry)
+        self._entries[id(subscriber)] = planned
+        return None
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        for name, entry, key in self._entries.pop(id(subscriber), ()):
+            index = self._index[name]
+            if key is not None:
+                bucket = index.eq.get(key)
+                if bucket is not None:
+                    bucket.discard(entry)
+                    if not bucket:
+                        del index.eq[key]
+                remaining = index.eq_columns[key[0]] - 1
+                if remaining:
+                    index.eq_columns[key[0]] = remaining
+                else:
+                    del index.eq_columns[key[0]]
+            elif entry.customer is not None:
+                bucket = index.by_customer.get(entry.customer)
+                if bucket is not None:
+                    bucket.discard(entry)
+                    if not bucket:
+                        del index.by_customer[entry.customer]
+            else:
+                index.rest.discard(entry)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def route(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            hits = self.match(change)
+            if hits:
+                self._send(change, hits)
+
+    def match(self, change: Change, only: Subscriber | None = None) -> dict[Subscriber, list[int]]:
+        """Which subscribers (or whether ``only``) see ``change``, with their matching binding ids."""
+        index = self._index.get(change.table)
+        if index is None:
+            return {}
+        row = change.record if change.record is not None else change.old_record
+        if row is None:
+            return {}
+        table = self.tables[change.table]
+        candidates: list[_Entry] = []
+        for column in index.eq_columns:
+            value = row.get(column)
+            if value is None:
+                continue
+            try:
+                key = (column, normalize(table.types[column], value))
+            except (ValueError, TypeError):
+                continue
+            bucket = index.eq.get(key)
+            if bucket:
+                candidates.extend(bucket)
+        owner = change.customer_id
+        if owner is not None:
+            bucket = index.by_customer.get(owner)
+            if bucket:
+                candidates.extend(bucket)
+        candidates.extend(index.rest)
+        hits: dict[Subscriber, list[int]] = {}
+        op = change.op
+        for entry in candidates:
+            if only is not None and entry.subscriber is not only:
+                continue
+            if entry.event != "*" and entry.event != op:
+                continue
+            if entry.customer is not None and entry.customer != owner:
+                continue
+            if entry.filter is not None and not entry.filter.matches(row):
+                continue
+            ids = hits.setdefault(entry.subscriber, [])
+            if entry.binding_id not in ids:
+                ids.append(entry.binding_id)
+        return hits
+
+    def _send(self, change: Change, hits: dict[Subscriber, list[int]]) -> None:
+        encoder = ChangeEncoder(change, self.tables[change.table])
+        for subscriber, ids in hits.items():
+            if subscriber.pg_buffer is not None:
+                subscriber.pg_buffer.append((change, ids))
+            elif change.pos > subscriber.pg_position:
+                subscriber.outbox.write(encoder.frame(subscriber.vsn, subscriber.topic, ids))
+                subscriber.pg_position = change.pos
+                self.delivered += 1
+
+
+class ChangeEncoder:
+    """Encodes a change's ``data`` once; frames differ only by topic, ids and wire format."""
+
+    def __init__(self, change: Change, table: Table) -> None:
+        data: dict[str, Any] = {
+            "schema": "public",
+            "table": change.table,
+            "commit_timestamp": change.changed_at,
+            "type": change.op,
+            "columns": table.columns,
+        }
+        if change.record is not None:
+            data["record"] = change.record
+        if change.old_record is not None:
+            data["old_record"] = change.old_record
+        data["errors"] = None
+        data["position"] = change.pos
+        self._data = orjson.dumps(data)
+        self._frames: dict[tuple[Vsn, str, tuple[int, ...]], bytes] = {}
+
+    def frame(self, vsn: Vsn, topic: str, ids: list[int]) -> bytes:
+        key = (vsn, topic, tuple(ids))
+        frame = self._frames.get(key)
+        if frame is None:
+            body = b'{"ids":' + orjson.dumps(ids) + b',"data":' + self._data + b"}"
+            if vsn is Vsn.V2:
+                text = b"[null,null," + orjson.dumps(topic) + b',"postgres_changes",' + body + b"]"
+            else:
+                text = (
+                    b'{"topic":'
+                    + orjson.dumps(topic)
+                    + b',"event":"postgres_changes","payload":'
+                    + body
+                    + b',"ref":null}'
+                )
+            frame = self._frames[key] = ws_frame(text)
+        return frame

@@ -1,0 +1,238 @@
+"""The change feed: every committed change to the messaging tables, in order, with a position.
+
+Triggers (migration ``0004_change_feed``) append each row change to ``rtm.change_queue`` and
+``NOTIFY rtm_change``. One process at a time, the *stamper*, moves the committed queue rows into
+``rtm.change_log``, numbering them with consecutive positions in one transaction. Why this is
+gap-free and ordered:
+
+* rows of transactions that have not committed are invisible to the stamper, so a transaction
+  that commits late is simply stamped later, with a higher position: nothing is skipped;
+* the trigger locks the conversation's counter row before queueing, so within a conversation
+  queue ids follow commit order, and so do positions.
+
+Every process (the stamper included) then reads the log by position and hands the changes to
+its router. The log is kept for ``retention`` seconds so that clients can resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock held by the stamping process for as long as its connection lives.
+STAMPER_LOCK_KEY = 0x52544D5F46454544  # "RTM_FEED"
+NOTIFY_CHANNEL = "rtm_change"
+BATCH = 2000
+
+_COLUMNS = (
+    "pos, table_name, op, record, old_record, conversation_id, customer_id, "
+    "to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS changed_at"
+)
+
+_STAMP = f"""
+WITH batch AS (
+    DELETE FROM rtm.change_queue
+    WHERE id IN (SELECT id FROM rtm.change_queue ORDER BY id LIMIT {BATCH})
+    RETURNING *
+), base AS (
+    UPDATE rtm.change_feed_state SET last_pos = last_pos + (SELECT count(*) FROM batch)
+    RETURNING last_pos - (SELECT count(*) FROM batch) AS first
+), numbered AS (
+    SELECT b.*, base.first + row_number() OVER (ORDER BY b.id) AS pos FROM batch b, base
+)
+INSERT INTO rtm.change_log
+    (pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at)
+SELECT pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at
+FROM numbered
+"""
+
+_READ = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 ORDER BY pos LIMIT {BATCH}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed row change, as the log holds it."""
+
+    pos: int
+    table: str
+    op: str  # INSERT, UPDATE or DELETE
+    record: dict[str, Any] | None
+    old_record: dict[str, Any] | None
+    conversation_id: Any
+    customer_id: Any  # the customer who may see it besides staff; None: staff only
+    changed_at: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Change:
+        return cls(
+            row["pos"],
+            row["table_name"],
+            row["op"],
+            _json(row["record"]),
+            _json(row["old_record"]),
+            row["conversation_id"],
+            row["customer_id"],
+            row["changed_at"],
+        )
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        decoded: dict[str, Any] = orjson.loads(value)
+        return decoded
+    return dict(value)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a resuming subscriber missed: changes after its position, or the news it is too late."""
+
+    changes: list[Change]
+    lost: bool
+    head: int
+
+
+async def read_since(
+    conn: asyncpg.Connection, position: int, *, customer_id: Any = None
+) -> History:
+    """Changes after ``position`` up to the current head; ``lost`` when some were pruned.
+
+    With ``customer_id`` only what that customer may see is read (the router re-checks).
+    """
+    head = await conn.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+    oldest = await conn.fetchval("SELECT min(pos) FROM rtm.change_log")
+    if position >= head:
+        return History([], False, head)
+    lost = oldest is None or position < oldest - 1
+    changes: list[Change] = []
+    cursor = position
+    where = "" if customer_id is None else " AND customer_id = $2"
+    query = (
+        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1{where} AND pos <= {int(head)} "
+        f"ORDER BY pos LIMIT {BATCH}"
+    )
+    while True:
+        args: list[Any] = [cursor] if customer_id is None else [cursor, customer_id]
+        rows = await conn.fetch(query, *args)
+        changes.extend(Change.from_row(r) for r in rows)
+        if len(rows) < BATCH:
+            return History(changes, lost, head)
+        cursor = rows[-1]["pos"]
+
+
+async def feed_head(conn: asyncpg.Connection) -> int:
+    head: int = await conn.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+    return head
+
+
+class ChangeFeed:
+    """Keeps this process's router supplied with every change, surviving database outages."""
+
+    def __init__(
+        self,
+        database_url: str,
+        deliver: Callable[[Sequence[Change]], None],
+        *,
+        retention_seconds: float = 24 * 3600,
+        poll_interval: float = 0.5,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._url = database_url
+        self._deliver = deliver
+        self._retention = retention_seconds
+        self._poll = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.position: int | None = None
+        self.live = asyncio.Event()
+        self.stamper = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="rtm-change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever broke, the feed must come back by itself
+                if self.live.is_set():
+                    backoff = 0.1  # it was working: start the backoff over
+                self.live.clear()
+                self.stamper = False
+                log.warning("change feed lost its database (%r); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _session(self) -> None:
+        """One database connection's worth of feeding; returns or raises when it breaks."""
+        conn = await asyncpg.connect(self._url, timeout=10)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            if self.position is None:
+                self.position = await feed_head(conn)
+            self.stamper = bool(
+                await conn.fetchval("SELECT pg_try_advisory_lock($1)", STAMPER_LOCK_KEY)
+            )
+            self.live.set()
+            last_prune = 0.0
+            loop = asyncio.get_running_loop()
+            while True:
+                self._wake.clear()
+                if self.stamper:
+                    await conn.execute(_STAMP)
+                    if loop.time() - last_prune > min(60.0, self._retention / 4):
+                        await self._prune(conn)
+                        last_prune = loop.time()
+                elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", STAMPER_LOCK_KEY):
+                    self.stamper = True
+                    continue
+                rows = await conn.fetch(_READ, self.position)
+                if rows:
+                    changes = [Change.from_row(r) for r in rows]
+                    self.position = changes[-1].pos
+                    self._deliver(changes)
+                    if len(rows) == BATCH:
+                        continue
+                    if self.stamper:
+                        continue  # more may have been queued while we delivered
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except TimeoutError:
+                    pass
+                if conn.is_closed():
+                    raise ConnectionError("connection closed")
+        finally:
+            await conn.close()
+
+    async def _prune(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "DELETE FROM rtm.change_log WHERE changed_at < now() - make_interval(secs => $1)",
+            float(self._retention),
+        )

@@ -1,0 +1,210 @@
+"""Resume after a disconnect, history lost past retention, and surviving database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from realtime_messaging.store.embedded import EmbeddedPostgres
+from realtime_messaging.store.migrate import migrate
+from tests.conftest import RunningServer, Seed, fresh_database, running_server
+from tests.server.wsclient import RawSocket
+
+from .conftest import is_change, subscribe
+
+INSERT = "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) VALUES ($1, 'customer', $2, $3)"
+
+
+async def stamped_head(pool: asyncpg.Pool) -> int:
+    """The head position once every committed change so far has been stamped."""
+    async with asyncio.timeout(10):
+        while await pool.fetchval("SELECT count(*) FROM rtm.change_queue"):
+            await asyncio.sleep(0.02)
+    head: int = await pool.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+    return head
+
+
+def _messages(conv: object) -> list[dict[str, Any]]:
+    return [
+        {
+            "event": "INSERT",
+            "schema": "public",
+            "table": "customer_messages",
+            "filter": f"conversation_id=eq.{conv}",
+        }
+    ]
+
+
+async def _collect_until_subscribed(sock: RawSocket) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Changes replayed before "Subscribed to PostgreSQL", and the system messages seen."""
+    changes: list[dict[str, Any]] = []
+    systems: list[dict[str, Any]] = []
+    while True:
+        msg = await sock.recv()
+        if msg.get("event") == "postgres_changes":
+            changes.append(msg["payload"]["data"])
+        elif msg.get("event") == "system":
+            systems.append(msg["payload"])
+            if msg["payload"]["message"] == "Subscribed to PostgreSQL":
+                return changes, {"systems": systems}
+
+
+async def test_rejoin_with_the_last_position_gets_exactly_what_was_missed(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    sock, _ = await subscribe(server.ws_url, token, f"conversation:{conv}", _messages(conv))
+    try:
+        for i in range(3):
+            await pool.execute(INSERT, conv, customer, f"before-{i}")
+        seen = [
+            (await sock.expect(is_change("customer_messages")))["payload"]["data"] for _ in range(3)
+        ]
+        last = seen[-1]["position"]
+    finally:
+        await sock.close()
+    for i in range(5):  # while disconnected
+        await pool.execute(INSERT, conv, customer, f"missed-{i}")
+    other, _ = await seed.customer()
+    await pool.execute(INSERT, await seed.conversation(other), other, "not yours")
+
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        reply = await sock.join(
+            f"conversation:{conv}",
+            {"postgres_changes": _messages(conv), "resume": {"position": last}},
+        )
+        assert reply["status"] == "ok"
+        replayed, _ = await _collect_until_subscribed(sock)
+        assert [d["record"]["content"] for d in replayed] == [f"missed-{i}" for i in range(5)]
+        positions = [d["position"] for d in replayed]
+        assert positions == sorted(positions) and positions[0] > last
+        await pool.execute(INSERT, conv, customer, "live")
+        live = (await sock.expect(is_change("customer_messages")))["payload"]["data"]
+        assert live["record"]["content"] == "live" and live["position"] > positions[-1]
+    finally:
+        await sock.close()
+
+
+async def test_resume_from_the_current_head_replays_nothing(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    await pool.execute(INSERT, conv, customer, "old")
+    head = await stamped_head(pool)
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        await sock.join(
+            f"conversation:{conv}",
+            {"postgres_changes": _messages(conv), "resume": {"position": head}},
+        )
+        replayed, _ = await _collect_until_subscribed(sock)
+        assert replayed == []
+    finally:
+        await sock.close()
+
+
+async def test_history_lost_beyond_retention(admin_url: str) -> None:
+    async with (
+        fresh_database(admin_url) as url,
+        running_server(url, change_retention_seconds=1.0) as srv,
+    ):
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            seed = Seed(pool)
+            customer, token = await seed.customer()
+            conv = await seed.conversation(customer)
+            before = await stamped_head(pool)
+            await pool.execute(INSERT, conv, customer, "soon forgotten")
+            await stamped_head(pool)
+            # The server prunes its log by itself; wait (bounded) until it has.
+            async with asyncio.timeout(15):
+                while await pool.fetchval("SELECT count(*) FROM rtm.change_log"):
+                    await asyncio.sleep(0.1)
+            sock = await RawSocket.connect(srv.ws_url, token)
+            try:
+                config = {"postgres_changes": _messages(conv), "resume": {"position": before}}
+                await sock.join(f"conversation:{conv}", config)
+                replayed, seen = await _collect_until_subscribed(sock)
+                lost = [s for s in seen["systems"] if s.get("history_lost")]
+                assert lost and lost[0]["message"].startswith("History lost")
+                assert lost[0]["position"] == before
+                assert replayed == []
+                await pool.execute(INSERT, conv, customer, "live again")
+                live = (await sock.expect(is_change("customer_messages")))["payload"]["data"]
+                assert live["record"]["content"] == "live again"
+            finally:
+                await sock.close()
+        finally:
+            await pool.close()
+
+
+async def test_feed_survives_its_connection_being_killed(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    _, staff_token = await seed.staff()
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    sock, _ = await subscribe(server.ws_url, staff_token, "feed-kill", _messages(conv))
+    try:
+        killed = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%change_log%'"
+        )
+        assert killed >= 1
+        for i in range(3):
+            await pool.execute(INSERT, conv, customer, f"during-{i}")
+        contents = [
+            (await sock.expect(is_change("customer_messages"), timeout=15))["payload"]["data"][
+                "record"
+            ]["content"]
+            for _ in range(3)
+        ]
+        assert contents == ["during-0", "during-1", "during-2"]
+    finally:
+        await sock.close()
+
+
+async def test_database_restart_under_a_live_subscription_loses_nothing() -> None:
+    """Stop PostgreSQL, keep the socket, start it again: every change committed after is delivered."""
+    with tempfile.TemporaryDirectory(prefix="rtm-restart-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp))
+        try:
+            url = pg.url()
+            conn = await asyncpg.connect(url)
+            await migrate(conn)
+            customer = await conn.fetchval("INSERT INTO customers (name) VALUES ('c') RETURNING id")
+            conv = await conn.fetchval(
+                "INSERT INTO conversations (customer_id) VALUES ($1) RETURNING id", customer
+            )
+            await conn.close()
+            async with running_server(url, feed_poll_interval=0.2) as srv:
+                sock, _ = await subscribe(srv.ws_url, srv.service_key, "restart", _messages(conv))
+                try:
+                    await asyncio.to_thread(pg.restart)
+                    # The socket stayed up through the outage.
+                    await sock.send("phoenix", "heartbeat", {}, "hb")
+                    assert (await sock.reply_to("hb"))["payload"]["status"] == "ok"
+                    conn = await asyncpg.connect(url)
+                    try:
+                        for i in range(3):
+                            await conn.execute(INSERT, conv, customer, f"after-{i}")
+                    finally:
+                        await conn.close()
+                    contents = [
+                        (await sock.expect(is_change("customer_messages"), timeout=20))["payload"][
+                            "data"
+                        ]["record"]["content"]
+                        for _ in range(3)
+                    ]
+                    assert contents == ["after-0", "after-1", "after-2"]
+                finally:
+                    await sock.close()
+        finally:
+            pg.close()
