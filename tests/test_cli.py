@@ -122,9 +122,16 @@ async def test_serve_on_the_embedded_database_then_cleanup_and_db_url(tmp_path: 
         assert banner["anon key"] == keys["anon_key"]
         assert banner["service_role key"] == keys["service_role_key"]
         async with aiohttp.ClientSession() as session:
-            for path in ("/healthz", "/readyz"):
-                async with session.get(banner["API URL"] + path) as response:
-                    assert response.status == 200, path
+            async with session.get(banner["API URL"] + "/healthz") as response:
+                assert response.status == 200
+            # Ready once the change feed has connected: wait for it, bounded.
+            async with asyncio.timeout(10):
+                while True:
+                    async with session.get(banner["API URL"] + "/readyz") as response:
+                        if response.status == 200:
+                            break
+                        assert response.status == 503
+                    await asyncio.sleep(0.05)
         # A second process on the same data directory shares the running database.
         url = await asyncio.to_thread(
             subprocess.run, [*RTM, "db-url"], env=env, capture_output=True, text=True, check=True

@@ -208,3 +208,35 @@ async def test_database_restart_under_a_live_subscription_loses_nothing() -> Non
                     await sock.close()
         finally:
             pg.close()
+
+
+async def test_readyz_follows_the_database_and_the_feed() -> None:
+    import aiohttp
+
+    with tempfile.TemporaryDirectory(prefix="rtm-ready-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp))
+        try:
+            conn = await asyncpg.connect(pg.url())
+            await migrate(conn)
+            await conn.close()
+            async with (
+                running_server(pg.url(), feed_poll_interval=0.2) as srv,
+                aiohttp.ClientSession() as http,
+            ):
+
+                async def wait_for(status: int) -> None:
+                    async with asyncio.timeout(20):
+                        while True:
+                            async with http.get(srv.http_url + "/readyz") as response:
+                                if response.status == status:
+                                    return
+                            await asyncio.sleep(0.05)
+
+                await wait_for(200)
+                stopped = asyncio.create_task(asyncio.to_thread(pg.stop))
+                await wait_for(503)
+                await stopped
+                await asyncio.to_thread(pg.start)
+                await wait_for(200)
+        finally:
+            pg.close()

@@ -21,6 +21,7 @@ from .pgchanges import ChangeRouter, load_tables
 from .realtime import RealtimeServer
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
+FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
 REALTIME: web.AppKey[RealtimeServer] = web.AppKey("realtime", RealtimeServer)
 
 
@@ -30,11 +31,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers."""
+    """Readiness: the database answers and the change feed is connected."""
     try:
         await request.app[DB_POOL].fetchval("SELECT 1", timeout=2)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
+    if not request.app[FEED].live.is_set():
+        return web.json_response(
+            {"status": "unavailable", "reason": "change feed down"}, status=503
+        )
     return web.json_response({"status": "ok"})
 
 
@@ -52,6 +57,7 @@ async def build_app(
     )
     realtime = RealtimeServer(settings, Authenticator(secret, pool), LocalBroker(), router, pool)
     app[DB_POOL] = pool
+    app[FEED] = feed
     app[REALTIME] = realtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -51,13 +51,20 @@ class EmbeddedPostgres:
         """The connection URL (a Unix socket inside the data directory)."""
         return str(self._server.get_uri(database))
 
-    def restart(self) -> None:
-        """Stop the server (fast shutdown: connections are cut) and start it again, same URL."""
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown: connections are cut), keeping this handle."""
         pgserver = _import_pgserver()
         pgserver._commands.pg_ctl(
             ["-w", "stop", "-m", "fast"], pgdata=self.pgdata, user=self._server.system_user
         )
+
+    def start(self) -> None:
+        """Start a stopped server again, at the same URL."""
         self._server.ensure_postgres_running()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def detach(self) -> None:
         """Leave the server running after this process exits (for ``rtm db-url``)."""
