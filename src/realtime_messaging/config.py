@@ -24,6 +24,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".rtm"))
     #: Largest client WebSocket message; bigger ones close the socket with 1009.
     max_frame_bytes: int = 1024 * 1024
+    #: Largest message content accepted by the API (``RTM_MAX_MESSAGE_BYTES``).
+    max_message_bytes: int = 64 * 1024
     #: A socket that sends nothing (not even a heartbeat) for this long is closed.
     idle_timeout: float = 60.0
     max_channels_per_connection: int = 100
@@ -48,6 +50,7 @@ class Settings:
             port=int(_env("RTM_PORT", "4000") or "4000"),
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
+            max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),
             change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
         )
 

@@ -10,6 +10,11 @@ sides:
     {"ev": "presence", "channel": name, "kind": "sync" | "join" | "leave", "key"?: str,
      "presences"?: [meta, ...], "state": {key: [meta, ...]}}
     {"ev": "system", "channel": name, "payload": {...}}
+    {"ev": "pg", "channel": name, "binding": index, "payload": what the postgres_changes callback
+     of the channel's binding number ``index`` received}
+
+realtime-js hands its callback a transformed payload (``eventType``, ``new``, ``old``, ``schema``,
+``table``, ``commit_timestamp``, ``errors``), realtime-py the raw one (``data``, ``ids``).
 
 Tests wait for events with ``expect`` (bounded), never with sleeps.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -141,12 +147,14 @@ class JsClient:
         name: str = "js",
         lifetime_ms: int = 30_000,
         trace_frames: bool = False,
+        trace_payloads: bool = False,
     ) -> JsClient:
         options: dict[str, Any] = {
             "url": url,
             "apikey": apikey,
             "lifetimeMs": lifetime_ms,
             "traceFrames": trace_frames,
+            "tracePayloads": trace_payloads,
         }
         if vsn is not None:
             options["vsn"] = vsn
@@ -210,17 +218,25 @@ class JsClient:
         topic: str,
         config: dict[str, Any] | None = None,
         broadcast: tuple[str, ...] = (),
+        postgres: list[dict[str, Any]] | None = None,
+        join_config: dict[str, Any] | None = None,
     ) -> None:
-        """Subscribe (asynchronously: wait for the ``status`` event)."""
-        self._write(
-            {
-                "op": "join",
-                "channel": channel,
-                "topic": topic,
-                "config": config or {},
-                "broadcast": list(broadcast),
-            }
-        )
+        """Subscribe (asynchronously: wait for the ``status`` event).
+
+        ``postgres``: postgres_changes bindings, each reported as ``pg`` events. ``join_config``:
+        keys merged into the config of the phx_join the client sends (realtime-js keeps only the
+        keys it knows, whatever ``config`` holds)."""
+        command: dict[str, Any] = {
+            "op": "join",
+            "channel": channel,
+            "topic": topic,
+            "config": config or {},
+            "broadcast": list(broadcast),
+            "postgres": postgres or [],
+        }
+        if join_config is not None:
+            command["joinConfig"] = join_config
+        self._write(command)
 
     async def close(self) -> None:
         """Disconnect and end the subprocess (killing it if it does not end in time)."""
@@ -265,8 +281,15 @@ class PyClient:
         config: dict[str, Any] | None = None,
         broadcast: tuple[str, ...] = (),
         presence: bool = True,
+        postgres: list[dict[str, Any]] | None = None,
+        join_config: dict[str, Any] | None = None,
     ) -> None:
-        """Subscribe; returns once the join was answered (or failed: see the status events)."""
+        """Subscribe; returns once the join was answered (or failed: see the status events).
+
+        ``postgres``: postgres_changes bindings (``event``, ``schema``, ``table``, ``filter``),
+        each reported as ``pg`` events. ``join_config``: keys merged into the config of the
+        phx_join the client sends (realtime-py keeps only the keys it knows, whatever ``config``
+        holds)."""
         full_config: dict[str, Any] = {
             "broadcast": {"ack": False, "self": False},
             "presence": {"key": "", "enabled": False},
@@ -277,6 +300,38 @@ class PyClient:
         ch = self.client.channel(topic, options)
         self.channels[channel] = ch
         log = self.log
+
+        if join_config is not None:
+            # subscribe() replaces the join's config with broadcast, presence, private and
+            # postgres_changes; this adds other keys back, as an app would have to.
+            push = ch.join_push
+            update = push.update_payload
+
+            def update_payload(payload: dict[str, Any]) -> None:
+                config = {**payload.get("config", {}), **join_config}
+                update({**payload, "config": config})
+
+            push.update_payload = update_payload  # type: ignore[method-assign]
+
+        for index, binding in enumerate(postgres or []):
+
+            def on_change(payload: Any, index: int = index) -> None:
+                log.add(
+                    {
+                        "ev": "pg",
+                        "channel": channel,
+                        "binding": index,
+                        "payload": _jsonable(payload),
+                    }
+                )
+
+            ch.on_postgres_changes(
+                binding["event"],
+                on_change,
+                table=binding.get("table"),
+                schema=binding.get("schema"),
+                filter=binding.get("filter"),
+            )
 
         for event in broadcast:
 
@@ -379,6 +434,14 @@ class PyClient:
     def presence_state(self, channel: str) -> dict[str, Any]:
         return _state(self.channels[channel])
 
+    def postgres_ids(self, channel: str) -> list[int | None]:
+        """The binding ids the server's join reply gave the channel's postgres_changes callbacks."""
+        return [cb.id for cb in self.channels[channel].postgres_changes_callbacks]
+
+    def join_payload(self, channel: str) -> dict[str, Any]:
+        """The payload of the channel's last phx_join, as the client sent it."""
+        return cast(dict[str, Any], _jsonable(self.channels[channel].join_push.payload))
+
     async def close(self) -> None:
         """Close the socket without leaving (as a dropped client would) and stop every timer."""
         await self.client.close()
@@ -407,6 +470,7 @@ class Clients:
         access_token: str | None = None,
         name: str = "js",
         trace_frames: bool = False,
+        trace_payloads: bool = False,
     ) -> JsClient:
         """A realtime-js client (vsn None: the client's default, 2.0.0)."""
         client = await JsClient.start(
@@ -416,6 +480,7 @@ class Clients:
             access_token=access_token,
             name=name,
             trace_frames=trace_frames,
+            trace_payloads=trace_payloads,
         )
         self.opened.append(client)
         return client
@@ -461,3 +526,52 @@ async def first_status(
 ) -> Event:
     """The first subscribe-callback status of ``channel`` after ``since``."""
     return await client.log.expect(since, timeout, ev="status", channel=channel)
+
+
+# -- postgres_changes -----------------------------------------------------------------------
+
+#: ``commit_timestamp`` as the protocol has it: UTC, to the millisecond.
+COMMIT_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+#: A message written with plain SQL, as a customer of the conversation.
+INSERT_MESSAGE = (
+    "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+    "VALUES ($1, 'customer', $2, $3) RETURNING to_jsonb(customer_messages)"
+)
+
+
+def binding(event: str, table: str, filter: str | None = None) -> dict[str, Any]:
+    """A postgres_changes binding on a table of schema public."""
+    spec: dict[str, Any] = {"event": event, "schema": "public", "table": table}
+    if filter is not None:
+        spec["filter"] = filter
+    return spec
+
+
+def _row(value: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(value) if isinstance(value, str) else value)
+
+
+async def insert_message(
+    pool: Any, conversation_id: uuid.UUID, customer_id: uuid.UUID, content: str
+) -> dict[str, Any]:
+    """Insert a customer message with plain SQL; return the row as the change feed carries it."""
+    return _row(await pool.fetchval(INSERT_MESSAGE, conversation_id, customer_id, content))
+
+
+async def sql_row(pool: Any, query: str, *args: Any) -> dict[str, Any]:
+    """Run a statement returning one ``to_jsonb(row)``; return that row."""
+    return _row(await pool.fetchval(query, *args))
+
+
+async def stamped_head(pool: Any, timeout: float = WAIT) -> int:
+    """The feed's last position, once every change committed so far has been stamped
+    (``rtm.change_queue`` is empty): the changes after it are exactly the later commits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await pool.fetchval("SELECT count(*) FROM rtm.change_queue"):
+        if loop.time() > deadline:
+            raise AssertionError(f"rtm.change_queue not drained within {timeout} s")
+        await asyncio.sleep(0.02)
+    head: int = await pool.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+    return head

@@ -69,6 +69,8 @@ Decisions (documented deviations and limits)
   (Realtime would take it literally); an unquoted ``in`` item must not contain ``"``, ``{`` or
   ``}`` (PostgreSQL would reject or reinterpret it); a LIKE pattern must not end with a lone
   backslash (PostgreSQL errors on it, depending on the row).
+* A top-level JSON ``null`` in a jsonb column is indistinguishable from SQL NULL in
+  ``to_jsonb(row)``, so it is taken as SQL NULL (``is.null`` matches it, ``eq.null`` does not).
 * Precision: record values are compared as the JSON decoder delivers them; a numeric with more
   than 15-17 significant digits that arrives as a double is compared at double precision.
 """
@@ -763,7 +765,8 @@ class Condition:
     ``values`` holds the normalized values (see :func:`normalize`; ``None`` for a NULL ``in``
     item), the LIKE pattern (``*`` already turned into ``%``) for like/ilike, and ``None`` /
     ``True`` / ``False`` for ``is``. ``texts`` holds the same values as the text handed to
-    PostgreSQL (unquoted and unescaped), ``pg_type`` the column's canonical type name.
+    PostgreSQL (unquoted and unescaped; not part of equality), ``pg_type`` the column's
+    canonical type name.
     ``evaluate(row_value)`` gives the SQL result: True, False or None (NULL).
     """
 
@@ -772,7 +775,7 @@ class Condition:
     values: tuple[Any, ...]
     negated: bool
     pg_type: str = "text"
-    texts: tuple[str | None, ...] = ()
+    texts: tuple[str | None, ...] = field(default=(), compare=False)
     evaluate: Check = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -9,20 +9,39 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from .. import __version__
 from ..broker import LocalBroker
 from ..config import Settings
 from ..keys import anon_key, load_or_create_secret, service_role_key
 from ..store.changefeed import ChangeFeed
 from ..store.database import Database
+from .api import admin, messaging, rpc
+from .api.framework import Api, openapi
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
+from .http import error
 from .pgchanges import ChangeRouter, load_tables
 from .realtime import RealtimeServer
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
 FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
 REALTIME: web.AppKey[RealtimeServer] = web.AppKey("realtime", RealtimeServer)
+
+
+@web.middleware
+async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (unknown route, wrong method, body too large) in the API envelope."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith(("/api/", "/rest/")):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "bad_request"
+        )
+        return error(exc.status, code, exc.reason)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -55,7 +74,14 @@ async def build_app(
         retention_seconds=settings.change_retention_seconds,
         poll_interval=settings.feed_poll_interval,
     )
-    realtime = RealtimeServer(settings, Authenticator(secret, pool), LocalBroker(), router, pool)
+    authenticator = Authenticator(secret, pool)
+    realtime = RealtimeServer(settings, authenticator, LocalBroker(), router, pool)
+    api = Api(authenticator, pool)
+    messaging.register(api, anon_key=anon_key(secret), max_message_bytes=settings.max_message_bytes)
+    admin.register(api, secret=secret)
+    rpc.register(api)
+    spec = openapi(api, title="realtime-messaging", version=__version__)
+    app.middlewares.append(envelope_errors)
     app[DB_POOL] = pool
     app[FEED] = feed
     app[REALTIME] = realtime
@@ -64,6 +90,12 @@ async def build_app(
     app.router.add_get("/realtime/v1/websocket", realtime.handle)
     app.router.add_get("/socket/websocket", realtime.handle)
     app.router.add_routes(BroadcastApi(realtime).routes())
+    app.router.add_routes(api.aiohttp_routes())
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.router.add_get("/openapi.json", openapi_json)
 
     async def start(app: web.Application) -> None:
         await realtime.start()

@@ -5,7 +5,9 @@
 // options: {"url": ws URL ending in /realtime/v1, "apikey": str, "vsn"?: "1.0.0" | "2.0.0",
 //           "accessToken"?: str (passed to setAuth before anything joins),
 //           "lifetimeMs"?: int (hard exit after this long, default 30000),
-//           "traceFrames"?: bool (report every websocket frame's type), "debug"?: bool}
+//           "traceFrames"?: bool (report every websocket frame's type),
+//           "tracePayloads"?: bool (traceFrames, plus each JSON text frame's payload),
+//           "debug"?: bool}
 //
 // stdin carries commands and stdout reports events, one JSON object per line. Every command
 // may carry an "id"; commands that complete (everything but "join") answer with
@@ -13,13 +15,17 @@
 //
 // Commands:
 //   {"op": "join", "channel": name, "topic": sub-topic, "config"?: channel config,
-//    "broadcast"?: [event, ...]}      subscribe; listens to presence, system and the given
-//                                     broadcast events ("*" for all)
+//    "broadcast"?: [event, ...], "postgres"?: [binding, ...], "joinConfig"?: object}
+//                                     subscribe; listens to presence, system, the given
+//                                     broadcast events ("*" for all) and, for each binding
+//                                     ({event, schema, table, filter}), postgres_changes.
+//                                     joinConfig is merged into the config the client puts in
+//                                     its phx_join (it keeps only the keys it knows otherwise)
 //   {"op": "send", "channel", "event", "payload"}      channel.send (resolves "ok", "error", ...)
 //   {"op": "track", "channel", "payload"} / {"op": "untrack", "channel"}
 //   {"op": "setAuth", "token"}                           client.setAuth(token)
 //   {"op": "leave", "channel"}                           client.removeChannel(channel)
-//   {"op": "state", "channel"}                           channel.state and presenceState()
+//   {"op": "state", "channel"}        channel.state, presenceState() and the postgres binding ids
 //   {"op": "exit"}                                       disconnect and exit 0 (also on stdin EOF)
 //
 // Events:
@@ -29,8 +35,10 @@
 //   {"ev": "presence", "channel", "kind": "sync" | "join" | "leave", "key"?, "presences"?,
 //    "state"}                                            state is presenceState() after the event
 //   {"ev": "system", "channel", "payload"}
+//   {"ev": "pg", "channel", "binding": index in "postgres", "payload"}   the callback's argument
 //   {"ev": "frame", "dir": "out" | "in", "binary": bool, "kind": first byte of a binary frame,
-//    "shape": "array" | "object" and "event" of a JSON text frame}         only with traceFrames
+//    "shape": "array" | "object" and "event" of a JSON text frame,
+//    "payload" of a JSON text frame with tracePayloads}         only with traceFrames/tracePayloads
 //   {"ev": "fatal", "error"}                             the runner itself failed; it exits 2
 //
 // The process exits by itself after lifetimeMs (exit code 3) so a stuck test cannot leak it.
@@ -91,6 +99,10 @@ function describeFrame(dir, data, isBinary) {
     const decoded = JSON.parse(data.toString())
     shape = Array.isArray(decoded) ? 'array' : typeof decoded
     event = Array.isArray(decoded) ? decoded[3] : decoded.event
+    if (options.tracePayloads) {
+      const payload = Array.isArray(decoded) ? decoded[4] : decoded.payload
+      return { ev: 'frame', dir, binary: false, shape, event, payload }
+    }
   } catch {
     // Not JSON: report the frame without an event.
   }
@@ -110,7 +122,7 @@ class TracingWebSocket extends WebSocket {
 }
 
 const client = new RealtimeClient(options.url, {
-  transport: options.traceFrames ? TracingWebSocket : WebSocket,
+  transport: options.traceFrames || options.tracePayloads ? TracingWebSocket : WebSocket,
   params: { apikey: options.apikey },
   ...(options.vsn ? { vsn: options.vsn } : {}),
   timeout: options.timeoutMs ?? 10000,
@@ -130,9 +142,21 @@ function channelNamed(name) {
   return channel
 }
 
-function join({ channel: name, topic, config = {}, broadcast = [] }) {
+function join({ channel: name, topic, config = {}, broadcast = [], postgres = [], joinConfig }) {
   const channel = client.channel(topic, { config })
   channels.set(name, channel)
+  if (joinConfig) {
+    // subscribe() rebuilds the join's config from broadcast, presence, postgres_changes, private
+    // and postgres_changes_options only; this adds other keys back, as an app would have to.
+    const update = channel.updateJoinPayload.bind(channel)
+    channel.updateJoinPayload = (payload) =>
+      update({ ...payload, config: { ...payload.config, ...joinConfig } })
+  }
+  postgres.forEach((binding, index) => {
+    channel.on('postgres_changes', binding, (payload) => {
+      emit({ ev: 'pg', channel: name, binding: index, payload })
+    })
+  })
   for (const event of broadcast) {
     channel.on('broadcast', { event }, (msg) => {
       emit({
@@ -194,7 +218,8 @@ async function run(command) {
       return await client.removeChannel(channelNamed(command.channel))
     case 'state': {
       const channel = channelNamed(command.channel)
-      return { state: channel.state, presence: channel.presenceState() }
+      const postgres = (channel.bindings.postgres_changes ?? []).map((b) => b.id ?? null)
+      return { state: channel.state, presence: channel.presenceState(), postgres }
     }
     default:
       throw new Error(`unknown op ${command.op}`)

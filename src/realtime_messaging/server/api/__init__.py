@@ -1,0 +1,1 @@
+"""The messaging HTTP API: JSON in camelCase, the ``{success, version, timestamp, data}`` envelope."""

@@ -1,0 +1,144 @@
+"""Service-role endpoints: staff users, customers, portal tokens and staff tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import Field
+
+from ...tokens import hash_portal_token, mint_staff_token, new_portal_token
+from .framework import Api, ApiError, Context, Model, not_found
+
+MAX_TOKEN_LIFETIME = 365 * 24 * 3600
+
+
+class NewPerson(Model):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class TokenRequest(Model):
+    expires_in_seconds: int = Field(default=30 * 24 * 3600, ge=60, le=MAX_TOKEN_LIFETIME)
+
+
+class StaffTokenRequest(Model):
+    expires_in_seconds: int = Field(default=3600, ge=60, le=MAX_TOKEN_LIFETIME)
+
+
+def _person(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "email": row["email"],
+        "createdAt": row["created_at"].isoformat(),
+    }
+
+
+def _uuid(ctx: Context, name: str) -> UUID:
+    try:
+        return UUID(ctx.path_param(name))
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"{name}: not a UUID") from exc
+
+
+def register(api: Api, *, secret: str) -> None:
+    @api.route(
+        "POST",
+        "/api/admin/users",
+        summary="Create a staff user",
+        auth="service",
+        body=NewPerson,
+        status=201,
+        tags=("admin",),
+    )
+    async def create_user(ctx: Context, body: NewPerson) -> dict[str, Any]:
+        row = await ctx.pool.fetchrow(
+            "INSERT INTO public.users (name, email) VALUES ($1, $2) RETURNING *",
+            body.name,
+            body.email,
+        )
+        return _person(row)
+
+    @api.route(
+        "POST",
+        "/api/admin/customers",
+        summary="Create a customer",
+        auth="service",
+        body=NewPerson,
+        status=201,
+        tags=("admin",),
+    )
+    async def create_customer(ctx: Context, body: NewPerson) -> dict[str, Any]:
+        row = await ctx.pool.fetchrow(
+            "INSERT INTO public.customers (name, email) VALUES ($1, $2) RETURNING *",
+            body.name,
+            body.email,
+        )
+        return _person(row)
+
+    @api.route(
+        "POST",
+        "/api/admin/customers/{customer_id}/portal-tokens",
+        summary="Issue a portal token (shown once; only its hash is stored)",
+        auth="service",
+        body=TokenRequest,
+        status=201,
+        tags=("admin",),
+    )
+    async def issue_portal_token(ctx: Context, body: TokenRequest) -> dict[str, Any]:
+        customer_id = _uuid(ctx, "customer_id")
+        token = new_portal_token()
+        expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
+        row = await ctx.pool.fetchrow(
+            "INSERT INTO public.portal_tokens (token_hash, customer_id, expires_at) "
+            "SELECT $1, id, $3 FROM public.customers WHERE id = $2 RETURNING id",
+            hash_portal_token(token),
+            customer_id,
+            expires,
+        )
+        if row is None:
+            raise not_found("customer not found")
+        return {
+            "id": str(row["id"]),
+            "customerId": str(customer_id),
+            "token": token,
+            "expiresAt": expires.isoformat(),
+        }
+
+    @api.route(
+        "DELETE",
+        "/api/admin/portal-tokens/{token_id}",
+        summary="Revoke a portal token (live connections using it are closed within seconds)",
+        auth="service",
+        tags=("admin",),
+    )
+    async def revoke_portal_token(ctx: Context, _: None) -> dict[str, Any]:
+        token_id = _uuid(ctx, "token_id")
+        revoked = await ctx.pool.fetchval(
+            "UPDATE public.portal_tokens SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = $1 RETURNING revoked_at",
+            token_id,
+        )
+        if revoked is None:
+            raise not_found("portal token not found")
+        return {"id": str(token_id), "revokedAt": revoked.isoformat()}
+
+    @api.route(
+        "POST",
+        "/api/admin/users/{user_id}/tokens",
+        summary="Mint a staff JWT",
+        auth="service",
+        body=StaffTokenRequest,
+        status=201,
+        tags=("admin",),
+    )
+    async def mint_token(ctx: Context, body: StaffTokenRequest) -> dict[str, Any]:
+        user_id = _uuid(ctx, "user_id")
+        exists = await ctx.pool.fetchval("SELECT 1 FROM public.users WHERE id = $1", user_id)
+        if exists is None:
+            raise not_found("user not found")
+        token = mint_staff_token(secret, user_id, ttl_seconds=body.expires_in_seconds)
+        expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
+        return {"userId": str(user_id), "token": token, "expiresAt": expires.isoformat()}

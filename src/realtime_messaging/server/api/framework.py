@@ -1,0 +1,316 @@
+"""A small typed layer over aiohttp: declared routes with pydantic models, one error envelope,
+authentication to a :class:`Caller`, and the OpenAPI document built from the same declarations.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from ...domain.identity import Identity, Kind
+from ...store.caller import Caller
+from ..auth import Authenticator, AuthError
+from ..http import bearer_token, error, ok
+
+log = logging.getLogger(__name__)
+
+#: caller: a staff token or portal token (or the service key); service: the service key only;
+#: any: also the anon key (PostgREST-style RPC); public: no token.
+Auth = Literal["caller", "service", "any", "public"]
+
+
+class Model(BaseModel):
+    """Request bodies: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+
+class ApiError(Exception):
+    """An error the client caused; becomes a 4xx with the envelope."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def not_found(what: str = "not found") -> ApiError:
+    return ApiError(404, "not_found", what)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler gets besides its body: who is asking, the request, the database."""
+
+    request: web.Request
+    caller: Caller
+    identity: Identity | None
+    pool: asyncpg.Pool
+
+    def path_param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+Handler = Callable[[Context, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: Auth
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: dict[str, Any] | None
+    status: int
+    tags: tuple[str, ...]
+
+
+@dataclass
+class Api:
+    """The route table; handlers register with :meth:`route`."""
+
+    authenticator: Authenticator
+    pool: asyncpg.Pool
+    routes: list[Route] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        auth: Auth = "caller",
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: dict[str, Any] | None = None,
+        status: int = 200,
+        tags: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(method, path, handler, summary, auth, body, query, response, status, tags)
+            )
+            return handler
+
+        return register
+
+    def aiohttp_routes(self) -> list[web.RouteDef]:
+        return [web.route(r.method, r.path, self._wrap(r)) for r in self.routes]
+
+    def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                caller, identity = await self._authenticate(request, route.auth)
+                payload: Any = None
+                if route.body is not None:
+                    payload = await _parse_body(request, route.body)
+                elif route.query is not None:
+                    payload = _parse_query(request, route.query)
+                data = await route.handler(Context(request, caller, identity, self.pool), payload)
+            except ApiError as exc:
+                return error(exc.status, exc.code, exc.message, headers=exc.headers)
+            except asyncpg.PostgresError as exc:
+                mapped = map_database_error(exc)
+                if mapped is None:
+                    log.exception("database error in %s %s", route.method, route.path)
+                    return error(500, "internal_error", "the server could not complete the request")
+                return error(mapped.status, mapped.code, mapped.message)
+            if isinstance(data, web.StreamResponse):
+                return data
+            return ok(data, status=route.status)
+
+        return handle
+
+    async def _authenticate(
+        self, request: web.Request, auth: Auth
+    ) -> tuple[Caller, Identity | None]:
+        if auth == "public":
+            return Caller.anon(), None
+        token = bearer_token(request)
+        if not token:
+            raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required")
+        try:
+            identity = await self.authenticator.identify(token)
+        except AuthError as exc:
+            raise ApiError(exc.status, "unauthorized", exc.message) from exc
+        caller = caller_of(identity)
+        if auth == "service" and caller.role != "service_role":
+            raise ApiError(403, "forbidden", "this endpoint needs the service_role key")
+        if caller.role == "anon" and auth != "any":
+            raise ApiError(401, "unauthorized", "a staff token or a portal token is required")
+        return caller, identity
+
+
+def caller_of(identity: Identity) -> Caller:
+    if identity.kind is Kind.STAFF:
+        assert identity.user_id is not None
+        return Caller.staff(identity.user_id)
+    if identity.kind is Kind.CUSTOMER:
+        assert identity.customer_id is not None
+        return Caller.customer(identity.customer_id)
+    if identity.kind is Kind.SERVICE:
+        return Caller.service()
+    return Caller.anon()
+
+
+async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    if not raw:
+        raw = b"{}"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", _describe(exc)) from exc
+
+
+def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", _describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def map_database_error(exc: asyncpg.PostgresError) -> ApiError | None:
+    """SQLSTATEs of docs/database.md to HTTP statuses; internal details are not echoed."""
+    state = getattr(exc, "sqlstate", "") or ""
+    message = getattr(exc, "message", "") or str(exc)
+    if state == "P0002":
+        return ApiError(404, "not_found", message)
+    if state == "42501":
+        return ApiError(403, "forbidden", message)
+    if state in ("22023", "22P02", "22001", "23514", "23502"):
+        return ApiError(422, "validation_error", message)
+    if state == "23505":
+        return ApiError(409, "conflict", message)
+    if state == "23503":
+        return ApiError(404, "not_found", "a referenced row does not exist")
+    if state == "40P01" or state == "40001":
+        return ApiError(409, "retry", "the request conflicted with another one; retry it")
+    return None
+
+
+_ENVELOPE_OK = {
+    "type": "object",
+    "required": ["success", "version", "timestamp", "data"],
+    "properties": {
+        "success": {"const": True},
+        "version": {"const": "v1"},
+        "timestamp": {"type": "string"},
+        "data": {},
+    },
+}
+_ENVELOPE_ERROR = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {
+        "success": {"const": False},
+        "version": {"const": "v1"},
+        "timestamp": {"type": "string"},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
+
+def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every declared route, from the same models that validate."""
+    paths: dict[str, dict[str, Any]] = {}
+    components: dict[str, Any] = {
+        "Envelope": _ENVELOPE_OK,
+        "Error": _ENVELOPE_ERROR,
+    }
+    for route in api.routes:
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "tags": list(route.tags),
+            "responses": {
+                str(route.status): {
+                    "description": "success",
+                    "content": {
+                        "application/json": {
+                            "schema": route.response or {"$ref": "#/components/schemas/Envelope"}
+                        }
+                    },
+                },
+                "default": {
+                    "description": "error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+        if route.auth != "public":
+            op["security"] = [{"bearer": []}]
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        if route.query is not None:
+            schema = route.query.model_json_schema(by_alias=True)
+            required = set(schema.get("required", []))
+            for name, prop in schema.get("properties", {}).items():
+                params.append(
+                    {"name": name, "in": "query", "required": name in required, "schema": prop}
+                )
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            schema = route.body.model_json_schema(
+                by_alias=True, ref_template="#/components/schemas/{model}"
+            )
+            for name, definition in schema.pop("$defs", {}).items():
+                components[name] = definition
+            components[route.body.__name__] = schema
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
+                    }
+                },
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

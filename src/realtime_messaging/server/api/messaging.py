@@ -1,0 +1,527 @@
+"""Conversations, messages, read receipts, delivery acknowledgements, typing, presence, unread
+counts, and the documented subscription endpoint. Every query runs as the caller, so row-level
+security decides what each caller sees and may write."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+import orjson
+from aiohttp import web
+from pydantic import Field, field_validator
+
+from ...store.caller import as_caller
+from ..http import ok
+from .framework import Api, ApiError, Context, Model, not_found
+
+MAX_BATCH = 500
+MAX_ATTACHMENTS = 10
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def conversation_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "customerId": str(row["customer_id"]),
+        "subject": row["subject"],
+        "status": row["status"],
+        "assignedUserId": str(row["assigned_user_id"]) if row["assigned_user_id"] else None,
+        "createdAt": _iso(row["created_at"]),
+        "updatedAt": _iso(row["updated_at"]),
+    }
+
+
+def message_json(row: asyncpg.Record) -> dict[str, Any]:
+    """The documented MessageEvent fields, plus the client message id."""
+    attachments = row["attachments"]
+    return {
+        "id": str(row["id"]),
+        "conversationId": str(row["conversation_id"]),
+        "content": row["content"],
+        "senderType": row["sender_type"],
+        "senderId": str(row["sender_id"]),
+        "createdAt": _iso(row["created_at"]),
+        "attachments": orjson.loads(attachments) if isinstance(attachments, str) else attachments,
+        "clientMessageId": row["client_message_id"],
+    }
+
+
+def _encode_cursor(created_at: datetime, row_id: UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        created, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), UUID(row_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "validation_error", "cursor: not a cursor this API returned") from exc
+
+
+def _uuid_param(ctx: Context, name: str) -> UUID:
+    try:
+        return UUID(ctx.path_param(name))
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"{name}: not a UUID") from exc
+
+
+# -- request models ----------------------------------------------------------------------
+
+
+class SubscribeRequest(Model):
+    conversation_id: UUID | None = None
+    include_presence: bool = True
+    include_typing: bool = True
+    include_read_receipts: bool = True
+
+
+class UnsubscribeRequest(Model):
+    channels: list[str] = Field(default_factory=list, max_length=100)
+
+
+class CreateConversation(Model):
+    customer_id: UUID | None = None
+    subject: str | None = Field(default=None, max_length=500)
+
+
+class ListQuery(Model):
+    limit: int = Field(default=50, ge=1, le=200)
+    before: str | None = None
+
+
+class SendMessage(Model):
+    content: str = Field(min_length=1)
+    attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    client_message_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("content must not be blank")
+        return value
+
+
+class MessageIds(Model):
+    message_ids: list[UUID] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Typing(Model):
+    is_typing: bool
+
+
+class Presence(Model):
+    status: Literal["online", "away", "offline"]
+    metadata: dict[str, Any] | None = None
+
+
+class UnreadQuery(Model):
+    conversation_id: UUID | None = None
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
+    """Add the messaging routes to ``api``."""
+
+    @api.route(
+        "POST",
+        "/api/messages/realtime/subscribe",
+        summary="What to subscribe to for live updates (channels, features, filters)",
+        body=SubscribeRequest,
+        tags=("realtime",),
+    )
+    async def subscribe(ctx: Context, body: SubscribeRequest) -> dict[str, Any]:
+        caller = ctx.caller
+        channels: list[str] = []
+        if body.conversation_id is not None:
+            async with ctx.pool.acquire() as conn, as_caller(conn, caller):
+                found = await conn.fetchval(
+                    "SELECT 1 FROM public.conversations WHERE id = $1", body.conversation_id
+                )
+            if found is None:
+                raise not_found("conversation not found")
+            channels.append(f"conversation:{body.conversation_id}")
+            if body.include_presence:
+                channels.append(f"presence:{body.conversation_id}")
+        elif caller.customer_id is not None:
+            channels.append(f"customer:{caller.customer_id}:messages")
+        elif caller.user_id is not None:
+            channels.append(f"staff:{caller.user_id}:messages")
+        presence = body.include_presence and body.conversation_id is not None
+        return {
+            "supabaseUrl": f"{ctx.request.scheme}://{ctx.request.host}",
+            "supabaseKey": anon_key,
+            "channels": channels,
+            "features": {
+                "messages": True,
+                "readReceipts": body.include_read_receipts,
+                "typing": body.include_typing,
+                "presence": presence,
+            },
+            "filters": {
+                "userId": str(caller.user_id) if caller.user_id else None,
+                "customerId": str(caller.customer_id) if caller.customer_id else None,
+                "conversationId": str(body.conversation_id) if body.conversation_id else None,
+            },
+        }
+
+    @api.route(
+        "DELETE",
+        "/api/messages/realtime/subscribe",
+        summary="Acknowledge an unsubscribe (channels are left on the socket itself)",
+        body=UnsubscribeRequest,
+        tags=("realtime",),
+    )
+    async def unsubscribe(ctx: Context, body: UnsubscribeRequest) -> dict[str, Any]:
+        return {"message": "Unsubscribed successfully", "channels": body.channels}
+
+    @api.route(
+        "POST",
+        "/api/conversations",
+        summary="Open a conversation",
+        body=CreateConversation,
+        status=201,
+        tags=("conversations",),
+    )
+    async def create_conversation(ctx: Context, body: CreateConversation) -> dict[str, Any]:
+        caller = ctx.caller
+        customer = body.customer_id
+        if caller.customer_id is not None:
+            if customer is not None and customer != caller.customer_id:
+                raise not_found("customer not found")
+            customer = caller.customer_id
+        elif customer is None:
+            raise ApiError(422, "validation_error", "customerId: required for staff")
+        async with ctx.pool.acquire() as conn, as_caller(conn, caller):
+            row = await conn.fetchrow(
+                "INSERT INTO public.conversations (customer_id, subject) VALUES ($1, $2) "
+                "RETURNING *",
+                customer,
+                body.subject,
+            )
+        return conversation_json(row)
+
+    @api.route(
+        "GET",
+        "/api/conversations",
+        summary="Conversations the caller can see, newest first",
+        query=ListQuery,
+        tags=("conversations",),
+    )
+    async def list_conversations(ctx: Context, query: ListQuery) -> dict[str, Any]:
+        args: list[Any] = [query.limit + 1]
+        where = ""
+        if query.before:
+            created, row_id = _decode_cursor(query.before)
+            where = "WHERE (created_at, id) < ($2, $3)"
+            args += [created, row_id]
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            rows = await conn.fetch(
+                f"SELECT * FROM public.conversations {where} "
+                "ORDER BY created_at DESC, id DESC LIMIT $1",
+                *args,
+            )
+        page = rows[: query.limit]
+        more = len(rows) > query.limit
+        return {
+            "conversations": [conversation_json(r) for r in page],
+            "nextCursor": _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None,
+        }
+
+    @api.route(
+        "GET",
+        "/api/conversations/{conversation_id}",
+        summary="One conversation",
+        tags=("conversations",),
+    )
+    async def get_conversation(ctx: Context, _: None) -> dict[str, Any]:
+        conversation_id = _uuid_param(ctx, "conversation_id")
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            row = await conn.fetchrow(
+                "SELECT * FROM public.conversations WHERE id = $1", conversation_id
+            )
+        if row is None:
+            raise not_found("conversation not found")
+        return conversation_json(row)
+
+    @api.route(
+        "POST",
+        "/api/conversations/{conversation_id}/messages",
+        summary="Send a message; retries with the same clientMessageId return the first one",
+        body=SendMessage,
+        status=201,
+        tags=("messages",),
+    )
+    async def send_message(ctx: Context, body: SendMessage) -> dict[str, Any] | web.Response:
+        conversation_id = _uuid_param(ctx, "conversation_id")
+        caller = ctx.caller
+        if caller.user_id is not None:
+            sender_type, sender = "staff", caller.user_id
+        elif caller.customer_id is not None:
+            sender_type, sender = "customer", caller.customer_id
+        else:
+            raise ApiError(403, "forbidden", "messages are sent by a staff user or a customer")
+        if len(body.content.encode()) > max_message_bytes:
+            raise ApiError(413, "payload_too_large", f"content is over {max_message_bytes} bytes")
+        async with ctx.pool.acquire() as conn, as_caller(conn, caller):
+            visible = await conn.fetchval(
+                "SELECT 1 FROM public.conversations WHERE id = $1", conversation_id
+            )
+            if visible is None:
+                raise not_found("conversation not found")
+            row = await conn.fetchrow(
+                "INSERT INTO public.customer_messages "
+                "(conversation_id, sender_type, sender_id, content, attachments, client_message_id) "
+                "VALUES ($1, $2, $3, $4, $5::jsonb, $6) "
+                "ON CONFLICT (sender_type, sender_id, client_message_id) "
+                "WHERE client_message_id IS NOT NULL DO NOTHING RETURNING *",
+                conversation_id,
+                sender_type,
+                sender,
+                body.content,
+                orjson.dumps(body.attachments).decode(),
+                body.client_message_id,
+            )
+            if row is None:
+                row = await conn.fetchrow(
+                    "SELECT * FROM public.customer_messages WHERE sender_type = $1 "
+                    "AND sender_id = $2 AND client_message_id = $3",
+                    sender_type,
+                    sender,
+                    body.client_message_id,
+                )
+                if row is None or row["conversation_id"] != conversation_id:
+                    raise ApiError(
+                        409, "conflict", "clientMessageId was used for another conversation"
+                    )
+                return ok(message_json(row), status=200)  # a retry: the first send's message
+        return message_json(row)
+
+    @api.route(
+        "GET",
+        "/api/conversations/{conversation_id}/messages",
+        summary="Message history, newest first, by cursor",
+        query=ListQuery,
+        tags=("messages",),
+    )
+    async def history(ctx: Context, query: ListQuery) -> dict[str, Any]:
+        conversation_id = _uuid_param(ctx, "conversation_id")
+        args: list[Any] = [conversation_id, query.limit + 1]
+        where = ""
+        if query.before:
+            created, row_id = _decode_cursor(query.before)
+            where = "AND (created_at, id) < ($3, $4)"
+            args += [created, row_id]
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            visible = await conn.fetchval(
+                "SELECT 1 FROM public.conversations WHERE id = $1", conversation_id
+            )
+            if visible is None:
+                raise not_found("conversation not found")
+            rows = await conn.fetch(
+                "SELECT * FROM public.customer_messages WHERE conversation_id = $1 "
+                f"{where} ORDER BY created_at DESC, id DESC LIMIT $2",
+                *args,
+            )
+        page = rows[: query.limit]
+        more = len(rows) > query.limit
+        return {
+            "messages": [message_json(r) for r in page],
+            "nextCursor": _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None,
+        }
+
+    def _reader(ctx: Context) -> tuple[UUID | None, UUID | None]:
+        if ctx.caller.user_id is None and ctx.caller.customer_id is None:
+            raise ApiError(403, "forbidden", "messages are read by a staff user or a customer")
+        return ctx.caller.user_id, ctx.caller.customer_id
+
+    @api.route(
+        "POST",
+        "/api/messages/{message_id}/read",
+        summary="Mark one message read (idempotent)",
+        tags=("receipts",),
+    )
+    async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
+        message_id = _uuid_param(ctx, "message_id")
+        user, customer = _reader(ctx)
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            await conn.execute(
+                "SELECT public.mark_message_as_read($1, $2, $3)", message_id, user, customer
+            )
+        return {"messageIds": [str(message_id)]}
+
+    @api.route(
+        "POST",
+        "/api/messages/read",
+        summary=f"Mark up to {MAX_BATCH} messages read in one transaction",
+        body=MessageIds,
+        tags=("receipts",),
+    )
+    async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
+        user, customer = _reader(ctx)
+        ids = sorted(set(body.message_ids))  # one lock order for every batch: no deadlocks
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            await conn.execute(
+                "SELECT public.mark_message_as_read(m, $2, $3) FROM unnest($1::uuid[]) AS m",
+                ids,
+                user,
+                customer,
+            )
+        return {"messageIds": [str(i) for i in ids]}
+
+    @api.route(
+        "POST",
+        "/api/messages/delivered",
+        summary="Acknowledge that messages reached the caller's client",
+        body=MessageIds,
+        tags=("delivery",),
+    )
+    async def delivered(ctx: Context, body: MessageIds) -> dict[str, Any]:
+        user, customer = _reader(ctx)
+        recipient_type, recipient = ("staff", user) if user else ("customer", customer)
+        ids = sorted(set(body.message_ids))
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            rows = await conn.fetch(
+                "UPDATE public.message_delivery_status SET status = 'delivered' "
+                "WHERE message_id = ANY($1::uuid[]) AND recipient_type = $2 AND recipient_id = $3 "
+                "AND status IN ('sent', 'failed') RETURNING message_id",
+                ids,
+                recipient_type,
+                recipient,
+            )
+        return {"messageIds": [str(r["message_id"]) for r in rows]}
+
+    @api.route(
+        "POST",
+        "/api/conversations/{conversation_id}/typing",
+        summary="Start or stop typing (expires by itself after 5 seconds)",
+        body=Typing,
+        tags=("typing",),
+    )
+    async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
+        conversation_id = _uuid_param(ctx, "conversation_id")
+        user, customer = _reader(ctx)
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            await conn.execute(
+                "SELECT public.update_typing_indicator($1, $2, $3, $4, 5)",
+                conversation_id,
+                user,
+                customer,
+                body.is_typing,
+            )
+        return {"conversationId": str(conversation_id), "isTyping": body.is_typing}
+
+    @api.route(
+        "PUT",
+        "/api/presence",
+        summary="Set the caller's presence",
+        body=Presence,
+        tags=("presence",),
+    )
+    async def set_presence(ctx: Context, body: Presence) -> dict[str, Any]:
+        user, customer = _reader(ctx)
+        metadata = orjson.dumps(body.metadata).decode() if body.metadata is not None else None
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            await conn.execute(
+                "SELECT public.update_user_presence($1, $2, $3, $4::jsonb)",
+                user,
+                customer,
+                body.status,
+                metadata,
+            )
+            row = await conn.fetchrow(
+                "SELECT * FROM public.user_presence WHERE user_id IS NOT DISTINCT FROM $1 "
+                "AND customer_id IS NOT DISTINCT FROM $2",
+                user,
+                customer,
+            )
+        found = presence_json(row)
+        assert found is not None  # just upserted
+        return found
+
+    @api.route(
+        "GET",
+        "/api/conversations/{conversation_id}/presence",
+        summary="Presence of the conversation's participants",
+        tags=("presence",),
+    )
+    async def conversation_presence(ctx: Context, _: None) -> dict[str, Any]:
+        conversation_id = _uuid_param(ctx, "conversation_id")
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            conv = await conn.fetchrow(
+                "SELECT customer_id, assigned_user_id FROM public.conversations WHERE id = $1",
+                conversation_id,
+            )
+            if conv is None:
+                raise not_found("conversation not found")
+            rows = await conn.fetch(
+                "SELECT p.* FROM public.user_presence p WHERE p.customer_id = $1 "
+                "OR p.user_id = $2 OR p.user_id IN (SELECT DISTINCT m.sender_id "
+                "FROM public.customer_messages m WHERE m.conversation_id = $3 "
+                "AND m.sender_type = 'staff')",
+                conv["customer_id"],
+                conv["assigned_user_id"],
+                conversation_id,
+            )
+        return {
+            "conversationId": str(conversation_id),
+            "participants": [presence_json(r) for r in rows],
+        }
+
+    @api.route(
+        "GET",
+        "/api/unread",
+        summary="Unread messages: the total and per conversation",
+        query=UnreadQuery,
+        tags=("receipts",),
+    )
+    async def unread(ctx: Context, query: UnreadQuery) -> dict[str, Any]:
+        user, customer = _reader(ctx)
+        reader_col = "read_by_user_id" if user else "read_by_customer_id"
+        other_side = "customer" if user else "staff"
+        reader = user or customer
+        filter_ = "AND m.conversation_id = $3" if query.conversation_id else ""
+        args: list[Any] = [other_side, reader]
+        if query.conversation_id:
+            args.append(query.conversation_id)
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            total = await conn.fetchval(
+                "SELECT public.get_unread_message_count($1, $2)", user, customer
+            )
+            rows = await conn.fetch(
+                "SELECT m.conversation_id, count(*) AS unread FROM public.customer_messages m "
+                f"WHERE m.sender_type = $1 {filter_} AND NOT EXISTS (SELECT 1 FROM "
+                f"public.message_read_receipts r WHERE r.message_id = m.id AND r.{reader_col} = $2) "
+                "GROUP BY m.conversation_id ORDER BY m.conversation_id",
+                *args,
+            )
+        return {
+            "total": int(total),
+            "conversations": [
+                {"conversationId": str(r["conversation_id"]), "unread": int(r["unread"])}
+                for r in rows
+            ],
+        }
+
+
+def presence_json(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    metadata = row["metadata"]
+    return {
+        "id": str(row["id"]),
+        "userId": str(row["user_id"]) if row["user_id"] else None,
+        "customerId": str(row["customer_id"]) if row["customer_id"] else None,
+        "status": row["status"],
+        "lastSeenAt": _iso(row["last_seen_at"]),
+        "metadata": orjson.loads(metadata) if isinstance(metadata, str) else metadata,
+    }

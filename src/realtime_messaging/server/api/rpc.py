@@ -1,0 +1,116 @@
+"""``POST /rest/v1/rpc/<function>``: the five documented SQL functions, PostgREST style.
+
+The body is a JSON object of named arguments; the function runs as the caller (so its own
+checks and row-level security apply) and its result is the response body, as PostgREST returns
+it (a bare JSON value, not the API envelope).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+from aiohttp import web
+
+from ...store.caller import as_caller
+from .framework import Api, ApiError, Context
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    args: tuple[tuple[str, str, bool], ...]  # (name, SQL type, required)
+
+
+FUNCTIONS: dict[str, _Function] = {
+    "mark_message_as_read": _Function(
+        (("message_id", "uuid", True), ("user_id", "uuid", False), ("customer_id", "uuid", False))
+    ),
+    "update_typing_indicator": _Function(
+        (
+            ("conversation_id", "uuid", True),
+            ("user_id", "uuid", False),
+            ("customer_id", "uuid", False),
+            ("is_typing", "boolean", True),
+            ("expires_in_seconds", "integer", False),
+        )
+    ),
+    "update_user_presence": _Function(
+        (
+            ("user_id", "uuid", False),
+            ("customer_id", "uuid", False),
+            ("status", "text", True),
+            ("metadata", "jsonb", False),
+        )
+    ),
+    "get_unread_message_count": _Function(
+        (("user_id", "uuid", False), ("customer_id", "uuid", False))
+    ),
+    "cleanup_expired_typing_indicators": _Function(()),
+}
+
+
+def _convert(name: str, sql_type: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if sql_type == "uuid":
+        if isinstance(value, str):
+            try:
+                return UUID(value)
+            except ValueError:
+                pass
+        raise ApiError(400, "validation_error", f"{name}: not a UUID")
+    if sql_type == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ApiError(400, "validation_error", f"{name}: not a boolean")
+    if sql_type == "integer":
+        if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
+            return value
+        raise ApiError(400, "validation_error", f"{name}: not an integer")
+    if sql_type == "jsonb":
+        return orjson.dumps(value).decode()
+    if isinstance(value, str):
+        return value
+    raise ApiError(400, "validation_error", f"{name}: not a string")
+
+
+def register(api: Api) -> None:
+    @api.route(
+        "POST",
+        "/rest/v1/rpc/{function}",
+        summary="Call one of the documented SQL functions with named arguments",
+        auth="any",
+        tags=("rpc",),
+    )
+    async def rpc(ctx: Context, _: None) -> web.Response:
+        name = ctx.path_param("function")
+        function = FUNCTIONS.get(name)
+        if function is None:
+            raise ApiError(404, "not_found", f"function {name} not found")
+        raw = await ctx.request.read()
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "the body must be an object of named arguments")
+        known = {arg for arg, _, _ in function.args}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise ApiError(400, "validation_error", f"unknown argument(s): {', '.join(unknown)}")
+        names: list[str] = []
+        values: list[Any] = []
+        for arg, sql_type, required in function.args:
+            if arg not in body:
+                if required:
+                    raise ApiError(400, "validation_error", f"{arg}: required")
+                if sql_type != "uuid":
+                    continue  # let the function's default apply
+            names.append(f"{arg} => ${len(values) + 1}::{sql_type}")
+            values.append(_convert(arg, sql_type, body.get(arg)))
+        sql = f"SELECT public.{name}({', '.join(names)})"
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            result = await conn.fetchval(sql, *values)
+        return web.Response(body=orjson.dumps(result), content_type="application/json")
