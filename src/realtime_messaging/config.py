@@ -39,6 +39,11 @@ class Settings:
     change_retention_seconds: float = 24 * 3600.0
     #: The change feed also polls this often, should a notification be missed.
     feed_poll_interval: float = 0.5
+    #: Rate limits, in the ``limits`` notation (``RTM_RATE_TYPING`` and so on).
+    rate_typing: str = "10/minute"
+    rate_presence: str = "6/minute"
+    rate_read_receipts: str = "60/minute"
+    rate_requests: str = "600/minute"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,6 +56,10 @@ class Settings:
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
             max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),
+            rate_typing=_env("RTM_RATE_TYPING", "10/minute") or "10/minute",
+            rate_presence=_env("RTM_RATE_PRESENCE", "6/minute") or "6/minute",
+            rate_read_receipts=_env("RTM_RATE_READ_RECEIPTS", "60/minute") or "60/minute",
+            rate_requests=_env("RTM_RATE_REQUESTS", "600/minute") or "600/minute",
             change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
         )
 

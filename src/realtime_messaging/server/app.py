@@ -19,6 +19,7 @@ from ..store.changefeed import ChangeFeed
 from ..store.database import Database
 from .api import admin, messaging, rpc
 from .api.framework import Api, openapi
+from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
 from .http import error
@@ -76,7 +77,13 @@ async def build_app(
     )
     authenticator = Authenticator(secret, pool)
     realtime = RealtimeServer(settings, authenticator, LocalBroker(), router, pool)
-    api = Api(authenticator, pool)
+    limits = Limits(
+        typing=settings.rate_typing,
+        presence=settings.rate_presence,
+        read_receipts=settings.rate_read_receipts,
+        requests=settings.rate_requests,
+    )
+    api = Api(authenticator, pool, RateLimiter(limits, settings.redis_url))
     messaging.register(api, anon_key=anon_key(secret), max_message_bytes=settings.max_message_bytes)
     admin.register(api, secret=secret)
     rpc.register(api)

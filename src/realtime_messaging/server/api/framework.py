@@ -4,11 +4,12 @@ authentication to a :class:`Caller`, and the OpenAPI document built from the sam
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 import orjson
@@ -20,6 +21,9 @@ from ...domain.identity import Identity, Kind
 from ...store.caller import Caller
 from ..auth import Authenticator, AuthError
 from ..http import bearer_token, error, ok
+
+if TYPE_CHECKING:
+    from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Context:
     caller: Caller
     identity: Identity | None
     pool: asyncpg.Pool
+    limiter: RateLimiter
 
     def path_param(self, name: str) -> str:
         return self.request.match_info[name]
@@ -87,6 +92,7 @@ class Api:
 
     authenticator: Authenticator
     pool: asyncpg.Pool
+    limiter: RateLimiter
     routes: list[Route] = field(default_factory=list)
 
     def route(
@@ -117,12 +123,17 @@ class Api:
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 caller, identity = await self._authenticate(request, route.auth)
+                token = bearer_token(request)
+                if token:
+                    await self.limiter.check("requests", hashlib.sha256(token.encode()).hexdigest())
                 payload: Any = None
                 if route.body is not None:
                     payload = await _parse_body(request, route.body)
                 elif route.query is not None:
                     payload = _parse_query(request, route.query)
-                data = await route.handler(Context(request, caller, identity, self.pool), payload)
+                data = await route.handler(
+                    Context(request, caller, identity, self.pool, self.limiter), payload
+                )
             except ApiError as exc:
                 return error(exc.status, exc.code, exc.message, headers=exc.headers)
             except asyncpg.PostgresError as exc:

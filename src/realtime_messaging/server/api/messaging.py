@@ -353,6 +353,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
         message_id = _uuid_param(ctx, "message_id")
         user, customer = _reader(ctx)
+        await ctx.limiter.check("read_receipts", str(user or customer))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.mark_message_as_read($1, $2, $3)", message_id, user, customer
@@ -369,6 +370,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
         user, customer = _reader(ctx)
         ids = sorted(set(body.message_ids))  # one lock order for every batch: no deadlocks
+        await ctx.limiter.check("read_receipts", str(user or customer), cost=len(ids))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.mark_message_as_read(m, $2, $3) FROM unnest($1::uuid[]) AS m",
@@ -410,6 +412,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
         conversation_id = _uuid_param(ctx, "conversation_id")
         user, customer = _reader(ctx)
+        await ctx.limiter.check("typing", f"{user or customer}:{conversation_id}")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.update_typing_indicator($1, $2, $3, $4, 5)",
@@ -429,6 +432,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     )
     async def set_presence(ctx: Context, body: Presence) -> dict[str, Any]:
         user, customer = _reader(ctx)
+        await ctx.limiter.check("presence", str(user or customer))
         metadata = orjson.dumps(body.metadata).decode() if body.metadata is not None else None
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
