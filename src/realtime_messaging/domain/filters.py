@@ -38,8 +38,9 @@ as that type: uuids as 128-bit values (so case and hyphenation do not matter), n
 numerically (numeric and floating NaN equal to themselves and above every other value, -0 = 0),
 timestamps as instants, jsonb by PostgreSQL's jsonb equality (key order and ``1`` vs ``1.0`` do
 not matter). SQL three-valued logic: NULL (or a key missing from the row) satisfies none of
-eq/neq/lt/lte/gt/gte/in/like/ilike, nor their ``not.`` forms (NOT NULL is NULL); only ``is`` and
-``isdistinct`` can match a NULL. A row value that cannot be read as the column's type never
+eq/neq/lt/lte/gt/gte/in/like/ilike, nor their ``not.`` forms (NOT NULL is NULL); only ``is``,
+``isdistinct`` and ``not.in.()`` (an empty list: ``x = ANY('{}')`` is false even for NULL) can
+match a NULL. A row value that cannot be read as the column's type never
 matches (fail closed).
 
 Decisions (documented deviations and limits)
@@ -811,6 +812,9 @@ def _positive(op: str, pg_type: str, values: tuple[Any, ...]) -> Check:
     if op == "in":
         members = frozenset(v for v in values if v is not None)
         unknown: bool | None = None if None in values else False
+
+        if not values:  # x = ANY('{}') is false even for a NULL x
+            return lambda value: False
 
         def within(value: Any) -> bool | None:
             if value is None:

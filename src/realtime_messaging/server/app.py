@@ -23,6 +23,7 @@ from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
 from .http import error
+from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .realtime import RealtimeServer
 
@@ -69,14 +70,16 @@ async def build_app(
     """Wire every part; the only place that knows them all."""
     app = web.Application(client_max_size=settings.max_frame_bytes)
     router = ChangeRouter(await load_tables(pool))
+    authenticator = Authenticator(secret, pool)
+    realtime = RealtimeServer(settings, authenticator, LocalBroker(), router, pool)
+    metrics = Metrics(realtime, router)
     feed = ChangeFeed(
         database_url,
-        router.route,
+        metrics.observing(router.route),
         retention_seconds=settings.change_retention_seconds,
         poll_interval=settings.feed_poll_interval,
     )
-    authenticator = Authenticator(secret, pool)
-    realtime = RealtimeServer(settings, authenticator, LocalBroker(), router, pool)
+    metrics.watch(feed)
     limits = Limits(
         typing=settings.rate_typing,
         presence=settings.rate_presence,
@@ -88,12 +91,14 @@ async def build_app(
     admin.register(api, secret=secret)
     rpc.register(api)
     spec = openapi(api, title="realtime-messaging", version=__version__)
+    app.middlewares.append(metrics.middleware)
     app.middlewares.append(envelope_errors)
     app[DB_POOL] = pool
     app[FEED] = feed
     app[REALTIME] = realtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.handler)
     app.router.add_get("/realtime/v1/websocket", realtime.handle)
     app.router.add_get("/socket/websocket", realtime.handle)
     app.router.add_routes(BroadcastApi(realtime).routes())

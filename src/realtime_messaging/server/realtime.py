@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -127,6 +128,8 @@ class RealtimeServer:
         self._ref_counter = itertools.count(1)
         self.presence = PresenceRegistry(self._make_ref)
         self.sessions: set[Session] = set()
+        #: Socket-side errors by kind, for the metrics.
+        self.errors: Counter[str] = Counter()
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._join_rate = RateLimitItemPerSecond(settings.max_joins_per_second)
         self._event_rate = RateLimitItemPerSecond(settings.max_events_per_second)
@@ -251,6 +254,7 @@ class Session:
                 return
 
     def _overflow(self) -> None:
+        self.server.errors["slow_consumer"] += 1
         log.info("closing slow consumer %s", self.id)
         self._schedule_close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
 
@@ -274,6 +278,7 @@ class Session:
         try:
             event = self.proto.receive_binary(data) if binary else self.proto.receive_text(data)
         except ProtocolError as exc:
+            self.server.errors["protocol"] += 1
             await self.shutdown(CLOSE_PROTOCOL_ERROR, f"malformed frame: {exc}"[:120])
             return
         if isinstance(event, Heartbeat):
@@ -444,6 +449,7 @@ class Session:
         channel.pg_position = change.pos
 
     def _refuse(self, join: JoinRequested, reason: str) -> None:
+        self.server.errors["join_refused"] += 1
         self.outbox.text(self.proto.refuse(join.topic, join.ref, join.join_ref, reason))
 
     async def _identity_for(self, token: str | None) -> Identity:

@@ -35,7 +35,8 @@ BATCH = 2000
 
 _COLUMNS = (
     "pos, table_name, op, record, old_record, conversation_id, customer_id, "
-    "to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS changed_at"
+    "to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS changed_at, "
+    "extract(epoch FROM changed_at)::float8 AS changed_epoch"
 )
 
 _STAMP = f"""
@@ -70,6 +71,7 @@ class Change:
     conversation_id: Any
     customer_id: Any  # the customer who may see it besides staff; None: staff only
     changed_at: str
+    changed_epoch: float  # the same instant, as Unix time (for latency metrics)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Change:
@@ -82,6 +84,7 @@ class Change:
             row["conversation_id"],
             row["customer_id"],
             row["changed_at"],
+            row["changed_epoch"],
         )
 
 

@@ -1,0 +1,142 @@
+"""Prometheus metrics: the original design's monitoring list, plus latency histograms.
+
+Counts that the hot paths already keep as plain integers (deliveries, connections) are read at
+scrape time by a collector, so fan-out pays nothing for being measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..store.changefeed import Change, ChangeFeed
+from .pgchanges import ChangeRouter
+from .realtime import RealtimeServer
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _Live(Collector):
+    def __init__(self, realtime: RealtimeServer, router: ChangeRouter) -> None:
+        self._realtime = realtime
+        self._router = router
+        self.feed: ChangeFeed | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        realtime = self._realtime
+        yield GaugeMetricFamily(
+            "rtm_active_connections", "Open WebSocket connections", value=len(realtime.sessions)
+        )
+        yield GaugeMetricFamily(
+            "rtm_active_channels",
+            "Joined channels (concurrent subscriptions)",
+            value=sum(len(s.channels) for s in realtime.sessions),
+        )
+        deliveries = CounterMetricFamily(
+            "rtm_deliveries", "Messages written to clients, by kind", labels=["kind"]
+        )
+        deliveries.add_metric(["broadcast"], realtime.hub.deliveries)
+        deliveries.add_metric(["postgres_changes"], self._router.delivered)
+        yield deliveries
+        errors = CounterMetricFamily(
+            "rtm_socket_errors", "Socket-side errors, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(realtime.errors.items()):
+            errors.add_metric([kind], count)
+        yield errors
+        feed = self.feed
+        if feed is not None:
+            yield GaugeMetricFamily(
+                "rtm_change_feed_up",
+                "1 while the change feed is connected",
+                value=int(feed.live.is_set()),
+            )
+            yield GaugeMetricFamily(
+                "rtm_change_feed_position", "Last change position read", value=feed.position or 0
+            )
+
+
+class Metrics:
+    def __init__(self, realtime: RealtimeServer, router: ChangeRouter) -> None:
+        self.registry = CollectorRegistry()
+        self._live = _Live(realtime, router)
+        self.registry.register(self._live)
+        self.http = Histogram(
+            "rtm_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.http_errors = Counter(
+            "rtm_http_errors",
+            "HTTP responses with a 4xx or 5xx status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.changes = Counter(
+            "rtm_changes",
+            "Database changes read from the feed, by table (typing and presence rates included)",
+            ["table"],
+            registry=self.registry,
+        )
+        self.delivery = Histogram(
+            "rtm_change_delivery_seconds",
+            "From a change being written to it being handed to subscribers' sockets",
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+
+    def watch(self, feed: ChangeFeed) -> None:
+        self._live.feed = feed
+
+    def observing(
+        self, route: Callable[[Sequence[Change]], None]
+    ) -> Callable[[Sequence[Change]], None]:
+        """Wrap the router's entry point: count each change and time it, then route it."""
+
+        def deliver(changes: Sequence[Change]) -> None:
+            route(changes)
+            now = time.time()
+            tables: Tally[str] = Tally()
+            for change in changes:
+                tables[change.table] += 1
+                self.delivery.observe(max(0.0, now - change.changed_epoch))
+            for table, count in tables.items():
+                self.changes.labels(table).inc(count)
+
+        return deliver
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.endswith("/websocket"):
+            return await handler(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            self.http.labels(request.method, route, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if status >= 400:
+                self.http_errors.labels(str(status)).inc()
+
+    async def handler(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), content_type="text/plain", charset="utf-8"
+        )
