@@ -283,6 +283,7 @@ class PyClient:
         presence: bool = True,
         postgres: list[dict[str, Any]] | None = None,
         join_config: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         """Subscribe; returns once the join was answered (or failed: see the status events).
 
@@ -296,7 +297,7 @@ class PyClient:
             "private": False,
         }
         full_config.update(config or {})
-        options = cast(RealtimeChannelOptions, {"config": full_config})
+        options = cast(RealtimeChannelOptions, {"config": full_config, **(params or {})})
         ch = self.client.channel(topic, options)
         self.channels[channel] = ch
         log = self.log

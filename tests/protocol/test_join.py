@@ -485,3 +485,29 @@ def test_any_join_payload_is_parsed_or_refused_with_a_join_error(payload: Any) -
     assert token is None or (isinstance(token, str) and token)
     for binding in config.postgres_changes:
         assert 0 < binding.id < 2**27
+
+
+def test_resume_position_is_read_from_each_supported_place() -> None:
+    binding = [{"event": "*", "schema": "public", "table": "customer_messages"}]
+    canonical = {"config": {"postgres_changes": binding, "resume": {"position": 7}}}
+    js_style = {
+        "config": {
+            "postgres_changes": binding,
+            "postgres_changes_options": {"resume": {"position": "8"}},
+        }
+    }
+    py_style = {"config": {"postgres_changes": binding}, "resume": {"position": 9}}
+    assert parse_join_payload(canonical)[0].resume_position == 7
+    assert parse_join_payload(js_style)[0].resume_position == 8
+    assert parse_join_payload(py_style)[0].resume_position == 9
+    assert parse_join_payload({"config": {"postgres_changes": binding}})[0].resume_position is None
+
+
+def test_a_bad_resume_position_is_refused() -> None:
+    for bad in ({"position": -1}, {"position": "x"}, {"position": True}, "7", {"nope": 1}):
+        with pytest.raises(JoinError) as info:
+            parse_join_payload({"config": {"resume": bad}})
+        assert (
+            info.value.reason
+            == "InvalidJoinPayload: resume.position must be a non-negative integer"
+        )

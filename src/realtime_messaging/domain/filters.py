@@ -40,8 +40,7 @@ timestamps as instants, jsonb by PostgreSQL's jsonb equality (key order and ``1`
 not matter). SQL three-valued logic: NULL (or a key missing from the row) satisfies none of
 eq/neq/lt/lte/gt/gte/in/like/ilike, nor their ``not.`` forms (NOT NULL is NULL); only ``is``,
 ``isdistinct`` and ``not.in.()`` (an empty list: ``x = ANY('{}')`` is false even for NULL) can
-match a NULL. A row value that cannot be read as the column's type never
-matches (fail closed).
+match a NULL. A row value that cannot be read as the column's type never matches (fail closed).
 
 Decisions (documented deviations and limits)
 --------------------------------------------
@@ -78,6 +77,7 @@ Decisions (documented deviations and limits)
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import re
@@ -149,12 +149,16 @@ def _parse_uuid(text: str) -> uuid.UUID:
     return uuid.UUID(hex=m.group(2).replace("-", ""))
 
 
+# One change is checked against many subscriptions: parse each row's uuid text once.
+_uuid_of_text = functools.lru_cache(maxsize=4096)(uuid.UUID)
+
+
 def _norm_uuid(value: Any) -> uuid.UUID:
+    if type(value) is str:
+        return _uuid_of_text(value)
     if isinstance(value, uuid.UUID):
         return value
-    if type(value) is not str:
-        raise TypeError("uuid must be a string")
-    return uuid.UUID(value)
+    raise TypeError("uuid must be a string")
 
 
 def _parse_text(text: str) -> str:
@@ -225,7 +229,10 @@ def _int_type(bits: int) -> tuple[Callable[[str], int], Callable[[Any], int]]:
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
     def parse(text: str) -> int:
-        n = _int_from_text(text)
+        try:
+            n = _int_from_text(text)
+        except ValueError:  # more digits than int() converts: far out of range anyway
+            raise _Invalid("out of range") from None
         if n is None:
             raise _Invalid("not an integer")
         if not low <= n <= high:
@@ -256,11 +263,11 @@ def _parse_numeric(text: str) -> tuple[int, Decimal]:
         return _NUMERIC_NAN
     if low in _INFINITIES:
         return (0, Decimal(_INFINITIES[low]) * Decimal("Infinity"))
-    n = _int_from_text(s)
-    if n is not None:
-        return (0, Decimal(n))
     if _NUMERIC_TEXT.fullmatch(s) is None:
-        raise _Invalid("not a number")
+        n = _int_from_text(s)  # 0x, 0o, 0b (power-of-two bases: no digit limit)
+        if n is None:
+            raise _Invalid("not a number")
+        return (0, Decimal(n))
     d = Decimal(s.replace("_", ""))
     mantissa, _, exponent = s.lower().partition("e")
     scale = len(mantissa.partition(".")[2].replace("_", "")) - int(exponent or 0)
@@ -583,10 +590,21 @@ def _parse_jsonb(text: str) -> Key:
         value = json.loads(
             text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants
         )
+        _check_json_strings(value)
+        return _jsonb_key(value)
+    except _Invalid:
+        raise
     except ValueError:
         raise _Invalid("not JSON") from None
-    _check_json_strings(value)
-    return _jsonb_key(value)
+    except RecursionError:
+        raise _Invalid("nested too deeply") from None
+
+
+def _norm_jsonb(value: Any) -> Key:
+    try:
+        return _jsonb_key(value)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _unsupported_parse(text: str) -> Key:
@@ -627,7 +645,7 @@ _register(
     "timestamp without time zone",
 )
 _register(_Type("date", "date", _parse_date, _norm_date))
-_register(_Type("jsonb", "jsonb", _parse_jsonb, _jsonb_key, ordered=False))
+_register(_Type("jsonb", "jsonb", _parse_jsonb, _norm_jsonb, ordered=False))
 _register(
     _Type("json", "json", _unsupported_parse, _unsupported_norm, equality=False, ordered=False)
 )
@@ -714,7 +732,7 @@ def _like_matcher(pattern: str) -> Callable[[str], bool]:
     need = sum(s.length for s in segments)
     match_first = first.regex.match if first.length else None
     match_last = last.regex.match if last.length else None
-    searches = [(s.regex.search, s.length) for s in middle if s.length]
+    searches = [s.regex.search for s in middle if s.length]
 
     def match(text: str) -> bool:
         n = len(text)
@@ -726,7 +744,7 @@ def _like_matcher(pattern: str) -> Callable[[str], bool]:
         if match_last is not None and match_last(text, end) is None:
             return False
         pos = first.length
-        for search, _length in searches:
+        for search in searches:
             m = search(text, pos, end)
             if m is None:
                 return False
@@ -767,8 +785,7 @@ class Condition:
     item), the LIKE pattern (``*`` already turned into ``%``) for like/ilike, and ``None`` /
     ``True`` / ``False`` for ``is``. ``texts`` holds the same values as the text handed to
     PostgreSQL (unquoted and unescaped; not part of equality), ``pg_type`` the column's
-    canonical type name.
-    ``evaluate(row_value)`` gives the SQL result: True, False or None (NULL).
+    canonical type name. ``evaluate(row_value)`` gives the SQL result: True, False or None.
     """
 
     column: str
@@ -810,11 +827,10 @@ def _positive(op: str, pg_type: str, values: tuple[Any, ...]) -> Check:
         return like
     norm = _TYPES[pg_type].norm
     if op == "in":
-        members = frozenset(v for v in values if v is not None)
-        unknown: bool | None = None if None in values else False
-
         if not values:  # x = ANY('{}') is false even for a NULL x
             return lambda value: False
+        members = frozenset(v for v in values if v is not None)
+        unknown: bool | None = None if None in values else False  # x = ANY('{1,NULL}')
 
         def within(value: Any) -> bool | None:
             if value is None:
@@ -1057,9 +1073,11 @@ def _parse_condition(part: str, text: str, column_types: Mapping[str, str]) -> C
         assert t is not None
         try:
             return t.parse(value)
-        except _Invalid as exc:
+        except (ValueError, ArithmeticError, RecursionError) as exc:
+            reason = exc if isinstance(exc, _Invalid) else "not readable"
             raise FilterError(
-                f'invalid value "{value}" for column "{column}" of type {label} in {where}: {exc}'
+                f'invalid value "{value}" for column "{column}" of type {label} in {where}: '
+                f"{reason}"
             ) from None
 
     if op == "is":

@@ -142,7 +142,7 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
         raise JoinError("InvalidJoinPayload", "postgres_changes must be a list")
     return (
         JoinConfig(
-            resume_position=_resume_position(config.get("resume")),
+            resume_position=_resume_position(_resume_of(payload, config)),
             broadcast_self=_flag(broadcast.get("self"), "broadcast.self"),
             broadcast_ack=_flag(broadcast.get("ack"), "broadcast.ack"),
             presence_key=key,
@@ -152,6 +152,20 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
         ),
         token or None,
     )
+
+
+def _resume_of(payload: dict[str, Any], config: dict[str, Any]) -> Any:
+    """Where a join may carry ``{"position": N}``: ``config.resume`` (the project's SDK),
+    ``config.postgres_changes_options.resume`` (realtime-js passes that object through) or a
+    top-level ``resume`` (realtime-py passes unknown top-level keys through). The official
+    clients rebuild ``config`` from the keys they know, so ``config.resume`` never reaches us
+    from them."""
+    if config.get("resume") is not None:
+        return config["resume"]
+    options = config.get("postgres_changes_options")
+    if isinstance(options, dict) and options.get("resume") is not None:
+        return options["resume"]
+    return payload.get("resume")
 
 
 def _resume_position(value: Any) -> int | None:
