@@ -39,6 +39,11 @@ class Settings:
     change_retention_seconds: float = 24 * 3600.0
     #: The change feed also polls this often, should a notification be missed.
     feed_poll_interval: float = 0.5
+    #: A delivery still 'sent' this long after it was recorded becomes 'failed'
+    #: (``RTM_DELIVERY_DEADLINE``).
+    delivery_deadline_seconds: float = 24 * 3600.0
+    #: Expired typing indicators are deleted this often.
+    typing_cleanup_interval: float = 0.5
     #: Rate limits, in the ``limits`` notation (``RTM_RATE_TYPING`` and so on).
     rate_typing: str = "10/minute"
     rate_presence: str = "6/minute"
@@ -60,6 +65,7 @@ class Settings:
             rate_presence=_env("RTM_RATE_PRESENCE", "6/minute") or "6/minute",
             rate_read_receipts=_env("RTM_RATE_READ_RECEIPTS", "60/minute") or "60/minute",
             rate_requests=_env("RTM_RATE_REQUESTS", "600/minute") or "600/minute",
+            delivery_deadline_seconds=float(_env("RTM_DELIVERY_DEADLINE", "86400") or 0),
             change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
         )
 

@@ -23,6 +23,7 @@ from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
 from .http import error
+from .maintenance import Maintenance
 from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .realtime import RealtimeServer
@@ -80,6 +81,12 @@ async def build_app(
         poll_interval=settings.feed_poll_interval,
     )
     metrics.watch(feed)
+    maintenance = Maintenance(
+        pool,
+        typing_interval=settings.typing_cleanup_interval,
+        delivery_deadline=settings.delivery_deadline_seconds,
+        delivery_interval=min(30.0, settings.delivery_deadline_seconds / 2),
+    )
     limits = Limits(
         typing=settings.rate_typing,
         presence=settings.rate_presence,
@@ -112,8 +119,10 @@ async def build_app(
     async def start(app: web.Application) -> None:
         await realtime.start()
         await feed.start()
+        await maintenance.start()
 
     async def stop(app: web.Application) -> None:
+        await maintenance.stop()
         await feed.stop()
         await realtime.stop()
 

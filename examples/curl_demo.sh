@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A conversation through the HTTP API with curl, against a running `rtm serve`:
+# a customer and a staff user, a conversation, two messages, a read receipt, unread going to 0.
+#   RTM_URL=http://127.0.0.1:4000 SERVICE_KEY=$(rtm keys --json | python3 -c 'import sys,json; print(json.load(sys.stdin)["service_role_key"])') bash examples/curl_demo.sh
+set -euo pipefail
+URL=${RTM_URL:-http://127.0.0.1:4000}
+: "${SERVICE_KEY:?set SERVICE_KEY to the service_role key (rtm keys)}"
+
+get() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
+call() {  # call METHOD PATH TOKEN [JSON]
+    curl -sS --fail-with-body -X "$1" "$URL$2" -H "Authorization: Bearer $3" \
+        -H 'Content-Type: application/json' ${4:+--data "$4"}
+}
+
+customer=$(call POST /api/admin/customers "$SERVICE_KEY" '{"name": "Ada Customer"}' | get '["data"]["id"]')
+staff=$(call POST /api/admin/users "$SERVICE_KEY" '{"name": "Sam Agent"}' | get '["data"]["id"]')
+customer_token=$(call POST "/api/admin/customers/$customer/portal-tokens" "$SERVICE_KEY" '{}' | get '["data"]["token"]')
+staff_token=$(call POST "/api/admin/users/$staff/tokens" "$SERVICE_KEY" '{}' | get '["data"]["token"]')
+
+conversation=$(call POST /api/conversations "$customer_token" '{"subject": "My order"}' | get '["data"]["id"]')
+call POST "/api/conversations/$conversation/messages" "$customer_token" \
+    '{"content": "Where is my order?", "clientMessageId": "ada-1"}' > /dev/null
+reply=$(call POST "/api/conversations/$conversation/messages" "$staff_token" \
+    '{"content": "It ships today."}' | get '["data"]["id"]')
+
+echo "customer unread before: $(call GET /api/unread "$customer_token" | get '["data"]["total"]')"
+call POST "/api/messages/$reply/read" "$customer_token" > /dev/null
+echo "customer unread after: $(call GET /api/unread "$customer_token" | get '["data"]["total"]')"
+echo "history:"
+call GET "/api/conversations/$conversation/messages" "$customer_token" \
+    | python3 -c 'import sys, json
+for m in reversed(json.load(sys.stdin)["data"]["messages"]):
+    print("  " + m["senderType"] + ": " + m["content"])'
