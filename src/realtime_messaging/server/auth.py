@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -41,24 +42,28 @@ class AuthUnavailable(AuthError):
         super().__init__("UnableToConnectToProject", "Realtime cannot reach its database")
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
 def _expired_message(exp: float, now: float) -> str:
     return f"Token has expired {max(0, int(now - exp))} seconds ago"
 
 
-class _LRU:
-    """A small bounded cache; conversation owners never change, so entries never go stale."""
+class _LRU(Generic[K, V]):
+    """A small bounded cache."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[UUID, UUID | None] = OrderedDict()
+        self._data: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: UUID) -> tuple[bool, UUID | None]:
+    def get(self, key: K) -> tuple[bool, V | None]:
         if key in self._data:
             self._data.move_to_end(key)
             return True, self._data[key]
         return False, None
 
-    def put(self, key: UUID, value: UUID | None) -> None:
+    def put(self, key: K, value: V) -> None:
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self._size:
@@ -71,7 +76,11 @@ class Authenticator:
     def __init__(self, secret: str, pool: asyncpg.Pool) -> None:
         self._secret = secret
         self._pool = pool
-        self._owners = _LRU(100_000)
+        # Conversation owners never change, so entries never go stale.
+        self._owners: _LRU[UUID, UUID] = _LRU(100_000)
+        # Verified claims by token: thousands of sockets connect with the same anon key, and
+        # verifying its signature once is enough (expiry is still checked every time).
+        self._verified: _LRU[str, tuple[dict[str, object], float]] = _LRU(10_000)
 
     async def identify(self, token: str | None, *, now: float | None = None) -> Identity:
         """The identity a token proves, or :class:`AuthError`."""
@@ -101,6 +110,11 @@ class Authenticator:
         return Identity(Kind.AUTHENTICATED, expires_at=exp)
 
     def _decode(self, token: str, now: float) -> tuple[dict[str, object], float]:
+        hit, verified = self._verified.get(token)
+        if hit and verified is not None:
+            if verified[1] <= now:
+                raise AuthError("InvalidJWTToken", _expired_message(verified[1], now))
+            return verified
         try:
             claims: dict[str, object] = jwt.decode(
                 token,
@@ -116,12 +130,14 @@ class Authenticator:
             raise AuthError("JwtSignatureError", "Failed to validate JWT signature") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError("MalformedJWT", "The token provided is not a valid JWT") from exc
-        exp = claims["exp"]
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raw_exp = claims["exp"]
+        if not isinstance(raw_exp, int | float) or isinstance(raw_exp, bool):
             raise AuthError("MalformedJWT", "The token provided is not a valid JWT")
+        exp = float(raw_exp)
         if exp <= now:
             raise AuthError("InvalidJWTToken", _expired_message(exp, now))
-        return claims, float(exp)
+        self._verified.put(token, (claims, exp))
+        return claims, exp
 
     async def _portal(self, token: str, now: float) -> Identity:
         digest = hash_portal_token(token)

@@ -18,12 +18,10 @@ from typing import Any
 
 import asyncpg
 from aiohttp import WSMsgType, web
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from ..broker import Broker, Envelope
 from ..config import Settings
+from ..domain.budget import PerSecond
 from ..domain.identity import Identity, Kind, may_join, needs_conversation_owner, parse_topic
 from ..protocol.connection import ServerConnection, subtopic
 from ..protocol.errors import ProtocolError
@@ -83,7 +81,7 @@ class Channel:
         self.config = config
         self.identity = identity
         self.key = f"{session.server.node_id}:{next(_channel_ids)}"
-        self.presence_key = config.presence_key or str(uuid.uuid1())
+        self.presence_key = config.presence_key
         self.expiry: asyncio.TimerHandle | None = None
         #: Position of the last postgres change delivered (changes at or below it are skipped).
         self.pg_position = 0
@@ -130,10 +128,9 @@ class RealtimeServer:
         self.sessions: set[Session] = set()
         #: Socket-side errors by kind, for the metrics.
         self.errors: Counter[str] = Counter()
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._join_rate = RateLimitItemPerSecond(settings.max_joins_per_second)
-        self._event_rate = RateLimitItemPerSecond(settings.max_events_per_second)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweepers: list[asyncio.Task[None]] = []
+        #: Sessions holding a portal token (as apikey or in a channel): the only ones to check.
+        self.portal_sessions: set[Session] = set()
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"
@@ -147,23 +144,18 @@ class RealtimeServer:
             owner = await self.auth.conversation_owner(topic.subject)
         return may_join(identity, topic, owner)
 
-    def allow_join(self, session: Session) -> bool:
-        return self._limiter.hit(self._join_rate, "join", session.id)
-
-    def allow_event(self, session: Session) -> bool:
-        return self._limiter.hit(self._event_rate, "event", session.id)
-
     async def start(self) -> None:
         await self.broker.start(self.hub)
-        self._sweeper = asyncio.create_task(self._sweep_tokens(), name="rtm-token-sweeper")
+        self._sweepers = [
+            asyncio.create_task(self._sweep_tokens(), name="rtm-token-sweeper"),
+            asyncio.create_task(self._sweep_idle(), name="rtm-idle-sweeper"),
+        ]
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
+        for task in self._sweepers:
+            task.cancel()
+        await asyncio.gather(*self._sweepers, return_exceptions=True)
+        self._sweepers = []
         for session in list(self.sessions):
             await session.shutdown(1001, "server shutting down")
         await self.broker.stop()
@@ -173,7 +165,7 @@ class RealtimeServer:
         while True:
             await asyncio.sleep(self.settings.token_check_interval)
             in_use: set[str] = set()
-            for session in self.sessions:
+            for session in self.portal_sessions:
                 in_use.update(session.portal_token_hashes())
             if not in_use:
                 continue
@@ -182,8 +174,22 @@ class RealtimeServer:
             except Exception:  # the database may be away; the next round retries
                 log.warning("portal token check failed", exc_info=True)
                 continue
-            for session in list(self.sessions):
+            for session in list(self.portal_sessions):
                 session.revoke(invalid)
+
+    async def _sweep_idle(self) -> None:
+        """Close sockets silent for longer than the idle timeout (clients heartbeat every 25 s).
+
+        One sweep for all sockets, instead of a timeout armed around every frame received.
+        """
+        idle = self.settings.idle_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(idle / 2, 5.0))
+            deadline = loop.time() - idle
+            for session in list(self.sessions):
+                if session.last_seen < deadline:
+                    session.close_soon(1000, "idle timeout")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /realtime/v1/websocket``: authenticate, upgrade, run the session."""
@@ -233,18 +239,20 @@ class Session:
         self.outbox = Outbox(transport, server.settings.send_buffer_limit, self._overflow)
         self.channels: dict[str, Channel] = {}
         self._closing: asyncio.Task[None] | None = None
+        self._events = PerSecond(server.settings.max_events_per_second)
+        self._joins = PerSecond(server.settings.max_joins_per_second)
+        self.last_seen = asyncio.get_running_loop().time()
+        if identity.token_hash is not None:
+            server.portal_sessions.add(self)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        idle = self.server.settings.idle_timeout
         ws = self.ws
+        loop = asyncio.get_running_loop()
         while not self.outbox.closed:
-            try:
-                msg = await ws.receive(timeout=idle)
-            except TimeoutError:
-                await self.shutdown(1000, "idle timeout")
-                return
+            msg = await ws.receive()
+            self.last_seen = loop.time()
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 await self._on_frame(msg.data, binary=False)
@@ -256,9 +264,9 @@ class Session:
     def _overflow(self) -> None:
         self.server.errors["slow_consumer"] += 1
         log.info("closing slow consumer %s", self.id)
-        self._schedule_close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
+        self.close_soon(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
 
-    def _schedule_close(self, code: int, reason: str) -> None:
+    def close_soon(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = asyncio.create_task(self.shutdown(code, reason))
 
@@ -269,6 +277,7 @@ class Session:
     def teardown(self) -> None:
         """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
         self.outbox.closed = True
+        self.server.portal_sessions.discard(self)
         for channel in list(self.channels.values()):
             self._drop(channel)
 
@@ -284,7 +293,7 @@ class Session:
         if isinstance(event, Heartbeat):
             self.outbox.text(self.proto.heartbeat_reply(event.ref))
             return
-        if not self.server.allow_event(self):
+        if not self._events.allow(time.monotonic()):
             topic = getattr(event, "topic", "phoenix")
             self.outbox.text(
                 self.proto.refuse(
@@ -328,7 +337,7 @@ class Session:
 
     async def _join(self, join: JoinRequested) -> None:
         server = self.server
-        if not server.allow_join(self):
+        if not self._joins.allow(time.monotonic()):
             self.outbox.text(
                 self.proto.refuse(
                     join.topic,
@@ -368,6 +377,8 @@ class Session:
             # close for the old join to the new channel).
             self._drop(old)
         channel = Channel(self, join.topic, join.join_ref, join.config, identity)
+        if identity.token_hash is not None:
+            server.portal_sessions.add(self)
         self.channels[join.topic] = channel
         server.hub.add(join.topic, channel)
         self._arm_expiry(channel)
@@ -526,6 +537,8 @@ class Session:
             )
             return
         channel.identity = identity
+        if identity.token_hash is not None:
+            self.server.portal_sessions.add(self)
         self._arm_expiry(channel)
         if channel.config.postgres_changes:
             self.server.router.subscribe(channel, channel.config.postgres_changes, identity)
@@ -543,7 +556,7 @@ class Session:
         if self.identity.token_hash in invalid:
             for channel in list(self.channels.values()):
                 self._close_channel(channel, "Token has been revoked")
-            self._schedule_close(1008, "Token has been revoked")
+            self.close_soon(1008, "Token has been revoked")
             return
         for channel in list(self.channels.values()):
             if channel.identity.token_hash in invalid:
@@ -587,6 +600,8 @@ class Session:
                     )
                 )
                 return
+            if not channel.presence_key:
+                channel.presence_key = str(uuid.uuid1())  # Supabase's key for an empty one
             diff = registry.track(event.topic, channel.key, channel.presence_key, event.payload)
         else:
             diff = registry.untrack(event.topic, channel.key)
