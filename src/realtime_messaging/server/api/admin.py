@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from pydantic import Field
 
 from ...tokens import hash_portal_token, mint_staff_token, new_portal_token
-from .framework import Api, ApiError, Context, Model, not_found
+from .framework import Api, Context, Model, not_found
 
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600
 
@@ -34,13 +33,6 @@ def _person(row: Any) -> dict[str, Any]:
         "email": row["email"],
         "createdAt": row["created_at"].isoformat(),
     }
-
-
-def _uuid(ctx: Context, name: str) -> UUID:
-    try:
-        return UUID(ctx.path_param(name))
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", f"{name}: not a UUID") from exc
 
 
 def register(api: Api, *, secret: str) -> None:
@@ -88,7 +80,7 @@ def register(api: Api, *, secret: str) -> None:
         tags=("admin",),
     )
     async def issue_portal_token(ctx: Context, body: TokenRequest) -> dict[str, Any]:
-        customer_id = _uuid(ctx, "customer_id")
+        customer_id = ctx.uuid_param("customer_id")
         token = new_portal_token()
         expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
         row = await ctx.pool.fetchrow(
@@ -115,7 +107,7 @@ def register(api: Api, *, secret: str) -> None:
         tags=("admin",),
     )
     async def revoke_portal_token(ctx: Context, _: None) -> dict[str, Any]:
-        token_id = _uuid(ctx, "token_id")
+        token_id = ctx.uuid_param("token_id")
         revoked = await ctx.pool.fetchval(
             "UPDATE public.portal_tokens SET revoked_at = coalesce(revoked_at, now()) "
             "WHERE id = $1 RETURNING revoked_at",
@@ -135,7 +127,7 @@ def register(api: Api, *, secret: str) -> None:
         tags=("admin",),
     )
     async def mint_token(ctx: Context, body: StaffTokenRequest) -> dict[str, Any]:
-        user_id = _uuid(ctx, "user_id")
+        user_id = ctx.uuid_param("user_id")
         exists = await ctx.pool.fetchval("SELECT 1 FROM public.users WHERE id = $1", user_id)
         if exists is None:
             raise not_found("user not found")

@@ -10,6 +10,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -67,6 +68,12 @@ class Context:
 
     def path_param(self, name: str) -> str:
         return self.request.match_info[name]
+
+    def uuid_param(self, name: str) -> UUID:
+        try:
+            return UUID(self.path_param(name))
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", f"{name}: not a UUID") from exc
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]

@@ -65,11 +65,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ApiError(422, "validation_error", "cursor: not a cursor this API returned") from exc
 
 
-def _uuid_param(ctx: Context, name: str) -> UUID:
-    try:
-        return UUID(ctx.path_param(name))
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", f"{name}: not a UUID") from exc
+async def _require_conversation(conn: asyncpg.Connection, conversation_id: UUID) -> None:
+    """404 unless the caller (whose transaction ``conn`` is in) may see the conversation."""
+    found = await conn.fetchval("SELECT 1 FROM public.conversations WHERE id = $1", conversation_id)
+    if found is None:
+        raise not_found("conversation not found")
+
+
+def _page(rows: list[asyncpg.Record], limit: int) -> tuple[list[asyncpg.Record], str | None]:
+    """The first ``limit`` rows and, when there were more, the cursor of the next page."""
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
 
 
 # -- request models ----------------------------------------------------------------------
@@ -144,11 +151,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         channels: list[str] = []
         if body.conversation_id is not None:
             async with ctx.pool.acquire() as conn, as_caller(conn, caller):
-                found = await conn.fetchval(
-                    "SELECT 1 FROM public.conversations WHERE id = $1", body.conversation_id
-                )
-            if found is None:
-                raise not_found("conversation not found")
+                await _require_conversation(conn, body.conversation_id)
             channels.append(f"conversation:{body.conversation_id}")
             if body.include_presence:
                 channels.append(f"presence:{body.conversation_id}")
@@ -230,12 +233,8 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
                 "ORDER BY created_at DESC, id DESC LIMIT $1",
                 *args,
             )
-        page = rows[: query.limit]
-        more = len(rows) > query.limit
-        return {
-            "conversations": [conversation_json(r) for r in page],
-            "nextCursor": _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None,
-        }
+        page, cursor = _page(rows, query.limit)
+        return {"conversations": [conversation_json(r) for r in page], "nextCursor": cursor}
 
     @api.route(
         "GET",
@@ -244,7 +243,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("conversations",),
     )
     async def get_conversation(ctx: Context, _: None) -> dict[str, Any]:
-        conversation_id = _uuid_param(ctx, "conversation_id")
+        conversation_id = ctx.uuid_param("conversation_id")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             row = await conn.fetchrow(
                 "SELECT * FROM public.conversations WHERE id = $1", conversation_id
@@ -262,7 +261,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("messages",),
     )
     async def send_message(ctx: Context, body: SendMessage) -> dict[str, Any] | web.Response:
-        conversation_id = _uuid_param(ctx, "conversation_id")
+        conversation_id = ctx.uuid_param("conversation_id")
         caller = ctx.caller
         if caller.user_id is not None:
             sender_type, sender = "staff", caller.user_id
@@ -273,11 +272,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         if len(body.content.encode()) > max_message_bytes:
             raise ApiError(413, "payload_too_large", f"content is over {max_message_bytes} bytes")
         async with ctx.pool.acquire() as conn, as_caller(conn, caller):
-            visible = await conn.fetchval(
-                "SELECT 1 FROM public.conversations WHERE id = $1", conversation_id
-            )
-            if visible is None:
-                raise not_found("conversation not found")
+            await _require_conversation(conn, conversation_id)
             row = await conn.fetchrow(
                 "INSERT INTO public.customer_messages "
                 "(conversation_id, sender_type, sender_id, content, attachments, client_message_id) "
@@ -314,7 +309,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("messages",),
     )
     async def history(ctx: Context, query: ListQuery) -> dict[str, Any]:
-        conversation_id = _uuid_param(ctx, "conversation_id")
+        conversation_id = ctx.uuid_param("conversation_id")
         args: list[Any] = [conversation_id, query.limit + 1]
         where = ""
         if query.before:
@@ -322,22 +317,14 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
             where = "AND (created_at, id) < ($3, $4)"
             args += [created, row_id]
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            visible = await conn.fetchval(
-                "SELECT 1 FROM public.conversations WHERE id = $1", conversation_id
-            )
-            if visible is None:
-                raise not_found("conversation not found")
+            await _require_conversation(conn, conversation_id)
             rows = await conn.fetch(
                 "SELECT * FROM public.customer_messages WHERE conversation_id = $1 "
                 f"{where} ORDER BY created_at DESC, id DESC LIMIT $2",
                 *args,
             )
-        page = rows[: query.limit]
-        more = len(rows) > query.limit
-        return {
-            "messages": [message_json(r) for r in page],
-            "nextCursor": _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None,
-        }
+        page, cursor = _page(rows, query.limit)
+        return {"messages": [message_json(r) for r in page], "nextCursor": cursor}
 
     def _reader(ctx: Context) -> tuple[UUID | None, UUID | None]:
         if ctx.caller.user_id is None and ctx.caller.customer_id is None:
@@ -351,7 +338,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("receipts",),
     )
     async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
-        message_id = _uuid_param(ctx, "message_id")
+        message_id = ctx.uuid_param("message_id")
         user, customer = _reader(ctx)
         await ctx.limiter.check("read_receipts", str(user or customer))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
@@ -410,7 +397,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("typing",),
     )
     async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
-        conversation_id = _uuid_param(ctx, "conversation_id")
+        conversation_id = ctx.uuid_param("conversation_id")
         user, customer = _reader(ctx)
         await ctx.limiter.check("typing", f"{user or customer}:{conversation_id}")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
@@ -459,7 +446,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         tags=("presence",),
     )
     async def conversation_presence(ctx: Context, _: None) -> dict[str, Any]:
-        conversation_id = _uuid_param(ctx, "conversation_id")
+        conversation_id = ctx.uuid_param("conversation_id")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             conv = await conn.fetchrow(
                 "SELECT customer_id, assigned_user_id FROM public.conversations WHERE id = $1",
