@@ -110,7 +110,9 @@ def register(api: Api) -> None:
                     continue  # let the function's default apply
             names.append(f"{arg} => ${len(values) + 1}::{sql_type}")
             values.append(_convert(arg, sql_type, body.get(arg)))
-        sql = f"SELECT public.{name}({', '.join(names)})"
+        # to_jsonb: whatever the function returns (a scalar, a row, void) comes out as JSON, as
+        # PostgREST renders it.
+        sql = f"SELECT to_jsonb(public.{name}({', '.join(names)}))::text"
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             result = await conn.fetchval(sql, *values)
-        return web.Response(body=orjson.dumps(result), content_type="application/json")
+        return web.Response(text=result or "null", content_type="application/json")
