@@ -240,3 +240,27 @@ async def test_readyz_follows_the_database_and_the_feed() -> None:
                 await wait_for(200)
         finally:
             pg.close()
+
+
+async def test_position_in_subscribed_lets_a_client_resume_before_its_first_change(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        await sock.join(f"conversation:{conv}", {"postgres_changes": _messages(conv)})
+        system = await sock.expect(lambda m: m.get("event") == "system")
+        position = system["payload"]["position"]
+        assert isinstance(position, int)
+    finally:
+        await sock.close()
+    await pool.execute(INSERT, conv, customer, "while away")
+    sock = await RawSocket.connect(server.ws_url, token)
+    try:
+        config = {"postgres_changes": _messages(conv), "resume": {"position": position}}
+        await sock.join(f"conversation:{conv}", config)
+        replayed, _ = await _collect_until_subscribed(sock)
+        assert [d["record"]["content"] for d in replayed] == ["while away"]
+    finally:
+        await sock.close()

@@ -45,7 +45,8 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "bad_request"
         )
-        return error(exc.status, code, exc.reason)
+        message = exc.text if exc.status == 413 and exc.text else exc.reason
+        return error(exc.status, code, message)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -82,6 +83,7 @@ async def build_app(
         poll_interval=settings.feed_poll_interval,
     )
     metrics.watch(feed)
+    realtime.feed_position = lambda: feed.position or 0
     maintenance = Maintenance(
         pool,
         typing_interval=settings.typing_cleanup_interval,
@@ -150,7 +152,7 @@ async def start(settings: Settings, database_url: str, secret: str) -> Running:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     sock = socket.create_server((settings.host, settings.port), backlog=4096)
-    site = web.SockSite(runner, sock)
+    site = web.SockSite(runner, sock, backlog=4096)
     await site.start()
     port = sock.getsockname()[1]
     return Running(f"http://{settings.host}:{port}", runner, pool)

@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -129,6 +130,8 @@ class RealtimeServer:
         #: Socket-side errors by kind, for the metrics.
         self.errors: Counter[str] = Counter()
         self._sweepers: list[asyncio.Task[None]] = []
+        #: The last change position routed in this process (set by the composition root).
+        self.feed_position: Callable[[], int] = lambda: 0
         #: Sessions holding a portal token (as apikey or in a channel): the only ones to check.
         self.portal_sessions: set[Session] = set()
 
@@ -414,7 +417,11 @@ class Session:
             )
             return
         if resume is None:
-            self._pg_system(channel, "ok", "Subscribed to PostgreSQL")
+            # Every change after this position reaches the channel: a client that loses its
+            # connection before its first change resumes from here.
+            position = self.server.feed_position()
+            channel.pg_position = position
+            self._pg_system(channel, "ok", "Subscribed to PostgreSQL", position=position)
             return
         channel.pg_buffer = []
         channel.replay = asyncio.create_task(self._replay(channel, resume))
@@ -452,7 +459,10 @@ class Session:
         for change, ids in buffered:
             if change.pos > channel.pg_position:
                 self._send_change(channel, change, ids)
-        self._pg_system(channel, "ok", "Subscribed to PostgreSQL")
+        # Replay covered the log up to its head, the buffer what was routed meanwhile.
+        position = max(channel.pg_position, history.head, self.server.feed_position())
+        channel.pg_position = position
+        self._pg_system(channel, "ok", "Subscribed to PostgreSQL", position=position)
 
     def _send_change(self, channel: Channel, change: Change, ids: list[int]) -> None:
         table = self.server.router.tables[change.table]

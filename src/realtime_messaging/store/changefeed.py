@@ -46,6 +46,7 @@ WITH batch AS (
     RETURNING *
 ), base AS (
     UPDATE rtm.change_feed_state SET last_pos = last_pos + (SELECT count(*) FROM batch)
+    WHERE EXISTS (SELECT 1 FROM batch)  -- an empty round writes nothing (no WAL flush)
     RETURNING last_pos - (SELECT count(*) FROM batch) AS first
 ), numbered AS (
     SELECT b.*, base.first + row_number() OVER (ORDER BY b.id) AS pos FROM batch b, base

@@ -198,14 +198,21 @@ async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
     try:
-        return model.model_validate(data)
+        # Strict: JSON types must be what the schema says ("true" is not a boolean).
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise ApiError(422, "validation_error", _describe(exc)) from exc
 
 
+#: Query parameters the official clients add to every request they make (realtime-js copies
+#: its socket parameters into REST URLs); they are not the endpoint's.
+_CLIENT_PARAMS = ("apikey", "vsn", "log_level")
+
+
 def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
     try:
-        return model.model_validate(dict(request.query))
+        query = {k: v for k, v in request.query.items() if k not in _CLIENT_PARAMS}
+        return model.model_validate(query)
     except ValidationError as exc:
         raise ApiError(422, "validation_error", _describe(exc)) from exc
 
@@ -226,7 +233,9 @@ def map_database_error(exc: asyncpg.PostgresError) -> ApiError | None:
         return ApiError(404, "not_found", message)
     if state == "42501":
         return ApiError(403, "forbidden", message)
-    if state in ("22023", "22P02", "22001", "23514", "23502"):
+    # 22P05/22021: text or JSON PostgreSQL cannot store (a NUL character, bad encoding).
+    # 22008/22003: a date or number out of range (a forged cursor).
+    if state in ("22023", "22P02", "22001", "22P05", "22021", "22008", "22003", "23514", "23502"):
         return ApiError(422, "validation_error", message)
     if state == "23505":
         return ApiError(409, "conflict", message)
@@ -280,7 +289,9 @@ def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
                     "description": "success",
                     "content": {
                         "application/json": {
-                            "schema": route.response or {"$ref": "#/components/schemas/Envelope"}
+                            "schema": route.response
+                            if route.response is not None
+                            else {"$ref": "#/components/schemas/Envelope"}
                         }
                     },
                 },

@@ -379,6 +379,11 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         recipient_type, recipient = ("staff", user) if user else ("customer", customer)
         ids = sorted(set(body.message_ids))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            visible = await conn.fetchval(
+                "SELECT count(*) FROM public.customer_messages WHERE id = ANY($1::uuid[])", ids
+            )
+            if visible != len(ids):  # all or nothing, as for receipts
+                raise not_found("message not found")
             rows = await conn.fetch(
                 "UPDATE public.message_delivery_status SET status = 'delivered' "
                 "WHERE message_id = ANY($1::uuid[]) AND recipient_type = $2 AND recipient_id = $3 "

@@ -82,6 +82,7 @@ def register(api: Api) -> None:
         "/rest/v1/rpc/{function}",
         summary="Call one of the documented SQL functions with named arguments",
         auth="any",
+        response={},  # the function's own result, as bare JSON (PostgREST), not the envelope
         tags=("rpc",),
     )
     async def rpc(ctx: Context, _: None) -> web.Response:

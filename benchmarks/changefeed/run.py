@@ -1,0 +1,1342 @@
+#!/usr/bin/env python3
+"""Change-feed benchmark: commit-to-client latency of ``postgres_changes`` under load.
+
+``rtm serve`` runs pinned to CPU 0 with a temporary ``RTM_DATA_DIR`` (embedded PostgreSQL). The
+load generator (this process: picows subscribers + asyncpg writers on uvloop) runs on CPU 1. The
+embedded PostgreSQL would inherit rtm's CPU; it costs about three times rtm's CPU per message, so
+by default it is let onto both CPUs (``--pg-cpu server``: with rtm on CPU 0; ``load``: CPU 1).
+Traffic goes to 127.0.0.1 and to the embedded database's Unix socket only.
+
+Setup, through plain SQL on the server's database (the URL ``rtm serve`` prints) and the admin API:
+
+* N customers, one conversation each, one portal token each (``pt_…``; only its SHA-256 is
+  stored, as ``POST /api/admin/customers/{id}/portal-tokens`` does it);
+* S staff users (default 5), with staff JWTs from ``POST /api/admin/users/{id}/tokens``.
+
+Subscribers (Phoenix vsn 2.0.0, JSON arrays, raw frames, heartbeat every 25 s):
+
+* each customer connects with its portal token as ``apikey`` and joins
+  ``realtime:conversation:<its conversation>`` with the binding
+  ``{"event":"INSERT","schema":"public","table":"customer_messages",
+  "filter":"conversation_id=eq.<id>"}``;
+* each staff user connects with its JWT and joins ``realtime:staff:<user id>:messages`` with an
+  unfiltered INSERT binding on ``customer_messages``;
+* a subscriber counts as ready once "Subscribed to PostgreSQL" arrived.
+
+Writers: W asyncpg connections (default 8), each ``INSERT INTO customer_messages`` its own
+transaction (autocommit), paced open-loop at a fixed rate into random conversations,
+``sender_type = 'customer'``, the sender being the conversation's customer. The content is
+``cf:<seq>:<ns>``: a sequence number and the writer's ``time.time_ns()`` before the INSERT was
+sent. They use ``synchronous_commit = off`` (``--commit sync``: on): with it on, each commit
+holds PostgreSQL's database-wide NOTIFY lock through its WAL flush, which caps the writers around
+or below 1,000 msgs/s on a small machine (benchmarks/README.md).
+
+Latency, per delivery: receipt ``time.time_ns()`` - the writer's ``time.time_ns()`` taken as soon
+as the INSERT's commit returned (kept in memory by sequence number; the content cannot carry a
+time taken after its own commit). This is "commit to client": it leaves out the commit itself,
+and errs low by however late the writer's coroutine resumed. ``commit_timestamp`` (the trigger's
+``clock_timestamp()``, before the commit, truncated to the millisecond) gives a second,
+server-clocked figure that errs high by the commit time plus up to 1 ms; both are printed.
+
+Phases, on the same connections: a short warm-up, then 1,000 msgs/s for 20 s (target p99 < 50
+ms), then a stepped search (1,500, 2,000, 3,000, … msgs/s, 10 s each) for the highest rate
+sustained with p99 < 100 ms, stopping at the first step that fails it, that loses or duplicates
+a delivery, or that the writers cannot keep up with. Every phase checks that each message
+reached its customer and every staff subscriber exactly once (by subscriber and sequence
+number).
+
+    python benchmarks/changefeed/run.py [--subscribers 10000] [--quick] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hashlib
+import json
+import os
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import psutil
+import uvloop
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+HEARTBEAT_S = 25.0
+NOISY_PCT = 10  # other processes' share of a pinned CPU above which a phase counts as disturbed
+WRITER_APP = "rtm-bench-writer"
+ANALYZE_TABLES = (
+    "public.customers",
+    "public.conversations",
+    "public.portal_tokens",
+    "public.users",
+    "rtm.change_queue",
+    "rtm.change_log",
+)
+MONITOR_APP = "rtm-bench-monitor"
+JWT_SECRET = "changefeed-benchmark-secret-0123456789abcdef"  # throwaway, for a temp data dir
+FIRST_TARGET_MS = 50.0  # p99 target at 1,000 msgs/s
+STEP_TARGET_MS = 100.0  # p99 target of the stepped search
+KEEP_UP = 0.95  # a step whose writers reach less than this share of the rate is not sustained
+STEPS = (1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000)
+INSERT = (
+    "INSERT INTO public.customer_messages (conversation_id, sender_type, sender_id, content) "
+    "VALUES ($1, 'customer', $2, $3)"
+)
+
+
+@dataclass
+class Plan:
+    subscribers: int
+    staff: int
+    writers: int
+    first_rate: float
+    first_s: float
+    step_s: float
+    warm_s: float
+    batch: int
+    drain_s: float
+    budget_s: float  # no new step starts after this many seconds of phases
+    sync_commit: bool  # the writers' synchronous_commit
+    analyze: bool  # ANALYZE after the bulk setup
+    seed: int
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+class Server:
+    """``rtm serve`` started pinned to ``cpu``; stopped by pid (and its PostgreSQL by pid file)."""
+
+    def __init__(self, workdir: Path, cpu: int | None, rtm_cmd: list[str]) -> None:
+        self.workdir = workdir
+        self.cpu = cpu
+        self.rtm_cmd = rtm_cmd
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = workdir / "rtm.out"
+        self.err = workdir / "rtm.err"
+        self.data_dir = workdir / "rtm-data"
+        self.db_url = ""
+        self.service_key = ""
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, token: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime/v1/websocket?apikey={token}&vsn=2.0.0"
+
+    def start(self, timeout: float = 180.0) -> None:
+        env = dict(os.environ, RTM_JWT_SECRET=JWT_SECRET, RTM_DATA_DIR=str(self.data_dir))
+        cmd = [*self.rtm_cmd, "serve", "--port", str(self.port)]
+        cpu = self.cpu
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=lambda: _pin(cpu),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.out.read_text(errors="replace")
+            service = re.search(r"service_role key: (\S+)", text)
+            db = re.search(r"DB URL: (\S+)", text)
+            if service and db:
+                self.service_key, self.db_url = service.group(1), db.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rtm exited ({self.proc.returncode}): {self.stderr_tail()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"rtm not ready after {timeout:.0f} s: {self.stderr_tail()}")
+
+    def stderr_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.err.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def problems(self) -> list[str]:
+        """Server log lines that look like trouble."""
+        try:
+            lines = self.err.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        keys = ("Traceback", "Error", "ERROR", "WARNING", "Exception", "slow consumer")
+        return [line for line in lines if any(k in line for k in keys)]
+
+    def postmaster(self) -> psutil.Process | None:
+        """The embedded PostgreSQL's postmaster, if it is the one of this run's data dir."""
+        try:
+            pid = int((self.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+            proc = psutil.Process(pid)
+            if str(self.data_dir) not in " ".join(proc.cmdline()):
+                return None
+            return proc
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        # rtm stops its PostgreSQL on SIGTERM; if that failed, stop it by its pid file
+        pg = self.postmaster()
+        if pg is not None:
+            pg.terminate()
+            try:
+                pg.wait(timeout=20)
+            except psutil.TimeoutExpired:
+                pg.kill()
+
+
+class Probe:
+    """CPU seconds of the rtm process and of the embedded PostgreSQL (postmaster + backends)."""
+
+    def __init__(self, server: Server) -> None:
+        assert server.proc is not None
+        self.rtm = psutil.Process(server.proc.pid)
+        self.server = server
+        self.me = psutil.Process()
+        self.seen: dict[int, float] = {}  # postgres pid -> last CPU seconds seen
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            t = proc.cpu_times()
+            return float(t.user + t.system)
+        except psutil.Error:
+            return 0.0
+
+    def pg_procs(self) -> list[psutil.Process]:
+        pm = self.server.postmaster()
+        if pm is None:
+            return []
+        try:
+            return [pm, *pm.children(recursive=True)]
+        except psutil.Error:
+            return [pm]
+
+    def sample(self) -> tuple[float, dict[int, float], float]:
+        """(rtm CPU s, {postgres pid: CPU s}, this process's CPU s)."""
+        self.seen.update((p.pid, self._cpu(p)) for p in self.pg_procs())
+        return self._cpu(self.rtm), dict(self.seen), self._cpu(self.me)
+
+    async def watch_postgres(self) -> None:
+        """Sample PostgreSQL processes twice a second, so that short-lived ones count too."""
+        while True:
+            await asyncio.sleep(0.5)
+            self.seen.update((p.pid, self._cpu(p)) for p in self.pg_procs())
+
+    def pin_postgres(self, cpus: set[int]) -> int:
+        """Move the postmaster (new backends inherit it) and its current backends to ``cpus``."""
+        moved = 0
+        for proc in self.pg_procs():
+            try:
+                proc.cpu_affinity(sorted(cpus))
+                moved += 1
+            except psutil.Error:
+                pass
+        return moved
+
+
+def cpu_times() -> list[Any]:
+    return psutil.cpu_times(percpu=True)  # type: ignore[no-any-return]
+
+
+def busy_pct(before: list[Any], after: list[Any]) -> dict[int, dict[str, float]]:
+    """Per pinned CPU over an interval: busy % (all but idle and iowait), and the share of it
+    spent in interrupts (on loopback, the TCP receive path runs there, charged to no process)."""
+    out = {}
+    for cpu in (SERVER_CPU, CLIENT_CPU):
+        if cpu >= len(after):
+            continue
+        a, b = before[cpu], after[cpu]
+        total = sum(b) - sum(a)
+        if total <= 0:
+            continue
+        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
+        irq = sum(getattr(b, k, 0) - getattr(a, k, 0) for k in ("irq", "softirq"))
+        out[cpu] = {
+            "busy": round(100 * (total - idle) / total, 1),
+            "irq": round(100 * irq / total, 1),
+        }
+    return out
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+class Sub(WSListener):
+    """One subscriber socket with one channel."""
+
+    def __init__(self, gen: LoadGen, index: int, bit: int, conv: int, token: str, topic: str):
+        self.gen = gen
+        self.index = index
+        self.bit = bit  # 1 for a customer; 2, 4, 8, ... for the staff subscribers
+        self.conv = conv  # the customer's conversation index; -1 for staff
+        self.token = token
+        self.topic = topic
+        self.transport: WSTransport | None = None
+        self.joined: asyncio.Future[None] | None = None
+        self.last_sent = 0.0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if frame.msg_type is not WSMsgType.TEXT:
+            return
+        data = frame.get_payload_as_bytes()
+        i = data.find(b'"cf:')
+        if i >= 0:
+            self.gen.on_change(self, data, i)
+        else:
+            self.gen.on_control(self, data)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.gen.on_disconnect(self, transport)
+
+
+@dataclass
+class Phase:
+    name: str
+    target_rate: float
+    start_seq: int
+    end_seq: int = -1
+    sent: int = 0
+    write_errors: int = 0
+    expected: int = 0
+    delivered: int = 0
+    duplicated: int = 0
+    misrouted: int = 0
+    disconnects: int = 0
+    send_span_s: float = 0.0
+    max_behind_s: float = 0.0  # how late the writers got against the schedule
+    drain_s: float = 0.0
+    wall_s: float = 0.0
+    rtm_cpu_s: float = 0.0
+    pg_cpu_s: float = 0.0
+    pg_by_kind: dict[str, float] = field(default_factory=dict)  # CPU s by backend kind
+    feed_stats: dict[str, int] = field(default_factory=dict)
+    cli_cpu_s: float = 0.0
+    cpu_busy: dict[int, dict[str, float]] = field(default_factory=dict)
+    recv_seq: array[int] = field(default_factory=lambda: array("q"))
+    recv_ns: array[int] = field(default_factory=lambda: array("q"))
+    insert_ns: array[int] = field(default_factory=lambda: array("q"))
+
+    def summary(self, gen: LoadGen) -> dict[str, Any]:
+        lat = array("q")
+        lat_ts = array("q")
+        commit_ns, stamp_ns = gen.commit_ns, gen.stamp_ns
+        for seq, at in zip(self.recv_seq, self.recv_ns, strict=True):
+            if commit_ns[seq]:
+                lat.append(at - commit_ns[seq])
+            if stamp_ns[seq]:
+                lat_ts.append(at - stamp_ns[seq])
+        negative = sum(1 for v in lat if v < 0)
+        lat_sorted, ts_sorted, ins = sorted(lat), sorted(lat_ts), sorted(self.insert_ns)
+
+        def pct(values: list[int], q: float) -> float | None:
+            if not values:
+                return None
+            return round(values[min(len(values) - 1, int(q * len(values)))] / 1e6, 2)
+
+        wall = self.wall_s or 1.0
+        return {
+            "phase": self.name,
+            "target_msgs_per_s": self.target_rate,
+            "sent": self.sent,
+            "write_errors": self.write_errors,
+            "msgs_per_s": round(self.sent / self.send_span_s, 1) if self.send_span_s else 0.0,
+            "writers_behind_max_s": round(self.max_behind_s, 3),
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "lost": self.expected - self.delivered,
+            "duplicated": self.duplicated,
+            "misrouted": self.misrouted,
+            "disconnects": self.disconnects,
+            "deliveries_per_s": (
+                round(self.delivered / self.send_span_s, 1) if self.send_span_s else 0.0
+            ),
+            "p50_ms": pct(lat_sorted, 0.50),
+            "p95_ms": pct(lat_sorted, 0.95),
+            "p99_ms": pct(lat_sorted, 0.99),
+            "max_ms": pct(lat_sorted, 1.0),
+            "delivered_before_commit_returned": negative,
+            "ts_p50_ms": pct(ts_sorted, 0.50),
+            "ts_p99_ms": pct(ts_sorted, 0.99),
+            "insert_p50_ms": pct(ins, 0.50),
+            "insert_p99_ms": pct(ins, 0.99),
+            "drain_s": round(self.drain_s, 2),
+            "rtm_cpu_pct": round(100 * self.rtm_cpu_s / wall, 1),
+            "pg_cpu_pct": round(100 * self.pg_cpu_s / wall, 1),
+            "load_cpu_pct": round(100 * self.cli_cpu_s / wall, 1),
+            "cpu_busy_pct": self.cpu_busy,
+            "rtm_cpu_us_per_delivery": (
+                round(1e6 * self.rtm_cpu_s / self.delivered, 1) if self.delivered else None
+            ),
+            "pg_cpu_us_per_msg": round(1e6 * self.pg_cpu_s / self.sent, 1) if self.sent else None,
+            "pg_cpu_pct_by_kind": {k: round(100 * v / wall, 1) for k, v in self.pg_by_kind.items()},
+            "pg_cpu_us_per_msg_by_kind": {
+                k: round(1e6 * v / self.sent, 1) for k, v in self.pg_by_kind.items() if self.sent
+            },
+            # from pg_stat_* (which backends flush about once a second): stamp transactions
+            # (updates of rtm.change_feed_state), rows of rtm.change_log read by sequential
+            # scans, transactions committed in the database
+            "feed_stats": self.feed_stats,
+        }
+
+
+class LoadGen:
+    def __init__(self, plan: Plan, server: Server, probe: Probe) -> None:
+        self.plan = plan
+        self.server = server
+        self.probe = probe
+        self.rng = random.Random(plan.seed)
+        self.conv_ids: list[Any] = []  # asyncpg UUIDs, by conversation index
+        self.cust_ids: list[Any] = []
+        self.subs: list[Sub] = []
+        self.full_mask = 0
+        # by sequence number: conversation index, bits still to receive it, commit times
+        self.conv_of = array("i")
+        self.pending = array("q")
+        self.commit_ns = array("q")  # writer's time.time_ns() when the commit returned
+        self.stamp_ns = array("q")  # commit_timestamp (trigger time, ms) as ns
+        self.phases: list[Phase] = []
+        self.phase: Phase | None = None
+        self.outstanding = 0
+        self.closing = False
+        self.disconnects = 0
+        self.close_codes: Counter[str] = Counter()
+        self.control: Counter[str] = Counter()
+        self.control_samples: list[str] = []
+        self.connect_errors: Counter[str] = Counter()
+        self.write_error_samples: list[str] = []
+        self.join_s: list[float] = []
+        self.upgrade_s: list[float] = []
+        self.stray = 0
+        self.pools: list[asyncpg.Connection] = []
+        self.monitor: asyncpg.Connection | None = None
+
+    # -- setup ----------------------------------------------------------------------------
+
+    async def create_data(self) -> dict[str, Any]:
+        plan = self.plan
+        started = time.monotonic()
+        conn = await asyncpg.connect(self.server.db_url)
+        try:
+            async with conn.transaction():
+                customers = await conn.fetch(
+                    "INSERT INTO public.customers (name, email) "
+                    "SELECT 'bench customer ' || g, 'c' || g || '@bench.invalid' "
+                    "FROM generate_series(1, $1) AS g RETURNING id",
+                    plan.subscribers,
+                )
+                self.cust_ids = [r["id"] for r in customers]
+                convs = await conn.fetch(
+                    "INSERT INTO public.conversations (customer_id, subject) "
+                    "SELECT c, 'benchmark' FROM unnest($1::uuid[]) AS c "
+                    "RETURNING id, customer_id",
+                    self.cust_ids,
+                )
+                by_customer = {r["customer_id"]: r["id"] for r in convs}
+                self.conv_ids = [by_customer[c] for c in self.cust_ids]
+                tokens = ["pt_" + secrets.token_urlsafe(32) for _ in self.cust_ids]
+                await conn.execute(
+                    "INSERT INTO public.portal_tokens (token_hash, customer_id, expires_at) "
+                    "SELECT h, c, now() + interval '1 day' "
+                    "FROM unnest($1::text[], $2::uuid[]) AS t(h, c)",
+                    [hashlib.sha256(t.encode()).hexdigest() for t in tokens],
+                    self.cust_ids,
+                )
+                users = await conn.fetch(
+                    "INSERT INTO public.users (name, email) "
+                    "SELECT 'bench agent ' || g, 'a' || g || '@bench.invalid' "
+                    "FROM generate_series(1, $1) AS g RETURNING id",
+                    plan.staff,
+                )
+            if plan.analyze:
+                # What autovacuum would do within a minute or so. Until then a fresh database
+                # has no statistics, and the feed's cached plans scan all of rtm.change_log
+                # (10,000 conversation inserts already) on every read (see the README).
+                await asyncio.sleep(1.0)  # let the feed stamp the setup's changes first
+                for table in ANALYZE_TABLES:
+                    await conn.execute(f"ANALYZE {table}")
+        finally:
+            await conn.close()
+        staff_tokens = []
+        headers = {"Authorization": f"Bearer {self.server.service_key}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for row in users:
+                url = f"{self.server.http}/api/admin/users/{row['id']}/tokens"
+                async with http.post(url, json={"expiresInSeconds": 7200}) as resp:
+                    body = await resp.json()
+                    if resp.status != 201:
+                        raise RuntimeError(f"staff token: HTTP {resp.status} {body}")
+                    staff_tokens.append((row["id"], self._token_of(body)))
+        for k, (conv, token) in enumerate(zip(self.conv_ids, tokens, strict=True)):
+            self.subs.append(Sub(self, k, 1, k, token, f"realtime:conversation:{conv}"))
+        for j, (user, token) in enumerate(staff_tokens):
+            topic = f"realtime:staff:{user}:messages"
+            self.subs.append(Sub(self, plan.subscribers + j, 2 << j, -1, token, topic))
+        self.full_mask = (2 << plan.staff) - 1
+        return {"setup_s": round(time.monotonic() - started, 2)}
+
+    @staticmethod
+    def _token_of(body: Any) -> str:
+        data = body.get("data", body) if isinstance(body, dict) else body
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise RuntimeError(f"no token in {body}")
+        return token
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def connect_all(self) -> dict[str, Any]:
+        started = time.monotonic()
+        subs = self.subs
+        for at in range(0, len(subs), self.plan.batch):
+            await asyncio.gather(*(self._connect(s) for s in subs[at : at + self.plan.batch]))
+        took = time.monotonic() - started
+
+        def ms(values: list[float], q: float) -> float:
+            ordered = sorted(values)
+            return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+        return {
+            "connect_s": round(took, 2),
+            "subscribes_per_s": round(len(subs) / took, 1),
+            # connect + upgrade (portal token checked) + join + "Subscribed to PostgreSQL"
+            "subscribe_p50_ms": ms(self.join_s, 0.5),
+            "subscribe_p99_ms": ms(self.join_s, 0.99),
+            "subscribe_max_ms": ms(self.join_s, 1.0),
+            "upgrade_p50_ms": ms(self.upgrade_s, 0.5),
+            "upgrade_p99_ms": ms(self.upgrade_s, 0.99),
+            "slow_subscribes_over_1s": sum(1 for t in self.join_s if t > 1.0),
+            "connect_errors": dict(self.connect_errors),
+        }
+
+    async def _connect(self, sub: Sub) -> None:
+        started = time.monotonic()
+        url = self.server.ws_url(sub.token)
+        for attempt in range(4):
+            try:
+                await ws_connect(
+                    lambda: sub, url, websocket_handshake_timeout=60, read_buffer_init_size=4096
+                )
+                break
+            except Exception as exc:
+                self.connect_errors[type(exc).__name__] += 1
+                if attempt == 3:
+                    raise RuntimeError(f"subscriber {sub.index} cannot connect: {exc!r}") from exc
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self.upgrade_s.append(time.monotonic() - started)
+        binding: dict[str, str] = {
+            "event": "INSERT",
+            "schema": "public",
+            "table": "customer_messages",
+        }
+        if sub.conv >= 0:
+            binding["filter"] = f"conversation_id=eq.{self.conv_ids[sub.conv]}"
+        join = orjson.dumps(
+            [
+                "1",
+                "1",
+                sub.topic,
+                "phx_join",
+                {
+                    "config": {
+                        "broadcast": {"self": False},
+                        "presence": {"key": ""},
+                        "postgres_changes": [binding],
+                    }
+                },
+            ]
+        )
+        sub.joined = asyncio.get_running_loop().create_future()
+        assert sub.transport is not None
+        sub.transport.send(WSMsgType.TEXT, join)
+        sub.last_sent = time.monotonic()
+        try:
+            await asyncio.wait_for(sub.joined, 60)
+        except TimeoutError as exc:
+            raise RuntimeError(f"subscriber {sub.index}: not subscribed after 60 s") from exc
+        self.join_s.append(time.monotonic() - started)
+
+    async def heartbeats(self) -> None:
+        """A Phoenix heartbeat from every socket at least every 25 s (rtm closes idle ones)."""
+        frame = b'[null,"hb","phoenix","heartbeat",{}]'
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for sub in self.subs[tick % 25 :: 25]:
+                if sub.transport is not None and now - sub.last_sent >= HEARTBEAT_S - 2:
+                    sub.transport.send(WSMsgType.TEXT, frame)
+                    sub.last_sent = now
+            tick += 1
+
+    def close_all(self) -> None:
+        self.closing = True
+        for sub in self.subs:
+            if sub.transport is not None:
+                sub.transport.disconnect(graceful=False)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def on_control(self, sub: Sub, data: bytes) -> None:
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.control["undecodable"] += 1
+            return
+        key = "unexpected"
+        if isinstance(msg, list) and len(msg) == 5:
+            _, ref, _topic, event, payload = msg
+            status = payload.get("status") if isinstance(payload, dict) else None
+            joined = sub.joined
+            if event == "phx_reply" and ref == "hb" and status == "ok":
+                self.control["heartbeat ok"] += 1
+                return
+            if event == "phx_reply" and ref == "1":
+                if status == "ok":
+                    self.control["join ok"] += 1
+                    return
+                if joined is not None and not joined.done():
+                    joined.set_exception(RuntimeError(f"join refused: {payload}"))
+            if event == "system" and isinstance(payload, dict):
+                message = str(payload.get("message", ""))
+                if status == "ok" and message.startswith("Subscribed to PostgreSQL"):
+                    self.control["subscribed"] += 1
+                    if joined is not None and not joined.done():
+                        joined.set_result(None)
+                    return
+                if joined is not None and not joined.done():
+                    joined.set_exception(RuntimeError(f"subscription failed: {payload}"))
+            key = f"{event} {status or ''}".strip()
+        self.control[key] += 1
+        if len(self.control_samples) < 10:
+            self.control_samples.append(data[:300].decode(errors="replace"))
+
+    def on_change(self, sub: Sub, data: bytes, i: int) -> None:
+        now = time.time_ns()
+        j = data.find(b":", i + 4)
+        seq = int(data[i + 4 : j])
+        phase = self.phase
+        if phase is None or seq < phase.start_seq or (0 <= phase.end_seq <= seq):
+            phase = self._phase_of(seq)
+            if phase is None:
+                self.stray += 1
+                return
+        if sub.conv >= 0 and self.conv_of[seq] != sub.conv:
+            phase.misrouted += 1
+            return
+        mask = self.pending[seq]
+        if not mask & sub.bit:
+            phase.duplicated += 1
+            return
+        self.pending[seq] = mask ^ sub.bit
+        phase.delivered += 1
+        self.outstanding -= 1
+        phase.recv_seq.append(seq)
+        phase.recv_ns.append(now)
+        if not self.stamp_ns[seq]:
+            k = data.find(b'"commit_timestamp":"')
+            if k >= 0:
+                text = data[k + 20 : data.find(b'"', k + 20)].decode()
+                stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                self.stamp_ns[seq] = int(stamp.timestamp() * 1000) * 1_000_000
+
+    def _phase_of(self, seq: int) -> Phase | None:
+        for phase in self.phases:
+            if phase.start_seq <= seq and (phase.end_seq < 0 or seq < phase.end_seq):
+                return phase
+        return None
+
+    def on_disconnect(self, sub: Sub, transport: WSTransport) -> None:
+        if self.closing:
+            return
+        self.disconnects += 1
+        if self.phase is not None:
+            self.phase.disconnects += 1
+        handshake = transport.close_handshake
+        info = handshake.recv if handshake is not None else None
+        reason = f"{info.code} {info.reason}" if info is not None else "no close frame"
+        self.close_codes[reason] += 1
+        if sub.joined is not None and not sub.joined.done():
+            sub.joined.set_exception(RuntimeError(f"disconnected before subscribing: {reason}"))
+
+    # -- writers --------------------------------------------------------------------------
+
+    async def open_writers(self) -> None:
+        settings = {
+            "application_name": WRITER_APP,
+            "synchronous_commit": "on" if self.plan.sync_commit else "off",
+        }
+        for _ in range(self.plan.writers):
+            self.pools.append(await asyncpg.connect(self.server.db_url, server_settings=settings))
+        self.monitor = await asyncpg.connect(
+            self.server.db_url, server_settings={"application_name": MONITOR_APP}
+        )
+
+    async def _backend_kinds(self) -> dict[int, str]:
+        """PostgreSQL pid -> what it does: the writers, rtm's change feed, rtm's pool, ..."""
+        assert self.monitor is not None
+        rows = await self.monitor.fetch(
+            "SELECT pid, backend_type, application_name, query FROM pg_stat_activity"
+        )
+        kinds = {}
+        for row in rows:
+            query = row["query"] or ""
+            if row["backend_type"] != "client backend":
+                kind = "background"
+            elif row["application_name"] == WRITER_APP:
+                kind = "writers"
+            elif row["application_name"] == MONITOR_APP:
+                kind = "monitor"
+            elif "rtm.change_" in query or "advisory_lock" in query or "LISTEN" in query:
+                kind = "rtm feed"
+            else:
+                kind = "rtm pool"
+            kinds[row["pid"]] = kind
+        return kinds
+
+    async def _feed_stats(self) -> dict[str, int]:
+        assert self.monitor is not None
+        row = await self.monitor.fetchrow(
+            "SELECT (SELECT n_tup_upd FROM pg_stat_all_tables "
+            "        WHERE relid = 'rtm.change_feed_state'::regclass) AS stamps, "
+            "       (SELECT seq_tup_read FROM pg_stat_all_tables "
+            "        WHERE relid = 'rtm.change_log'::regclass) AS log_seq_rows, "
+            "       (SELECT xact_commit FROM pg_stat_database "
+            "        WHERE datname = current_database()) AS commits"
+        )
+        return {k: int(v or 0) for k, v in dict(row).items()}
+
+    async def close_writers(self) -> None:
+        if self.monitor is not None:
+            self.pools.append(self.monitor)
+            self.monitor = None
+        for conn in self.pools:
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+        self.pools = []
+
+    def _new_seq(self, conv: int) -> int:
+        seq = len(self.conv_of)
+        self.conv_of.append(conv)
+        self.pending.append(0)
+        self.commit_ns.append(0)
+        self.stamp_ns.append(0)
+        return seq
+
+    async def _writer(self, conn: asyncpg.Connection, sched: dict[str, Any]) -> None:
+        phase = self.phase
+        assert phase is not None
+        rate, t0, total = sched["rate"], sched["t0"], sched["total"]
+        rng = self.rng
+        n_conv = len(self.conv_ids)
+        while True:
+            k = sched["next"]
+            if k >= total:
+                return
+            sched["next"] = k + 1
+            due = t0 + k / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > phase.max_behind_s:
+                phase.max_behind_s = -delay
+            conv = rng.randrange(n_conv)
+            seq = self._new_seq(conv)
+            # expected before the INSERT is sent: a delivery may (rarely) be read before this
+            # coroutine resumes after the commit
+            self.pending[seq] = self.full_mask
+            self.outstanding += self.plan.staff + 1
+            phase.expected += self.plan.staff + 1
+            before = time.time_ns()
+            try:
+                await conn.execute(
+                    INSERT, self.conv_ids[conv], self.cust_ids[conv], f"cf:{seq}:{before}"
+                )
+            except Exception as exc:  # counted; the message is not expected anywhere
+                left = self.pending[seq].bit_count()
+                self.pending[seq] = 0
+                self.outstanding -= left
+                phase.expected -= left
+                phase.write_errors += 1
+                if len(self.write_error_samples) < 5:
+                    self.write_error_samples.append(repr(exc)[:300])
+                continue
+            after = time.time_ns()
+            self.commit_ns[seq] = after
+            phase.sent += 1
+            phase.insert_ns.append(after - before)
+            sched["last"] = time.monotonic()
+
+    async def run_phase(self, name: str, rate: float, duration: float) -> dict[str, Any]:
+        phase = Phase(name, rate, len(self.conv_of))
+        self.phases.append(phase)
+        self.phase = phase
+        rtm0, pg0, cli0 = self.probe.sample()
+        stats0 = await self._feed_stats()
+        cpus0 = cpu_times()
+        wall0 = time.monotonic()
+        sched = {
+            "rate": rate,
+            "t0": time.monotonic() + 0.01,
+            "total": int(rate * duration),
+            "next": 0,
+            "last": 0.0,
+        }
+        await asyncio.gather(*(self._writer(c, sched) for c in self.pools))
+        phase.end_seq = len(self.conv_of)
+        phase.send_span_s = max(1e-9, sched["last"] - sched["t0"])
+        # drain: wait for what is still on its way; stop when nothing arrives for a while
+        drain0 = time.monotonic()
+        last_progress, last_count = drain0, phase.delivered
+        while self.outstanding > 0:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            if phase.delivered != last_count:
+                last_progress, last_count = now, phase.delivered
+            if now - last_progress > 5.0 or now - drain0 > self.plan.drain_s:
+                break
+        phase.drain_s = time.monotonic() - drain0
+        rtm1, pg1, cli1 = self.probe.sample()
+        phase.wall_s = time.monotonic() - wall0
+        phase.rtm_cpu_s = rtm1 - rtm0
+        phase.pg_cpu_s = sum(v - pg0.get(pid, 0.0) for pid, v in pg1.items())
+        kinds = await self._backend_kinds()
+        for pid, v in pg1.items():
+            kind = kinds.get(pid, "background")
+            phase.pg_by_kind[kind] = phase.pg_by_kind.get(kind, 0.0) + v - pg0.get(pid, 0.0)
+        stats1 = await self._feed_stats()
+        phase.feed_stats = {k: stats1[k] - stats0.get(k, 0) for k in stats1}
+        phase.cli_cpu_s = cli1 - cli0
+        phase.cpu_busy = busy_pct(cpus0, cpu_times())
+        # whatever is still outstanding counts as lost to this phase; later phases start at 0
+        self.outstanding = 0
+        return phase.summary(self)
+
+
+# -- profiling ----------------------------------------------------------------------------
+
+
+def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("py-spy not found; no profile", flush=True)
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "record", "-p", str(pid), "-d", "600", "-r", "100", "-f", "raw", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    """py-spy writes its profile when interrupted."""
+    if spy is not None and spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(spy.wait, 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares from py-spy's raw (collapsed) output, by function."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    # an idle executor thread blocked on its queue, which py-spy does not always see as idle
+    IDLE_FRAMES = ("_worker (concurrent/futures/thread.py)",)  # noqa: N806
+    try:
+        text = path.read_text()
+    except OSError:
+        return f"{path.name}: no profile"
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("thread ", "process "))]
+        if not frames or frames[-1].startswith(IDLE_FRAMES):
+            continue
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            incl[frame] += n
+    if not total:
+        return f"{path.name}: no samples"
+    out = [
+        f"{path.name}: {total} samples (idle excluded; native code, such as asyncpg's protocol "
+        "and socket writes, counts as self time of the Python frame that called it; self time "
+        "of Runner.run is uvloop's own I/O polling)",
+        "  self:",
+    ]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out.append("  inclusive (realtime_messaging, asyncpg, aiohttp):")
+    keys = ("realtime_messaging", "asyncpg", "aiohttp")
+    ours = [(f, n) for f, n in incl.most_common() if any(k in f for k in keys)]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in ours[:top]]
+    return "\n".join(out)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _line(s: dict[str, Any]) -> str:
+    return (
+        f"{s['phase']}: {s['sent']} msgs at {s['msgs_per_s']:,.0f}/s "
+        f"(target {s['target_msgs_per_s']:,.0f}), {s['deliveries_per_s']:,.0f} deliveries/s, "
+        f"p50/p95/p99/max {s['p50_ms']}/{s['p95_ms']}/{s['p99_ms']}/{s['max_ms']} ms "
+        f"(commit_timestamp p99 {s['ts_p99_ms']}), lost {s['lost']}, dup {s['duplicated']}, "
+        f"misrouted {s['misrouted']}, CPU rtm/pg/load {s['rtm_cpu_pct']}/{s['pg_cpu_pct']}/"
+        f"{s['load_cpu_pct']}%, busy {s['cpu_busy_pct']}"
+    )
+
+
+def step_verdict(s: dict[str, Any], limit_ms: float) -> str | None:
+    """Why a phase does not count as sustained at its rate (None: it does)."""
+    if s["lost"] or s["duplicated"] or s["misrouted"] or s["write_errors"]:
+        return "lost/duplicated/misrouted deliveries or write errors"
+    if s["msgs_per_s"] < KEEP_UP * s["target_msgs_per_s"]:
+        return f"writers reached only {s['msgs_per_s']:,.0f} msgs/s"
+    if s["p99_ms"] is None or s["p99_ms"] >= limit_ms:
+        return f"p99 {s['p99_ms']} ms >= {limit_ms:.0f} ms"
+    return None
+
+
+async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) -> dict[str, Any]:
+    server = Server(workdir, SERVER_CPU if pin else None, args.rtm_cmd or default_rtm_cmd())
+    result: dict[str, Any] = {"subscribers": plan.subscribers, "staff": plan.staff}
+    gen: LoadGen | None = None
+    hb: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        print("starting rtm serve", flush=True)
+        started = time.monotonic()
+        await asyncio.to_thread(server.start)
+        assert server.proc is not None
+        result["startup_s"] = round(time.monotonic() - started, 1)
+        probe = Probe(server)
+        if pin and args.pg_cpu != "server":
+            cpus = {CLIENT_CPU} if args.pg_cpu == "load" else {SERVER_CPU, CLIENT_CPU}
+            print(f"postgres moved to CPUs {sorted(cpus)}: {probe.pin_postgres(cpus)} processes")
+        result["pg_cpu"] = args.pg_cpu if pin else "unpinned"
+        gen = LoadGen(plan, server, probe)
+        result["setup"] = await gen.create_data()
+        await gen.open_writers()
+        if pin and args.pg_cpu != "server":  # the writers' backends, forked before the move?
+            probe.pin_postgres({CLIENT_CPU} if args.pg_cpu == "load" else {0, 1})
+        hb = asyncio.create_task(gen.heartbeats())
+        watcher = asyncio.create_task(probe.watch_postgres())
+        print(
+            f"subscribing {plan.subscribers} customers + {plan.staff} staff "
+            f"({result['setup']['setup_s']} s setup)",
+            flush=True,
+        )
+        if args.profile is not None:
+            spy = _start_py_spy(server.proc.pid, args.profile / "connect.txt")
+        cpu0 = probe.sample()[0]
+        overflows0 = listen_overflows()
+        result["connect"] = await gen.connect_all()
+        result["connect"]["rtm_cpu_ms_per_subscribe"] = round(
+            1e3 * (probe.sample()[0] - cpu0) / len(gen.subs), 3
+        )
+        # machine-wide: SYNs dropped because a listen queue was full (retried after 1 s)
+        result["connect"]["listen_overflows"] = listen_overflows() - overflows0
+        await _stop_py_spy(spy)
+        spy = None
+        print(f"subscribed: {result['connect']}", flush=True)
+        # The load generator's own full collections (10,000 sockets' objects) pause its loop
+        # for 100+ ms, which would count as delivery latency: keep them out of the phases.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        await asyncio.sleep(1.0)
+        phases = []
+        t_phases = time.monotonic()
+        warm = await gen.run_phase("warm-up", 500.0, plan.warm_s)
+        phases.append(warm)
+        print(_line(warm), flush=True)
+        if args.profile is not None:
+            spy = _start_py_spy(server.proc.pid, args.profile / "first.txt")
+        first = await gen.run_phase(f"{plan.first_rate:,.0f}/s", plan.first_rate, plan.first_s)
+        phases.append(first)
+        print(_line(first), flush=True)
+        await _stop_py_spy(spy)
+        spy = None
+        if args.profile is not None:
+            spy = _start_py_spy(server.proc.pid, args.profile / "steps.txt")
+        best = first["target_msgs_per_s"] if step_verdict(first, STEP_TARGET_MS) is None else 0
+        stop_reason = "" if best else f"{first['phase']}: {step_verdict(first, STEP_TARGET_MS)}"
+        if best:
+            for rate in STEPS:
+                if rate <= plan.first_rate:
+                    continue
+                if time.monotonic() - t_phases > plan.budget_s:
+                    stop_reason = "time budget spent"
+                    break
+                step = await gen.run_phase(f"step {rate:,}/s", float(rate), plan.step_s)
+                phases.append(step)
+                why = step_verdict(step, STEP_TARGET_MS)
+                print(_line(step) + (f"  -> FAIL: {why}" if why else "  -> ok"), flush=True)
+                if why:
+                    stop_reason = f"{rate:,}/s: {why}"
+                    break
+                best = rate
+            else:
+                stop_reason = "no higher step configured"
+        await _stop_py_spy(spy)
+        spy = None
+        result["phases"] = phases
+        result["best_rate"] = best
+        result["stop_reason"] = stop_reason
+        result["disconnects"] = gen.disconnects
+        result["close_codes"] = dict(gen.close_codes)
+        result["control_frames"] = dict(gen.control)
+        result["control_samples"] = gen.control_samples
+        result["stray_deliveries"] = gen.stray
+        result["write_error_samples"] = gen.write_error_samples
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"ERROR {result['error']}", flush=True)
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+        gc.enable()
+        if hb is not None:
+            hb.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if gen is not None:
+            gen.close_all()
+            await gen.close_writers()
+            await asyncio.sleep(0.5)
+        await asyncio.to_thread(server.stop)
+        result["server_log_problems"] = server.problems()[:20]
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    head = (
+        "| phase | target msgs/s | sent msgs/s | deliveries/s | p50 / p95 / p99 / max ms "
+        "| p50 / p99 ms from commit_timestamp | INSERT p99 ms | lost / dup / misrouted "
+        "| CPU % rtm / pg / load | busy % CPU0 / CPU1 | verdict |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for s in r.get("phases", []):
+        limit = FIRST_TARGET_MS if s is r["phases"][1] else STEP_TARGET_MS
+        why = step_verdict(s, limit) if s["phase"] != "warm-up" else None
+        busy = s["cpu_busy_pct"]
+        lines.append(
+            f"| {s['phase']} | {s['target_msgs_per_s']:,.0f} | {s['msgs_per_s']:,.0f} "
+            f"| {s['deliveries_per_s']:,.0f} "
+            f"| {s['p50_ms']} / {s['p95_ms']} / {s['p99_ms']} / {s['max_ms']} "
+            f"| {s['ts_p50_ms']} / {s['ts_p99_ms']} | {s['insert_p99_ms']} "
+            f"| {s['lost']} / {s['duplicated']} / {s['misrouted']} "
+            f"| {s['rtm_cpu_pct']:.0f} / {s['pg_cpu_pct']:.0f} / {s['load_cpu_pct']:.0f} "
+            f"| {busy.get(SERVER_CPU, {}).get('busy', '-')} "
+            f"/ {busy.get(CLIENT_CPU, {}).get('busy', '-')} "
+            f"| {'ok' if why is None else why} |"
+        )
+    lines += [
+        "",
+        "PostgreSQL CPU by backend (% of one CPU; µs per message sent) and change-feed work per "
+        "message sent:",
+        "",
+        "| phase | writers | rtm feed | rtm pool | background | stamp transactions / msg "
+        "| change_log rows seq-scanned / msg | commits / msg |",
+        "|" + "---|" * 8,
+    ]
+    for s in r.get("phases", []):
+        pct, us, fs = s["pg_cpu_pct_by_kind"], s["pg_cpu_us_per_msg_by_kind"], s["feed_stats"]
+        sent = s["sent"] or 1
+
+        def cell(kind: str, pct: dict[str, float] = pct, us: dict[str, float] = us) -> str:
+            return f"{pct.get(kind, 0):.0f} % ({us.get(kind, 0):,.0f} µs)"
+
+        seq_rows = fs.get("log_seq_rows", 0) / sent
+        lines.append(
+            f"| {s['phase']} | {cell('writers')} | {cell('rtm feed')} | {cell('rtm pool')} "
+            f"| {cell('background')} | {fs.get('stamps', 0) / sent:.2f} "
+            f"| {seq_rows:,.1f} | {fs.get('commits', 0) / sent:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(r: dict[str, Any]) -> str:
+    lines = []
+    c = r["connect"]
+    lines.append(
+        f"{r['subscribers']:,} customers + {r['staff']} staff subscribed in {c['connect_s']} s "
+        f"(p50/p99/max {c['subscribe_p50_ms']}/{c['subscribe_p99_ms']}/{c['subscribe_max_ms']} "
+        f"ms to 'Subscribed to PostgreSQL', {c['slow_subscribes_over_1s']} over 1 s, "
+        f"{c.get('listen_overflows', 0)} SYNs dropped by a full listen queue, "
+        f"rtm CPU {c['rtm_cpu_ms_per_subscribe']} ms per subscriber)"
+    )
+    first = r["phases"][1]
+    p99 = first["p99_ms"]
+    ok = "PASS" if p99 is not None and p99 < FIRST_TARGET_MS else "FAIL"
+    lines.append(
+        f"{first['phase']}: p50 {first['p50_ms']} ms, p95 {first['p95_ms']} ms, p99 {p99} ms "
+        f"(target p99 < {FIRST_TARGET_MS:.0f} ms): {ok}"
+    )
+    lines.append(
+        f"highest sustained rate with p99 < {STEP_TARGET_MS:.0f} ms: {r['best_rate']:,} msgs/s "
+        f"({r['best_rate'] * (r['staff'] + 1):,} deliveries/s); stopped at {r['stop_reason']}"
+    )
+    lost = sum(s["lost"] for s in r["phases"])
+    dup = sum(s["duplicated"] for s in r["phases"])
+    mis = sum(s["misrouted"] for s in r["phases"])
+    bad = lost + dup + mis
+    note = " (the failing step included)" if bad else ""
+    lines.append(
+        f"lost / duplicated / misrouted deliveries over all phases: {lost} / {dup} / {mis}"
+        f"{note}: {'PASS' if bad == 0 else 'FAIL'}"
+    )
+    if r["disconnects"]:
+        lines.append(f"unexpected disconnects: {r['disconnects']} {r['close_codes']}")
+    early = sum(s["delivered_before_commit_returned"] for s in r["phases"])
+    if early:
+        lines.append(f"note: {early} deliveries arrived before the writer saw its commit return")
+    for s in r["phases"]:
+        busy = s["cpu_busy_pct"]
+        # busy time of the two pinned CPUs outside interrupts that is neither rtm, its
+        # PostgreSQL nor this process
+        other = sum(b["busy"] - b["irq"] for b in busy.values()) - (
+            s["rtm_cpu_pct"] + s["pg_cpu_pct"] + s["load_cpu_pct"]
+        )
+        if other > NOISY_PCT:
+            lines.append(
+                f"WARNING {s['phase']}: ~{other:.0f}% of the two CPUs went to neither rtm, its "
+                "PostgreSQL nor the load generator (other processes, kernel threads, PostgreSQL "
+                "workers that exited between samples): figures may be disturbed"
+            )
+        if s["load_cpu_pct"] > 85:
+            lines.append(
+                f"NOTE {s['phase']}: the load generator was at {s['load_cpu_pct']:.0f}% CPU; "
+                "latency there includes client-side queueing"
+            )
+    return "\n".join(lines)
+
+
+async def wait_quiet(limit_s: float, threshold: float = 10.0) -> float:
+    """Wait (at most ``limit_s``) until both pinned CPUs are idle; return the last busy %."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        before = cpu_times()
+        await asyncio.sleep(1.0)
+        worst = max((b["busy"] for b in busy_pct(before, cpu_times()).values()), default=0.0)
+        if worst <= threshold or time.monotonic() >= deadline:
+            return worst
+        print(f"  machine busy ({worst:.0f}% on a pinned CPU): waiting", flush=True)
+
+
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows of this machine (0 where /proc/net/netstat is unavailable)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(row.get("ListenOverflows", 0))
+    return 0
+
+
+def raise_fd_limit(needed: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def default_rtm_cmd() -> list[str]:
+    beside = Path(sys.executable).parent / "rtm"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("rtm")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from realtime_messaging.cli import main; main()"]
+
+
+async def amain(args: argparse.Namespace, plan: Plan, pin: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="rtm-changefeed-") as tmp:
+        busy = await wait_quiet(args.quiet_wait)
+        if busy > 10:
+            print(f"  machine still busy ({busy:.0f}%); measuring anyway", flush=True)
+        return await bench(args, plan, Path(tmp), pin)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Change-feed benchmark (see the docstring).")
+    parser.add_argument(
+        "--subscribers", type=int, default=None, help="customers; default 10000 (quick: 1000)"
+    )
+    parser.add_argument("--staff", type=int, default=5, help="staff subscribers (see every row)")
+    parser.add_argument("--writers", type=int, default=8, help="writer connections")
+    parser.add_argument(
+        "--commit",
+        choices=("async", "sync"),
+        default="async",
+        help="the writers' synchronous_commit: off (default) or on; see the README",
+    )
+    parser.add_argument(
+        "--no-analyze", action="store_true", help="do not ANALYZE after the bulk setup"
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 subscribers, short phases")
+    parser.add_argument("--rate", type=float, default=1000.0, help="first phase, msgs/s")
+    parser.add_argument("--duration", type=float, default=None, help="first phase, s (20)")
+    parser.add_argument("--step-duration", type=float, default=None, help="per step, s (10)")
+    parser.add_argument("--batch", type=int, default=250, help="subscribers connecting at once")
+    parser.add_argument(
+        "--pg-cpu",
+        choices=("server", "load", "all"),
+        default="all",
+        help="where the embedded PostgreSQL runs: on both CPUs (default), with rtm on CPU 0, "
+        "or with the load generator on CPU 1",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet-wait", type=float, default=None, help="wait for idle CPUs, s")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the server (raw profiles here)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--rtm-cmd",
+        type=lambda s: s.split(),
+        default=None,
+        help="command that runs the rtm CLI (default: rtm beside this python)",
+    )
+    parser.add_argument("--time-limit", type=float, default=None, help="abort after this many s")
+    args = parser.parse_args()
+    if args.staff > 60:
+        parser.error("at most 60 staff subscribers")
+
+    subscribers = args.subscribers or (1000 if args.quick else 10000)
+    if args.quiet_wait is None:
+        args.quiet_wait = 2.0 if args.quick else 5.0
+    plan = Plan(
+        subscribers=subscribers,
+        staff=args.staff,
+        writers=args.writers,
+        first_rate=args.rate,
+        first_s=args.duration or (5.0 if args.quick else 20.0),
+        step_s=args.step_duration or (3.0 if args.quick else 10.0),
+        warm_s=1.0 if args.quick else 3.0,
+        batch=args.batch,
+        drain_s=10.0 if args.quick else 20.0,
+        budget_s=30.0 if args.quick else 200.0,
+        seed=args.seed,
+        sync_commit=args.commit == "sync",
+        analyze=not args.no_analyze,
+    )
+    limit = raise_fd_limit(subscribers + 1000)
+    if limit < subscribers + 200:
+        print(f"fd limit {limit} is too low for {subscribers} subscribers", file=sys.stderr)
+        return 2
+    cpus = os.sched_getaffinity(0)
+    pin = SERVER_CPU in cpus and CLIENT_CPU in cpus
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    else:
+        print("fewer than 2 CPUs: running unpinned", file=sys.stderr)
+    time_limit = args.time_limit or (150.0 if args.quick else 480.0)
+    print(
+        f"plan: {plan}; fd limit {limit}; pinned rtm->CPU{SERVER_CPU}, "
+        f"load->CPU{CLIENT_CPU}: {pin}; postgres: {args.pg_cpu}",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
+    except TimeoutError:
+        print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
+        return 1
+    print()
+    if "phases" in result:
+        print(table(result))
+        print()
+        print(verdict(result))
+    else:
+        print(f"no figures: {result.get('error')}")
+    for key in ("control_frames", "close_codes", "write_error_samples"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
+    if result.get("stray_deliveries"):
+        print(f"stray deliveries (no phase): {result['stray_deliveries']}")
+    if result.get("server_log_problems"):
+        print(f"server log problems (first {len(result['server_log_problems'])}):")
+        for line in result["server_log_problems"]:
+            print(f"    {line}")
+    if args.profile is not None:
+        for name in ("connect.txt", "first.txt", "steps.txt"):
+            print()
+            print(summarize_profile(args.profile / name))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    if "error" in result:
+        return 1
+    bad = sum(s["lost"] + s["duplicated"] + s["misrouted"] for s in result["phases"][:2])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

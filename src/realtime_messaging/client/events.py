@@ -1,0 +1,172 @@
+"""Typed, frozen events built from the change feed's rows (the documented event interfaces)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ChangeType = Literal["INSERT", "UPDATE", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    id: str
+    conversation_id: str
+    content: str
+    sender_type: Literal["customer", "staff"]
+    sender_id: str
+    created_at: str
+    attachments: tuple[Any, ...] = ()
+    client_message_id: str | None = None
+    #: The change feed position of this change (``data.position``).
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceiptEvent:
+    id: str
+    message_id: str
+    read_at: str
+    read_by_user_id: str | None = None
+    read_by_customer_id: str | None = None
+    conversation_id: str | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingIndicatorEvent:
+    id: str
+    conversation_id: str
+    is_typing: bool
+    started_at: str
+    expires_at: str
+    user_id: str | None = None
+    customer_id: str | None = None
+    #: ``INSERT``, ``UPDATE`` or ``DELETE`` (a deleted indicator is never typing).
+    change: ChangeType = "INSERT"
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatusEvent:
+    id: str
+    message_id: str
+    status: Literal["sent", "delivered", "read", "failed"]
+    recipient_type: Literal["customer", "staff"]
+    recipient_id: str
+    delivered_at: str | None = None
+    read_at: str | None = None
+    failed_reason: str | None = None
+    conversation_id: str | None = None
+    change: ChangeType = "INSERT"
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    id: str
+    status: Literal["online", "away", "offline"]
+    last_seen_at: str
+    user_id: str | None = None
+    customer_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    change: ChangeType = "INSERT"
+    position: int | None = None
+
+
+Event = MessageEvent | ReadReceiptEvent | TypingIndicatorEvent | DeliveryStatusEvent | PresenceEvent
+
+
+def _opt(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    return None if value is None else str(value)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse the feed's timestamps (ISO 8601, possibly without an offset, then UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def event_from_change(data: dict[str, Any], *, now: datetime | None = None) -> Event | None:
+    """The typed event for one ``postgres_changes`` ``data`` object, or None for other tables."""
+    table = data.get("table")
+    change: ChangeType = data.get("type", "INSERT")
+    deleted = change == "DELETE"
+    row: dict[str, Any] = (data.get("old_record") if deleted else data.get("record")) or {}
+    position = data.get("position")
+    if not isinstance(position, int):
+        position = None
+    if table == "customer_messages":
+        if deleted:
+            return None
+        return MessageEvent(
+            id=str(row["id"]),
+            conversation_id=str(row["conversation_id"]),
+            content=str(row.get("content", "")),
+            sender_type=row["sender_type"],
+            sender_id=str(row["sender_id"]),
+            created_at=str(row["created_at"]),
+            attachments=tuple(row.get("attachments") or ()),
+            client_message_id=_opt(row, "client_message_id"),
+            position=position,
+        )
+    if table == "message_read_receipts":
+        if deleted:
+            return None
+        return ReadReceiptEvent(
+            id=str(row["id"]),
+            message_id=str(row["message_id"]),
+            read_at=str(row["read_at"]),
+            read_by_user_id=_opt(row, "read_by_user_id"),
+            read_by_customer_id=_opt(row, "read_by_customer_id"),
+            conversation_id=_opt(row, "conversation_id"),
+            position=position,
+        )
+    if table == "message_typing_indicators":
+        expires_at = str(row["expires_at"])
+        typing = bool(row.get("is_typing")) and not deleted
+        if typing:
+            current = now or datetime.now(UTC)
+            try:
+                typing = parse_timestamp(expires_at) > current
+            except ValueError:
+                pass
+        return TypingIndicatorEvent(
+            id=str(row["id"]),
+            conversation_id=str(row["conversation_id"]),
+            is_typing=typing,
+            started_at=str(row["started_at"]),
+            expires_at=expires_at,
+            user_id=_opt(row, "user_id"),
+            customer_id=_opt(row, "customer_id"),
+            change=change,
+            position=position,
+        )
+    if table == "message_delivery_status":
+        return DeliveryStatusEvent(
+            id=str(row["id"]),
+            message_id=str(row["message_id"]),
+            status=row["status"],
+            recipient_type=row["recipient_type"],
+            recipient_id=str(row["recipient_id"]),
+            delivered_at=_opt(row, "delivered_at"),
+            read_at=_opt(row, "read_at"),
+            failed_reason=_opt(row, "failed_reason"),
+            conversation_id=_opt(row, "conversation_id"),
+            change=change,
+            position=position,
+        )
+    if table == "user_presence":
+        return PresenceEvent(
+            id=str(row["id"]),
+            status="offline" if deleted else row["status"],
+            last_seen_at=str(row["last_seen_at"]),
+            user_id=_opt(row, "user_id"),
+            customer_id=_opt(row, "customer_id"),
+            metadata=dict(row.get("metadata") or {}),
+            change=change,
+            position=position,
+        )
+    return None

@@ -1,0 +1,510 @@
+"""``RealtimeMessagingManager``: the documented subscriptions and REST calls, in snake_case."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import jwt
+
+from .errors import ApiError, ConnectionLostError, RealtimeError
+from .events import (
+    DeliveryStatusEvent,
+    Event,
+    MessageEvent,
+    PresenceEvent,
+    ReadReceiptEvent,
+    TypingIndicatorEvent,
+    event_from_change,
+)
+from .socket import ChannelState, RealtimeSocket, SocketChannel
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[None] | None]
+
+HANDLERS = (
+    "on_message",
+    "on_read_receipt",
+    "on_typing",
+    "on_delivery_status",
+    "on_presence",
+    "on_error",
+)
+_HANDLER_OF: dict[type, str] = {
+    MessageEvent: "on_message",
+    ReadReceiptEvent: "on_read_receipt",
+    TypingIndicatorEvent: "on_typing",
+    DeliveryStatusEvent: "on_delivery_status",
+    PresenceEvent: "on_presence",
+}
+_CLOSED = object()
+ITER_BUFFER = 10_000
+
+
+def socket_url(http_url: str) -> str:
+    """``http(s)://host[/base]`` -> ``ws(s)://host[/base]/realtime/v1/websocket``."""
+    parts = urlsplit(http_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/") + "/realtime/v1/websocket"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def _bindings(tables: Iterable[tuple[str, str]], filter_: str | None) -> list[dict[str, Any]]:
+    out = []
+    for table, event in tables:
+        binding: dict[str, Any] = {"event": event, "schema": "public", "table": table}
+        if filter_:
+            binding["filter"] = filter_
+        out.append(binding)
+    return out
+
+
+MESSAGE_TABLES = (
+    ("customer_messages", "INSERT"),
+    ("message_read_receipts", "INSERT"),
+    ("message_typing_indicators", "*"),
+    ("message_delivery_status", "*"),
+)
+
+
+class Subscription:
+    """One subscribed channel: handlers are called in order; also an async iterator of events.
+
+    Iterating yields the typed events; errors that need attention (a refused or closed channel,
+    lost history) are raised by the iterator in place, transient connection losses are not (they go
+    to ``on_error`` only). Iteration ends after ``unsubscribe``.
+    """
+
+    def __init__(
+        self, manager: RealtimeMessagingManager, name: str, handlers: dict[str, Handler | None]
+    ) -> None:
+        unknown = set(handlers) - set(HANDLERS)
+        if unknown:
+            raise TypeError(f"unknown handlers: {', '.join(sorted(unknown))}")
+        self.manager = manager
+        self.channel_name = name
+        self.handlers = {k: v for k, v in handlers.items() if v is not None}
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._iter: asyncio.Queue[Any] = asyncio.Queue(ITER_BUFFER)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"rtm-{name}")
+        self.channel: SocketChannel | None = None
+
+    @property
+    def state(self) -> str:
+        """``joining``, ``joined``, ``errored`` (reconnecting), ``closed`` or ``leaving``."""
+        return self.channel.state.value if self.channel else ChannelState.CLOSED.value
+
+    @property
+    def last_position(self) -> int | None:
+        return self.channel.last_position if self.channel else None
+
+    def _on_change(self, data: dict[str, Any]) -> None:
+        try:
+            event = event_from_change(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._on_error(RealtimeError(f"unexpected change from the server: {exc!r}"))
+            return
+        if event is not None:
+            self._inbox.put_nowait(event)
+
+    def _on_error(self, error: RealtimeError) -> None:
+        self._inbox.put_nowait(error)
+
+    def _offer(self, item: Any) -> None:
+        if self._iter.full():
+            self._iter.get_nowait()  # nobody iterates: keep the newest
+        self._iter.put_nowait(item)
+
+    async def _dispatch(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            if item is _CLOSED:
+                self._offer(_CLOSED)
+                return
+            if isinstance(item, Exception):
+                if not isinstance(item, ConnectionLostError):
+                    self._offer(item)
+                await self._call_error(item)
+                continue
+            self._offer(item)
+            self.manager._observe(item)
+            handler = self.handlers.get(_HANDLER_OF[type(item)])
+            if handler is None:
+                continue
+            try:
+                result = handler(item)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                await self._call_error(exc)
+
+    async def _call_error(self, error: Exception) -> None:
+        handler = self.handlers.get("on_error") or self.manager.on_error
+        if handler is None:
+            log.warning("realtime %s: %s", self.channel_name, error)
+            return
+        try:
+            result = handler(error)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_error handler of %s failed", self.channel_name)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self._iter.get()
+        if item is _CLOSED:
+            self._iter.put_nowait(_CLOSED)
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        event: Event = item
+        return event
+
+    async def _close(self) -> None:
+        self._inbox.put_nowait(_CLOSED)
+        try:
+            async with asyncio.timeout(5):
+                await self._dispatcher
+        except TimeoutError:
+            self._dispatcher.cancel()
+
+
+class RealtimeMessagingManager:
+    """Subscriptions to the messaging topics plus the REST calls of the documented API.
+
+    ``url`` is the server's HTTP base URL, ``key`` its anon key (used as the socket's ``apikey``),
+    ``access_token`` the user's token (a staff JWT or a customer's portal token): it names the
+    channels' identity and authenticates the REST calls.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        access_token: str | None = None,
+        on_error: Handler | None = None,
+        auto_ack_delivery: bool = True,
+        heartbeat_interval: float = 25.0,
+        heartbeat_timeout: float = 10.0,
+        join_timeout: float = 10.0,
+        reconnect_base: float = 0.5,
+        reconnect_max: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.access_token = access_token
+        self.on_error = on_error
+        self.auto_ack_delivery = auto_ack_delivery
+        self.socket = RealtimeSocket(
+            socket_url(self.url),
+            key,
+            access_token=access_token,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            join_timeout=join_timeout,
+            reconnect_base=reconnect_base,
+            reconnect_max=reconnect_max,
+            on_error=self._socket_error,
+        )
+        self.subscriptions: dict[str, Subscription] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._acked: set[str] = set()
+        self._to_ack: list[str] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._ack_batches: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RealtimeMessagingManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    async def subscribe_to_customer_messages(
+        self, customer_id: object, **handlers: Handler | None
+    ) -> Subscription:
+        return await self._subscribe(
+            f"customer:{customer_id}:messages", MESSAGE_TABLES, None, handlers
+        )
+
+    async def subscribe_to_staff_messages(
+        self, user_id: object, **handlers: Handler | None
+    ) -> Subscription:
+        return await self._subscribe(f"staff:{user_id}:messages", MESSAGE_TABLES, None, handlers)
+
+    async def subscribe_to_conversation(
+        self, conversation_id: object, **handlers: Handler | None
+    ) -> Subscription:
+        return await self._subscribe(
+            f"conversation:{conversation_id}",
+            MESSAGE_TABLES,
+            f"conversation_id=eq.{conversation_id}",
+            handlers,
+        )
+
+    async def subscribe_to_presence(
+        self,
+        conversation_id: object,
+        user_id: object = None,
+        customer_id: object = None,
+        on_presence: Handler | None = None,
+        **handlers: Handler | None,
+    ) -> Subscription:
+        """Presence changes (``PresenceEvent``) on ``presence:<conversation_id>``.
+
+        The server decides which rows an identity sees (staff: every row; a customer: their own).
+        """
+        return await self._subscribe(
+            f"presence:{conversation_id}",
+            (("user_presence", "*"),),
+            None,
+            {**handlers, "on_presence": on_presence},
+        )
+
+    async def _subscribe(
+        self,
+        name: str,
+        tables: Iterable[tuple[str, str]],
+        filter_: str | None,
+        handlers: dict[str, Handler | None],
+    ) -> Subscription:
+        if name in self.subscriptions:
+            await self.unsubscribe(name)
+        subscription = Subscription(self, name, handlers)
+        channel = SocketChannel(
+            name,
+            postgres_changes=_bindings(tables, filter_),
+            on_change=subscription._on_change,
+            on_error=subscription._on_error,
+        )
+        subscription.channel = channel
+        self.subscriptions[name] = subscription
+        try:
+            await self.socket.join(channel)
+        except BaseException:
+            self.subscriptions.pop(name, None)
+            await subscription._close()
+            raise
+        return subscription
+
+    async def unsubscribe(self, channel_name: str) -> bool:
+        """Leave ``channel_name`` (``"customer:<id>:messages"``…); False if not subscribed."""
+        subscription = self.subscriptions.pop(channel_name.removeprefix("realtime:"), None)
+        if subscription is None:
+            return False
+        if subscription.channel is not None:
+            await self.socket.leave(subscription.channel)
+        await subscription._close()
+        return True
+
+    async def unsubscribe_all(self) -> None:
+        for name in list(self.subscriptions):
+            await self.unsubscribe(name)
+
+    async def set_auth(self, token: str | None) -> None:
+        """Use a new access token for REST calls, every joined channel and later (re)joins."""
+        self.access_token = token
+        await self.socket.set_auth(token)
+
+    async def close(self) -> None:
+        await self.unsubscribe_all()
+        await self.socket.close()
+        await self._flush_acks()
+        if self._ack_batches:
+            await asyncio.gather(*self._ack_batches, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _socket_error(self, error: RealtimeError) -> None:
+        if self.on_error is None or isinstance(error, ConnectionLostError) and self.subscriptions:
+            return  # connection losses already reach every subscription's on_error
+        try:
+            result = self.on_error(error)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._ack_batches.add(task)  # keep a reference until done
+                task.add_done_callback(self._ack_batches.discard)
+        except Exception:
+            log.exception("on_error handler failed")
+
+    # -- automatic delivery acknowledgements ----------------------------------------------
+
+    def _my_side(self) -> str | None:
+        """``customer`` or ``staff``: which side this manager's token speaks for."""
+        token = self.access_token
+        if not token:
+            return None
+        if token.startswith("pt_"):
+            return "customer"
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        if claims.get("customer_id"):
+            return "customer"
+        if claims.get("role") == "authenticated" and claims.get("sub"):
+            return "staff"
+        return None
+
+    def _observe(self, event: Event) -> None:
+        if not self.auto_ack_delivery or not isinstance(event, MessageEvent):
+            return
+        side = self._my_side()
+        if side is None or event.sender_type == side or event.id in self._acked:
+            return
+        self._acked.add(event.id)
+        self._to_ack.append(event.id)
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._ack_soon())
+
+    async def _ack_soon(self) -> None:
+        await asyncio.sleep(0.05)  # gather a burst into one request
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        while self._to_ack:
+            batch, self._to_ack = self._to_ack[:500], self._to_ack[500:]
+            try:
+                await self._api("POST", "/api/messages/delivered", {"messageIds": batch})
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                for message_id in batch:
+                    self._acked.discard(message_id)  # may be acknowledged again later
+                error = exc if isinstance(exc, ApiError) else RealtimeError(f"ack failed: {exc!r}")
+                self._socket_error(error)
+
+    # -- REST ----------------------------------------------------------------------------
+
+    async def _api(self, method: str, path: str, body: Any = None) -> Any:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers = {"apikey": self.key}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        async with self._http.request(
+            method, self.url + path, json=body, headers=headers
+        ) as response:
+            try:
+                envelope = await response.json(content_type=None)
+            except ValueError:
+                envelope = None
+            if response.status >= 400 or not isinstance(envelope, dict):
+                error = envelope.get("error") if isinstance(envelope, dict) else None
+                error = error if isinstance(error, dict) else {}
+                raise ApiError(
+                    response.status,
+                    str(error.get("code", "http_error")),
+                    str(error.get("message", response.reason)),
+                )
+            return envelope.get("data")
+
+    async def send_message(
+        self,
+        conversation_id: object,
+        content: str,
+        *,
+        attachments: list[Any] | None = None,
+        client_message_id: str | None = None,
+    ) -> Any:
+        """Send a message as the token's owner; returns the created message (camelCase)."""
+        body: dict[str, Any] = {"content": content}
+        if attachments is not None:
+            body["attachments"] = attachments
+        if client_message_id is not None:
+            body["clientMessageId"] = client_message_id
+        return await self._api("POST", f"/api/conversations/{conversation_id}/messages", body)
+
+    async def send_typing_indicator(
+        self,
+        conversation_id: object,
+        user_id: object = None,
+        customer_id: object = None,
+        is_typing: bool = True,
+    ) -> None:
+        """Start (expires after 5 s) or stop typing; the token says who types."""
+        await self._api(
+            "POST", f"/api/conversations/{conversation_id}/typing", {"isTyping": is_typing}
+        )
+
+    async def mark_message_as_read(
+        self, message_id: object, user_id: object = None, customer_id: object = None
+    ) -> Any:
+        return await self._api("POST", f"/api/messages/{message_id}/read")
+
+    async def mark_messages_as_read(self, message_ids: Iterable[object]) -> Any:
+        """Mark up to 500 messages read in one request (all or nothing)."""
+        return await self._api(
+            "POST", "/api/messages/read", {"messageIds": [str(m) for m in message_ids]}
+        )
+
+    async def update_presence(
+        self,
+        user_id: object,
+        customer_id: object,
+        status: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {"status": status}
+        if metadata is not None:
+            body["metadata"] = metadata
+        return await self._api("PUT", "/api/presence", body)
+
+    async def get_unread_count(self, user_id: object = None, customer_id: object = None) -> int:
+        data = await self._api("GET", "/api/unread")
+        return int(data["total"]) if isinstance(data, dict) else 0
+
+    async def get_presence(self, conversation_id: object) -> list[PresenceEvent]:
+        """Presence of the conversation's customer and of the staff assigned to or writing in it."""
+        data = await self._api("GET", f"/api/conversations/{conversation_id}/presence")
+        participants = data.get("participants", []) if isinstance(data, dict) else []
+        return [
+            PresenceEvent(
+                id=str(p["id"]),
+                status=p["status"],
+                last_seen_at=str(p["lastSeenAt"]),
+                user_id=p.get("userId"),
+                customer_id=p.get("customerId"),
+                metadata=dict(p.get("metadata") or {}),
+            )
+            for p in participants
+            if isinstance(p, dict)
+        ]
+
+    async def is_online(
+        self, conversation_id: object, *, user_id: object = None, customer_id: object = None
+    ) -> bool:
+        """Whether that participant of the conversation is ``online`` now."""
+        for presence in await self.get_presence(conversation_id):
+            if (user_id is not None and presence.user_id == str(user_id)) or (
+                customer_id is not None and presence.customer_id == str(customer_id)
+            ):
+                return presence.status == "online"
+        return False
+
+
+_shared: RealtimeMessagingManager | None = None
+
+
+def get_realtime_manager() -> RealtimeMessagingManager:
+    """One shared manager configured from ``RTM_URL``, ``RTM_ANON_KEY`` and ``RTM_ACCESS_TOKEN``."""
+    global _shared
+    if _shared is None:
+        url, key = os.environ.get("RTM_URL"), os.environ.get("RTM_ANON_KEY")
+        if not url or not key:
+            raise RuntimeError("set RTM_URL and RTM_ANON_KEY to use get_realtime_manager()")
+        _shared = RealtimeMessagingManager(
+            url, key, access_token=os.environ.get("RTM_ACCESS_TOKEN") or None
+        )
+    return _shared
