@@ -27,7 +27,7 @@ class BroadcastApi:
 
     def routes(self) -> list[web.RouteDef]:
         routes = []
-        for prefix in ("/realtime/v1/api", "/api"):
+        for prefix in ("/realtime/v1/api",):
             routes.append(web.post(f"{prefix}/broadcast", self.batch))
             routes.append(web.post(f"{prefix}/broadcast/{{topic}}/events/{{event}}", self.single))
         return routes

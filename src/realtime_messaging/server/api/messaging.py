@@ -5,7 +5,7 @@ security decides what each caller sees and may write."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -60,8 +60,13 @@ def _encode_cursor(created_at: datetime, row_id: UUID) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         created, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), UUID(row_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("no time zone")
+        # In UTC, as the database holds it: a forged offset near the ends of the calendar fails
+        # here, not in the driver.
+        return when.astimezone(UTC), UUID(row_id)
+    except (ValueError, OverflowError, UnicodeDecodeError) as exc:
         raise ApiError(422, "validation_error", "cursor: not a cursor this API returned") from exc
 
 
@@ -379,11 +384,13 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         recipient_type, recipient = ("staff", user) if user else ("customer", customer)
         ids = sorted(set(body.message_ids))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            visible = await conn.fetchval(
-                "SELECT count(*) FROM public.customer_messages WHERE id = ANY($1::uuid[])", ids
+            missing = await conn.fetchval(
+                "SELECT m FROM unnest($1::uuid[]) AS m WHERE NOT EXISTS "
+                "(SELECT 1 FROM public.customer_messages c WHERE c.id = m) ORDER BY m LIMIT 1",
+                ids,
             )
-            if visible != len(ids):  # all or nothing, as for receipts
-                raise not_found("message not found")
+            if missing is not None:  # all or nothing, as for receipts
+                raise not_found(f"message {missing} not found")
             rows = await conn.fetch(
                 "UPDATE public.message_delivery_status SET status = 'delivered' "
                 "WHERE message_id = ANY($1::uuid[]) AND recipient_type = $2 AND recipient_id = $3 "
