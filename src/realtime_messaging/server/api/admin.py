@@ -8,7 +8,16 @@ from typing import Any
 from pydantic import Field
 
 from ...tokens import hash_portal_token, mint_staff_token, new_portal_token
-from .framework import Api, Context, Model, not_found
+from .framework import (
+    TIME_SCHEMA,
+    UUID_SCHEMA,
+    Api,
+    Context,
+    Model,
+    envelope,
+    json_object,
+    not_found,
+)
 
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600
 
@@ -35,40 +44,43 @@ def _person(row: Any) -> dict[str, Any]:
     }
 
 
-def register(api: Api, *, secret: str) -> None:
-    @api.route(
-        "POST",
-        "/api/admin/users",
-        summary="Create a staff user",
-        auth="service",
-        body=NewPerson,
-        status=201,
-        tags=("admin",),
-    )
-    async def create_user(ctx: Context, body: NewPerson) -> dict[str, Any]:
+_PERSON = json_object(
+    id=UUID_SCHEMA,
+    name={"type": "string"},
+    email={"type": ["string", "null"]},
+    createdAt=TIME_SCHEMA,
+)
+
+
+def _register_create_person(api: Api, table: str, path: str, summary: str) -> None:
+    async def create(ctx: Context, body: NewPerson) -> dict[str, Any]:
         row = await ctx.pool.fetchrow(
-            "INSERT INTO public.users (name, email) VALUES ($1, $2) RETURNING *",
+            f"INSERT INTO public.{table} (name, email) VALUES ($1, $2) RETURNING *",
             body.name,
             body.email,
         )
         return _person(row)
 
-    @api.route(
+    # The operation id in the document comes from the handler's name.
+    create.__name__ = f"create_{table.removesuffix('s')}"
+    api.route(
         "POST",
-        "/api/admin/customers",
-        summary="Create a customer",
+        path,
+        summary=summary,
         auth="service",
         body=NewPerson,
+        response=envelope(_PERSON),
         status=201,
         tags=("admin",),
-    )
-    async def create_customer(ctx: Context, body: NewPerson) -> dict[str, Any]:
-        row = await ctx.pool.fetchrow(
-            "INSERT INTO public.customers (name, email) VALUES ($1, $2) RETURNING *",
-            body.name,
-            body.email,
-        )
-        return _person(row)
+    )(create)
+
+
+def register(api: Api, *, secret: str) -> None:
+    for table, path, summary in (
+        ("users", "/api/admin/users", "Create a staff user"),
+        ("customers", "/api/admin/customers", "Create a customer"),
+    ):
+        _register_create_person(api, table, path, summary)
 
     @api.route(
         "POST",
@@ -76,6 +88,14 @@ def register(api: Api, *, secret: str) -> None:
         summary="Issue a portal token (shown once; only its hash is stored)",
         auth="service",
         body=TokenRequest,
+        response=envelope(
+            json_object(
+                id=UUID_SCHEMA,
+                customerId=UUID_SCHEMA,
+                token={"type": "string"},
+                expiresAt=TIME_SCHEMA,
+            )
+        ),
         status=201,
         tags=("admin",),
     )
@@ -104,6 +124,7 @@ def register(api: Api, *, secret: str) -> None:
         "/api/admin/portal-tokens/{token_id}",
         summary="Revoke a portal token (live connections using it are closed within seconds)",
         auth="service",
+        response=envelope(json_object(id=UUID_SCHEMA, revokedAt=TIME_SCHEMA)),
         tags=("admin",),
     )
     async def revoke_portal_token(ctx: Context, _: None) -> dict[str, Any]:
@@ -123,6 +144,9 @@ def register(api: Api, *, secret: str) -> None:
         summary="Mint a staff JWT",
         auth="service",
         body=StaffTokenRequest,
+        response=envelope(
+            json_object(userId=UUID_SCHEMA, token={"type": "string"}, expiresAt=TIME_SCHEMA)
+        ),
         status=201,
         tags=("admin",),
     )

@@ -91,6 +91,10 @@ class Route:
     response: dict[str, Any] | None
     status: int
     tags: tuple[str, ...]
+    #: A JSON Schema for a body the handler reads itself (the RPC route), for the document.
+    request_schema: dict[str, Any] | None = None
+    #: Schemas of path parameters narrower than "a string" (an enum of function names).
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,10 +118,25 @@ class Api:
         response: dict[str, Any] | None = None,
         status: int = 200,
         tags: tuple[str, ...] = (),
+        request_schema: dict[str, Any] | None = None,
+        path_schemas: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
-                Route(method, path, handler, summary, auth, body, query, response, status, tags)
+                Route(
+                    method,
+                    path,
+                    handler,
+                    summary,
+                    auth,
+                    body,
+                    query,
+                    response,
+                    status,
+                    tags,
+                    request_schema,
+                    path_schemas or {},
+                )
             )
             return handler
 
@@ -246,7 +265,7 @@ def map_database_error(exc: asyncpg.PostgresError) -> ApiError | None:
     return None
 
 
-_ENVELOPE_OK = {
+_ENVELOPE_OK: dict[str, Any] = {
     "type": "object",
     "required": ["success", "version", "timestamp", "data"],
     "properties": {
@@ -270,6 +289,20 @@ _ENVELOPE_ERROR = {
         },
     },
 }
+
+
+UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid"}
+TIME_SCHEMA: dict[str, Any] = {"type": "string", "format": "date-time"}
+
+
+def json_object(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema object whose listed properties are all present."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def envelope(data: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope around a described ``data``, for a route's ``response``."""
+    return {**_ENVELOPE_OK, "properties": {**_ENVELOPE_OK["properties"], "data": data}}
 
 
 def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
@@ -306,7 +339,12 @@ def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
         if route.auth != "public":
             op["security"] = [{"bearer": []}]
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": route.path_schemas.get(name, {"type": "string"}),
+            }
             for name in re.findall(r"{(\w+)}", route.path)
         ]
         if route.query is not None:
@@ -332,6 +370,11 @@ def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
                         "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
                     }
                 },
+            }
+        elif route.request_schema is not None:
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": route.request_schema}},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {

@@ -16,7 +16,17 @@ from pydantic import Field, field_validator
 
 from ...store.caller import as_caller
 from ..http import ok
-from .framework import Api, ApiError, Context, Model, not_found
+from .framework import (
+    TIME_SCHEMA,
+    UUID_SCHEMA,
+    Api,
+    ApiError,
+    Context,
+    Model,
+    envelope,
+    json_object,
+    not_found,
+)
 
 MAX_BATCH = 500
 MAX_ATTACHMENTS = 10
@@ -84,6 +94,53 @@ def _page(rows: list[asyncpg.Record], limit: int) -> tuple[list[asyncpg.Record],
     return page, _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
 
 
+# -- response schemas (for the OpenAPI document; the handlers above build the JSON) ---------
+
+
+_object = json_object
+_UUID = UUID_SCHEMA
+_UUID_OR_NULL: dict[str, Any] = {"anyOf": [_UUID, {"type": "null"}]}
+_TIME = TIME_SCHEMA
+_CURSOR: dict[str, Any] = {"type": ["string", "null"]}
+_BOOL: dict[str, Any] = {"type": "boolean"}
+_IDS = envelope(_object(messageIds={"type": "array", "items": _UUID}))
+
+CONVERSATION = _object(
+    id=_UUID,
+    customerId=_UUID,
+    subject={"type": ["string", "null"]},
+    status={"type": "string"},
+    assignedUserId=_UUID_OR_NULL,
+    createdAt=_TIME,
+    updatedAt=_TIME,
+)
+MESSAGE = _object(
+    id=_UUID,
+    conversationId=_UUID,
+    content={"type": "string"},
+    senderType={"enum": ["customer", "staff"]},
+    senderId=_UUID,
+    createdAt=_TIME,
+    attachments={"type": "array"},
+    clientMessageId={"type": ["string", "null"]},
+)
+PRESENCE = _object(
+    id=_UUID,
+    userId=_UUID_OR_NULL,
+    customerId=_UUID_OR_NULL,
+    status={"enum": ["online", "away", "offline"]},
+    lastSeenAt=_TIME,
+    metadata={"type": "object"},
+)
+SUBSCRIPTION = _object(
+    supabaseUrl={"type": "string"},
+    supabaseKey={"type": "string"},
+    channels={"type": "array", "items": {"type": "string"}},
+    features=_object(messages=_BOOL, readReceipts=_BOOL, typing=_BOOL, presence=_BOOL),
+    filters=_object(userId=_UUID_OR_NULL, customerId=_UUID_OR_NULL, conversationId=_UUID_OR_NULL),
+)
+
+
 # -- request models ----------------------------------------------------------------------
 
 
@@ -149,6 +206,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/messages/realtime/subscribe",
         summary="What to subscribe to for live updates (channels, features, filters)",
         body=SubscribeRequest,
+        response=envelope(SUBSCRIPTION),
         tags=("realtime",),
     )
     async def subscribe(ctx: Context, body: SubscribeRequest) -> dict[str, Any]:
@@ -187,6 +245,11 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/messages/realtime/subscribe",
         summary="Acknowledge an unsubscribe (channels are left on the socket itself)",
         body=UnsubscribeRequest,
+        response=envelope(
+            _object(
+                message={"type": "string"}, channels={"type": "array", "items": {"type": "string"}}
+            )
+        ),
         tags=("realtime",),
     )
     async def unsubscribe(ctx: Context, body: UnsubscribeRequest) -> dict[str, Any]:
@@ -198,6 +261,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         summary="Open a conversation",
         body=CreateConversation,
         status=201,
+        response=envelope(CONVERSATION),
         tags=("conversations",),
     )
     async def create_conversation(ctx: Context, body: CreateConversation) -> dict[str, Any]:
@@ -223,6 +287,9 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/conversations",
         summary="Conversations the caller can see, newest first",
         query=ListQuery,
+        response=envelope(
+            _object(conversations={"type": "array", "items": CONVERSATION}, nextCursor=_CURSOR)
+        ),
         tags=("conversations",),
     )
     async def list_conversations(ctx: Context, query: ListQuery) -> dict[str, Any]:
@@ -245,6 +312,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "GET",
         "/api/conversations/{conversation_id}",
         summary="One conversation",
+        response=envelope(CONVERSATION),
         tags=("conversations",),
     )
     async def get_conversation(ctx: Context, _: None) -> dict[str, Any]:
@@ -263,6 +331,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         summary="Send a message; retries with the same clientMessageId return the first one",
         body=SendMessage,
         status=201,
+        response=envelope(MESSAGE),
         tags=("messages",),
     )
     async def send_message(ctx: Context, body: SendMessage) -> dict[str, Any] | web.Response:
@@ -311,6 +380,9 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/conversations/{conversation_id}/messages",
         summary="Message history, newest first, by cursor",
         query=ListQuery,
+        response=envelope(
+            _object(messages={"type": "array", "items": MESSAGE}, nextCursor=_CURSOR)
+        ),
         tags=("messages",),
     )
     async def history(ctx: Context, query: ListQuery) -> dict[str, Any]:
@@ -340,6 +412,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "POST",
         "/api/messages/{message_id}/read",
         summary="Mark one message read (idempotent)",
+        response=_IDS,
         tags=("receipts",),
     )
     async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
@@ -357,6 +430,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/messages/read",
         summary=f"Mark up to {MAX_BATCH} messages read in one transaction",
         body=MessageIds,
+        response=_IDS,
         tags=("receipts",),
     )
     async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
@@ -377,6 +451,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/messages/delivered",
         summary="Acknowledge that messages reached the caller's client",
         body=MessageIds,
+        response=_IDS,
         tags=("delivery",),
     )
     async def delivered(ctx: Context, body: MessageIds) -> dict[str, Any]:
@@ -406,6 +481,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/conversations/{conversation_id}/typing",
         summary="Start or stop typing (expires by itself after 5 seconds)",
         body=Typing,
+        response=envelope(_object(conversationId=_UUID, isTyping=_BOOL)),
         tags=("typing",),
     )
     async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
@@ -427,6 +503,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/presence",
         summary="Set the caller's presence",
         body=Presence,
+        response=envelope(PRESENCE),
         tags=("presence",),
     )
     async def set_presence(ctx: Context, body: Presence) -> dict[str, Any]:
@@ -455,6 +532,9 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "GET",
         "/api/conversations/{conversation_id}/presence",
         summary="Presence of the conversation's participants",
+        response=envelope(
+            _object(conversationId=_UUID, participants={"type": "array", "items": PRESENCE})
+        ),
         tags=("presence",),
     )
     async def conversation_presence(ctx: Context, _: None) -> dict[str, Any]:
@@ -485,6 +565,15 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/unread",
         summary="Unread messages: the total and per conversation",
         query=UnreadQuery,
+        response=envelope(
+            _object(
+                total={"type": "integer"},
+                conversations={
+                    "type": "array",
+                    "items": _object(conversationId=_UUID, unread={"type": "integer"}),
+                },
+            )
+        ),
         tags=("receipts",),
     )
     async def unread(ctx: Context, query: UnreadQuery) -> dict[str, Any]:

@@ -51,6 +51,43 @@ FUNCTIONS: dict[str, _Function] = {
 }
 
 
+_JSON_TYPES = {
+    "uuid": {"type": "string", "format": "uuid"},
+    "boolean": {"type": "boolean"},
+    "integer": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+    "text": {"type": "string"},
+    "jsonb": {},
+}
+
+
+def _arguments_schema(function: _Function) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            arg: {"anyOf": [_JSON_TYPES[sql_type], {"type": "null"}]}
+            for arg, sql_type, _ in function.args
+        },
+        "required": [arg for arg, _, required in function.args if required],
+        "additionalProperties": False,
+    }
+
+
+def _row(*columns: str) -> dict[str, Any]:
+    """A table row as PostgREST renders it: snake_case columns, more may be added later."""
+    return {"type": "object", "required": list(columns)}
+
+
+#: Every result the five functions can give: a count, or the row they wrote.
+RESULT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "description": "get_unread_message_count, cleanup_expired_..."},
+        _row("id", "message_id", "read_at", "conversation_id"),
+        _row("id", "conversation_id", "is_typing", "expires_at"),
+        _row("id", "status", "last_seen_at", "metadata"),
+    ]
+}
+
+
 def _convert(name: str, sql_type: str, value: Any) -> Any:
     if value is None:
         return None
@@ -82,7 +119,13 @@ def register(api: Api) -> None:
         "/rest/v1/rpc/{function}",
         summary="Call one of the documented SQL functions with named arguments",
         auth="any",
-        response={},  # the function's own result, as bare JSON (PostgREST), not the envelope
+        # The function's own result, as bare JSON (PostgREST), not the envelope.
+        response=RESULT_SCHEMA,
+        request_schema={
+            "description": "The function's named arguments (which ones depends on the function)",
+            "anyOf": [_arguments_schema(f) for f in FUNCTIONS.values()],
+        },
+        path_schemas={"function": {"enum": sorted(FUNCTIONS)}},
         tags=("rpc",),
     )
     async def rpc(ctx: Context, _: None) -> web.Response:
