@@ -44,6 +44,17 @@ class Settings:
     delivery_deadline_seconds: float = 24 * 3600.0
     #: Expired typing indicators are deleted this often.
     typing_cleanup_interval: float = 0.5
+    #: Presence (docs/presence.md): idle this long, every connection of a participant: away
+    #: (``RTM_PRESENCE_AWAY_AFTER``); no connection for this long: offline
+    #: (``RTM_PRESENCE_GRACE``).
+    presence_away_after: float = 300.0
+    presence_grace: float = 10.0
+    #: How often the presence rules run, and how often a process proves it is alive
+    #: (``RTM_PROCESS_HEARTBEAT_INTERVAL``); a process silent for ``process_dead_after``
+    #: (``RTM_PROCESS_DEAD_AFTER``) is dead and its participants' connections closed.
+    presence_settle_interval: float = 1.0
+    process_heartbeat_interval: float = 5.0
+    process_dead_after: float = 15.0
     #: Rate limits, in the ``limits`` notation (``RTM_RATE_TYPING`` and so on).
     rate_typing: str = "10/minute"
     rate_presence: str = "6/minute"
@@ -67,6 +78,10 @@ class Settings:
             rate_requests=_env("RTM_RATE_REQUESTS", "600/minute") or "600/minute",
             delivery_deadline_seconds=float(_env("RTM_DELIVERY_DEADLINE", "86400") or 0),
             change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
+            presence_away_after=float(_env("RTM_PRESENCE_AWAY_AFTER", "300") or 0),
+            presence_grace=float(_env("RTM_PRESENCE_GRACE", "10") or 0),
+            process_heartbeat_interval=float(_env("RTM_PROCESS_HEARTBEAT_INTERVAL", "5") or 0),
+            process_dead_after=float(_env("RTM_PROCESS_DEAD_AFTER", "15") or 0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

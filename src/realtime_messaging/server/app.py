@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import signal
 import socket
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
 from .http import error
+from .liveness import LivenessPolicy, LivenessTracker
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
@@ -74,7 +76,28 @@ async def build_app(
     app = web.Application(client_max_size=settings.max_frame_bytes)
     router = ChangeRouter(await load_tables(pool))
     authenticator = Authenticator(secret, pool)
-    realtime = RealtimeServer(settings, authenticator, LocalBroker(), router, pool)
+    limits = Limits(
+        typing=settings.rate_typing,
+        presence=settings.rate_presence,
+        read_receipts=settings.rate_read_receipts,
+        requests=settings.rate_requests,
+    )
+    limiter = RateLimiter(limits, settings.redis_url)
+    process_id = secrets.token_hex(8)
+    liveness = LivenessTracker(
+        pool,
+        process_id,
+        LivenessPolicy(
+            away_after=settings.presence_away_after,
+            grace=settings.presence_grace,
+            heartbeat_interval=settings.process_heartbeat_interval,
+            dead_after=settings.process_dead_after,
+            settle_interval=settings.presence_settle_interval,
+        ),
+    )
+    realtime = RealtimeServer(
+        settings, authenticator, LocalBroker(), router, pool, liveness, limiter
+    )
     metrics = Metrics(realtime, router)
     feed = ChangeFeed(
         database_url,
@@ -90,13 +113,7 @@ async def build_app(
         delivery_deadline=settings.delivery_deadline_seconds,
         delivery_interval=min(30.0, settings.delivery_deadline_seconds / 2),
     )
-    limits = Limits(
-        typing=settings.rate_typing,
-        presence=settings.rate_presence,
-        read_receipts=settings.rate_read_receipts,
-        requests=settings.rate_requests,
-    )
-    api = Api(authenticator, pool, RateLimiter(limits, settings.redis_url))
+    api = Api(authenticator, pool, limiter, liveness.participant_activity)
     messaging.register(api, anon_key=anon_key(secret), max_message_bytes=settings.max_message_bytes)
     admin.register(api, secret=secret)
     rpc.register(api)
@@ -120,6 +137,7 @@ async def build_app(
     app.router.add_get("/openapi.json", openapi_json)
 
     async def start(app: web.Application) -> None:
+        await liveness.start()
         await realtime.start()
         await feed.start()
         await maintenance.start()
@@ -128,6 +146,7 @@ async def build_app(
         await maintenance.stop()
         await feed.stop()
         await realtime.stop()
+        await liveness.stop()
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)

@@ -23,7 +23,14 @@ from aiohttp import WSMsgType, web
 from ..broker import Broker, Envelope
 from ..config import Settings
 from ..domain.budget import PerSecond
-from ..domain.identity import Identity, Kind, may_join, needs_conversation_owner, parse_topic
+from ..domain.identity import (
+    Identity,
+    Kind,
+    TopicKind,
+    may_join,
+    needs_conversation_owner,
+    parse_topic,
+)
 from ..protocol.connection import ServerConnection, subtopic
 from ..protocol.errors import ProtocolError
 from ..protocol.events import (
@@ -40,9 +47,14 @@ from ..protocol.events import (
 from ..protocol.frames import Vsn
 from ..protocol.join import JoinConfig
 from ..protocol.presence import PresenceRegistry
+from ..store.caller import as_caller
 from ..store.changefeed import Change, read_since
+from ..store.liveness import own_typing
+from .api.framework import ApiError, caller_of, map_database_error
+from .api.ratelimit import RateLimiter
 from .auth import Authenticator, AuthError, AuthUnavailable
 from .fanout import Hub, Outbox, broadcast_payload
+from .liveness import LivenessTracker
 from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
 
 log = logging.getLogger(__name__)
@@ -105,6 +117,10 @@ class Channel:
 
 _channel_ids = itertools.count(1)
 
+#: What a client sends because its user did something (heartbeats and token refreshes are sent
+#: by timers, leaves when a view closes).
+_ACTIVITY = (JoinRequested, BroadcastReceived, PresenceReceived)
+
 
 class RealtimeServer:
     """Everything the WebSocket endpoint shares across sessions in one process."""
@@ -116,8 +132,12 @@ class RealtimeServer:
         broker: Broker,
         router: ChangeRouter,
         pool: asyncpg.Pool,
+        liveness: LivenessTracker,
+        limiter: RateLimiter,
     ) -> None:
         self.settings = settings
+        self.liveness = liveness
+        self.limiter = limiter
         self.auth = auth
         self.broker = broker
         self.router = router
@@ -247,6 +267,7 @@ class Session:
         self.last_seen = asyncio.get_running_loop().time()
         if identity.token_hash is not None:
             server.portal_sessions.add(self)
+        server.liveness.attach(self.id, identity)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -281,6 +302,7 @@ class Session:
         """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
         self.outbox.closed = True
         self.server.portal_sessions.discard(self)
+        self.server.liveness.detach(self.id)
         for channel in list(self.channels.values()):
             self._drop(channel)
 
@@ -304,6 +326,8 @@ class Session:
                 )
             )
             return
+        if isinstance(event, _ACTIVITY):
+            self.server.liveness.activity(self.id)
         try:
             await self._dispatch(event)
         except Exception:
@@ -320,7 +344,10 @@ class Session:
         if isinstance(event, JoinRequested):
             await self._join(event)
         elif isinstance(event, BroadcastReceived):
-            self._broadcast(event)
+            if event.event == "typing" and event.binary is None:
+                await self._typing(event)
+            else:
+                self._broadcast(event)
         elif isinstance(event, PresenceReceived):
             self._presence(event)
         elif isinstance(event, AccessTokenReceived):
@@ -382,6 +409,7 @@ class Session:
         channel = Channel(self, join.topic, join.join_ref, join.config, identity)
         if identity.token_hash is not None:
             server.portal_sessions.add(self)
+        server.liveness.attach(self.id, identity)
         self.channels[join.topic] = channel
         server.hub.add(join.topic, channel)
         self._arm_expiry(channel)
@@ -549,6 +577,7 @@ class Session:
         channel.identity = identity
         if identity.token_hash is not None:
             self.server.portal_sessions.add(self)
+        self.server.liveness.attach(self.id, identity)
         self._arm_expiry(channel)
         if channel.config.postgres_changes:
             self.server.router.subscribe(channel, channel.config.postgres_changes, identity)
@@ -595,6 +624,60 @@ class Session:
         self.server.broker.publish(envelope)
         if channel.config.broadcast_ack and event.ref is not None:
             self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))
+
+    async def _typing(self, event: BroadcastReceived) -> None:
+        """A ``typing`` broadcast from a staff user or customer is also a typing indicator,
+        owned by this connection (so it ends when the connection does), under the typing rate
+        limit. From anyone else it is a plain broadcast."""
+        channel = self.channels[event.topic]
+        identity = channel.identity
+        server = self.server
+        connection_id = server.liveness.connection_id(self.id, identity)
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        topic = parse_topic(subtopic(event.topic))
+        conversation: Any = topic.subject if topic.kind is TopicKind.CONVERSATION else None
+        conversation = conversation or payload.get("conversationId")
+        if connection_id is None or conversation is None:
+            self._broadcast(event)
+            return
+        is_typing = payload.get("isTyping", payload.get("is_typing"))
+        reason = None
+        try:
+            conversation = uuid.UUID(str(conversation))
+        except ValueError:
+            reason = "typing: conversationId is not a UUID"
+        if not isinstance(is_typing, bool):
+            reason = "typing: the payload needs isTyping, true or false"
+        if reason is None:
+            caller = caller_of(identity)
+            try:
+                await server.limiter.check(
+                    "typing", f"{caller.user_id or caller.customer_id}:{conversation}"
+                )
+                async with server.pool.acquire() as conn:
+                    async with as_caller(conn, caller):
+                        indicator = await conn.fetchval(
+                            "SELECT (public.update_typing_indicator($1, $2, $3, $4, 5)).id",
+                            conversation,
+                            caller.user_id,
+                            caller.customer_id,
+                            is_typing,
+                        )
+                    await own_typing(conn, indicator, connection_id)
+            except ApiError as exc:
+                reason = exc.message
+            except asyncpg.PostgresError as exc:
+                mapped = map_database_error(exc)
+                if mapped is None:
+                    raise
+                reason = f"typing: {mapped.message}"
+        if reason is not None:
+            if event.ref is not None:
+                self.outbox.text(
+                    self.proto.refuse(event.topic, event.ref, channel.join_ref, reason)
+                )
+            return
+        self._broadcast(event)
 
     def _presence(self, event: PresenceReceived) -> None:
         channel = self.channels[event.topic]

@@ -91,6 +91,8 @@ class Route:
     response: dict[str, Any] | None
     status: int
     tags: tuple[str, ...]
+    #: The request is something its user did (sending, typing, reading): presence activity.
+    activity: bool = False
     #: A JSON Schema for a body the handler reads itself (the RPC route), for the document.
     request_schema: dict[str, Any] | None = None
     #: Schemas of path parameters narrower than "a string" (an enum of function names).
@@ -104,6 +106,8 @@ class Api:
     authenticator: Authenticator
     pool: asyncpg.Pool
     limiter: RateLimiter
+    #: Told when a staff user or customer does something through the API (presence activity).
+    on_activity: Callable[[Identity], None] = lambda identity: None
     routes: list[Route] = field(default_factory=list)
 
     def route(
@@ -120,6 +124,7 @@ class Api:
         tags: tuple[str, ...] = (),
         request_schema: dict[str, Any] | None = None,
         path_schemas: dict[str, dict[str, Any]] | None = None,
+        activity: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -134,6 +139,7 @@ class Api:
                     response,
                     status,
                     tags,
+                    activity,
                     request_schema,
                     path_schemas or {},
                 )
@@ -160,6 +166,8 @@ class Api:
                 data = await route.handler(
                     Context(request, caller, identity, self.pool, self.limiter), payload
                 )
+                if route.activity and identity is not None:
+                    self.on_activity(identity)
             except ApiError as exc:
                 return error(exc.status, exc.code, exc.message, headers=exc.headers)
             except asyncpg.PostgresError as exc:

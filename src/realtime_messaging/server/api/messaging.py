@@ -332,6 +332,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         body=SendMessage,
         status=201,
         response=envelope(MESSAGE),
+        activity=True,
         tags=("messages",),
     )
     async def send_message(ctx: Context, body: SendMessage) -> dict[str, Any] | web.Response:
@@ -413,6 +414,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         "/api/messages/{message_id}/read",
         summary="Mark one message read (idempotent)",
         response=_IDS,
+        activity=True,
         tags=("receipts",),
     )
     async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
@@ -431,6 +433,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         summary=f"Mark up to {MAX_BATCH} messages read in one transaction",
         body=MessageIds,
         response=_IDS,
+        activity=True,
         tags=("receipts",),
     )
     async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
@@ -482,6 +485,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
         summary="Start or stop typing (expires by itself after 5 seconds)",
         body=Typing,
         response=envelope(_object(conversationId=_UUID, isTyping=_BOOL)),
+        activity=True,
         tags=("typing",),
     )
     async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
