@@ -157,10 +157,15 @@ async def test_customer_and_staff_conversation(
         receipt = await next_of(csub, ReadReceiptEvent, message_id=message_id)
         assert receipt.read_by_user_id == str(staff_id)
 
-        # presence: the API, and the change on the staff's presence subscription
+        # presence: online already (the customer's socket is connected); what the API sets
+        # arrives on the staff's presence subscription.
         psub = await staff.subscribe_to_presence(conversation, staff_id, None)
+        assert await staff.is_online(conversation, customer_id=customer_id)
+        await customer.update_presence(None, customer_id, "away", {"deviceType": "test"})
+        change = await next_of(psub, PresenceEvent, customer_id=str(customer_id))
+        assert change.status == "away" and change.metadata == {"deviceType": "test"}
         assert not await staff.is_online(conversation, customer_id=customer_id)
-        await customer.update_presence(None, customer_id, "online", {"deviceType": "test"})
+        await customer.update_presence(None, customer_id, "online", None)
         change = await next_of(psub, PresenceEvent, customer_id=str(customer_id))
         assert change.status == "online" and change.metadata == {"deviceType": "test"}
         assert await staff.is_online(conversation, customer_id=customer_id)

@@ -350,3 +350,108 @@ async def _subprocess(start: Any) -> AsyncIterator[None]:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+class _PresenceView:
+    """What a client's ``presenceState()`` shows, rebuilt from the frames it receives."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, list[dict[str, Any]]] = {}
+
+    def apply(self, message: dict[str, Any]) -> None:
+        if message.get("event") == "presence_state":
+            self.state = {k: v["metas"] for k, v in message["payload"].items()}
+        elif message.get("event") == "presence_diff":
+            for key, value in message["payload"]["leaves"].items():
+                refs = {m["phx_ref"] for m in value["metas"]}
+                left = [m for m in self.state.get(key, []) if m["phx_ref"] not in refs]
+                if left:
+                    self.state[key] = left
+                else:
+                    self.state.pop(key, None)
+            for key, value in message["payload"]["joins"].items():
+                self.state.setdefault(key, []).extend(value["metas"])
+
+    def statuses(self) -> dict[str, set[str]]:
+        return {k: {m["status"] for m in metas} for k, metas in self.state.items()}
+
+    async def until(
+        self, sock: RawSocket, want: dict[str, set[str]], device: str | None = None
+    ) -> None:
+        """Read presence frames until the statuses are ``want`` (and a meta has ``device``)."""
+
+        def done() -> bool:
+            metas = [m for ms in self.state.values() for m in ms]
+            return self.statuses() == want and (
+                device is None or any(m.get("device") == device for m in metas)
+            )
+
+        async with asyncio.timeout(5):
+            while not done():
+                self.apply(
+                    await sock.expect(
+                        lambda m: m.get("event") in ("presence_state", "presence_diff")
+                    )
+                )
+
+
+async def test_phoenix_presence_and_the_presence_rows_agree(admin_url: str) -> None:
+    async with _world(admin_url, presence_away_after=1.0) as (srv, seed):
+        customer, portal = await seed.customer()
+        staff, staff_token = await seed.staff()
+        conv = await seed.conversation(customer)
+        topic = f"presence:{conv}"
+        agent = await RawSocket.connect(srv.ws_url, staff_token)
+        device = await RawSocket.connect(srv.ws_url, portal)
+        view = _PresenceView()
+        try:
+            assert (await agent.join(topic, {"presence": {"key": "ignored"}}))["status"] == "ok"
+            await view.until(agent, {str(staff): {"online"}})
+            assert (await device.join(topic, {}))["status"] == "ok"
+            # What the client tracks is kept, under the participant's id, with the server's
+            # fields over it.
+            ref = await device.send(
+                f"realtime:{topic}",
+                "presence",
+                {"type": "presence", "event": "track", "payload": {"device": "phone"}},
+                ref=device.next_ref(),
+            )
+            assert (await device.reply_to(ref))["payload"]["status"] == "ok"
+            await view.until(
+                agent, {str(staff): {"online"}, str(customer): {"online"}}, device="phone"
+            )
+            [mine] = view.state[str(customer)]
+            assert mine["device"] == "phone" and mine["kind"] == "customer"
+
+            async def rows(want: dict[str, str]) -> None:
+                """Presence rows are written in batches just after: wait for them, bounded."""
+                async with asyncio.timeout(5):
+                    while await srv_rows(srv, staff, customer) != want:
+                        await asyncio.sleep(0.05)
+
+            await rows({str(staff): "online", str(customer): "online"})
+            # Idle: both away in the table, and in the metas (pushed by the server).
+            await view.until(agent, {str(staff): {"away"}, str(customer): {"away"}})
+            await rows({str(staff): "away", str(customer): "away"})
+            # The customer's device goes: gone from Phoenix presence at once, offline in the
+            # table after the grace.
+            await device.close()
+            await view.until(agent, {str(staff): {"away"}})
+            await rows({str(staff): "away", str(customer): "offline"})
+        finally:
+            await agent.close()
+            await device.close()
+
+
+async def srv_rows(srv: RunningServer, staff: UUID, customer: UUID) -> dict[str, str]:
+    conn = await asyncpg.connect(srv.database_url)
+    try:
+        found = await conn.fetch(
+            "SELECT coalesce(user_id, customer_id)::text AS who, status FROM user_presence "
+            "WHERE user_id = $1 OR customer_id = $2",
+            staff,
+            customer,
+        )
+    finally:
+        await conn.close()
+    return {r["who"]: r["status"] for r in found}

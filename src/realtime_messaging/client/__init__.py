@@ -1,4 +1,4 @@
-"""The Python SDK: :class:`RealtimeMessagingManager` and the socket it is built on."""
+"""The Python SDK: :class:`RealtimeMessagingManager`, the socket it is built on, and helpers."""
 
 from .errors import (
     ApiError,
@@ -18,6 +18,7 @@ from .events import (
     ReadReceiptEvent,
     TypingIndicatorEvent,
 )
+from .helpers import PresenceHelper, RateBudget, ReadTracker, TypingHelper
 from .manager import RealtimeMessagingManager, Subscription, get_realtime_manager
 from .socket import ChannelState, RealtimeSocket, SocketChannel
 
@@ -34,12 +35,16 @@ __all__ = [
     "JoinRefusedError",
     "MessageEvent",
     "PresenceEvent",
+    "PresenceHelper",
+    "RateBudget",
     "RealtimeError",
     "RealtimeMessagingManager",
     "RealtimeSocket",
     "ReadReceiptEvent",
+    "ReadTracker",
     "SocketChannel",
     "Subscription",
+    "TypingHelper",
     "TypingIndicatorEvent",
     "get_realtime_manager",
 ]

@@ -7,6 +7,7 @@ import gc
 import secrets
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,7 +18,7 @@ from .. import __version__
 from ..broker import LocalBroker
 from ..config import Settings
 from ..keys import anon_key, load_or_create_secret, service_role_key
-from ..store.changefeed import ChangeFeed
+from ..store.changefeed import Change, ChangeFeed
 from ..store.database import Database
 from .api import admin, messaging, rpc
 from .api.framework import Api, openapi
@@ -99,9 +100,14 @@ async def build_app(
         settings, authenticator, LocalBroker(), router, pool, liveness, limiter
     )
     metrics = Metrics(realtime, router)
+
+    def route(changes: Sequence[Change]) -> None:
+        router.route(changes)
+        realtime.presence_changed(changes)
+
     feed = ChangeFeed(
         database_url,
-        metrics.observing(router.route),
+        metrics.observing(route),
         retention_seconds=settings.change_retention_seconds,
         poll_interval=settings.feed_poll_interval,
     )

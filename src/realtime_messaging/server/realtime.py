@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -54,7 +54,7 @@ from .api.framework import ApiError, caller_of, map_database_error
 from .api.ratelimit import RateLimiter
 from .auth import Authenticator, AuthError, AuthUnavailable
 from .fanout import Hub, Outbox, broadcast_payload
-from .liveness import LivenessTracker
+from .liveness import LivenessTracker, participant_of
 from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class Channel:
         "pg_position",
         "pg_buffer",
         "replay",
+        "participant",
+        "tracked",
     )
 
     def __init__(
@@ -101,6 +103,10 @@ class Channel:
         #: While a resume replays history, live changes wait here.
         self.pg_buffer: list[tuple[Change, list[int]]] | None = None
         self.replay: asyncio.Task[None] | None = None
+        #: On ``presence:<conversation_id>`` topics, the staff user or customer this channel's
+        #: presence stands for (its key), with the server-owned part of its meta.
+        self.participant: dict[str, str] | None = None
+        self.tracked: dict[str, Any] = {}
 
     @property
     def vsn(self) -> Vsn:
@@ -154,6 +160,8 @@ class RealtimeServer:
         self.feed_position: Callable[[], int] = lambda: 0
         #: Sessions holding a portal token (as apikey or in a channel): the only ones to check.
         self.portal_sessions: set[Session] = set()
+        #: Participant id -> this process's channels on presence topics that stand for them.
+        self.participant_channels: dict[str, set[Channel]] = {}
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"
@@ -213,6 +221,19 @@ class RealtimeServer:
             for session in list(self.sessions):
                 if session.last_seen < deadline:
                     session.close_soon(1000, "idle timeout")
+
+    def presence_changed(self, changes: Sequence[Change]) -> None:
+        """Keep the ``status`` in the Phoenix presence metas equal to the presence rows."""
+        for change in changes:
+            if change.table != "user_presence" or change.record is None:
+                continue
+            record = change.record
+            key = str(record.get("user_id") or record.get("customer_id"))
+            for channel in list(self.participant_channels.get(key, ())):
+                assert channel.participant is not None
+                if channel.participant["status"] != record.get("status"):
+                    channel.participant = {**channel.participant, "status": record["status"]}
+                    channel.session.retrack(channel)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /realtime/v1/websocket``: authenticate, upgrade, run the session."""
@@ -415,9 +436,22 @@ class Session:
         self._arm_expiry(channel)
         response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
         self.outbox.text(self.proto.accept(join, response))
-        if join.config.presence_enabled:
+        topic = parse_topic(subtopic(join.topic))
+        participant = participant_of(identity) if topic.kind is TopicKind.PRESENCE else None
+        if join.config.presence_enabled or participant is not None:
             state = server.presence.state(join.topic)
             self.outbox.text(self.proto.push(join.topic, "presence_state", state, join.join_ref))
+        if participant is not None:
+            # The participant is present on the conversation's presence topic while this
+            # channel is joined, under their own id, with their presence row's status.
+            key = str(participant.user_id or participant.customer_id)
+            channel.participant = {
+                "key": key,
+                "kind": "staff" if participant.user_id else "customer",
+                "status": "online",
+            }
+            server.participant_channels.setdefault(key, set()).add(channel)
+            self.retrack(channel)
         if join.config.postgres_changes:
             self._subscribe_changes(channel, join.config.resume_position)
 
@@ -518,6 +552,12 @@ class Session:
         if channel.expiry is not None:
             channel.expiry.cancel()
             channel.expiry = None
+        if channel.participant is not None:
+            held = self.server.participant_channels.get(channel.participant["key"])
+            if held is not None:
+                held.discard(channel)
+                if not held:
+                    del self.server.participant_channels[channel.participant["key"]]
         diff = self.server.presence.untrack(channel.topic, channel.key)
         if diff is not None:
             self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
@@ -679,6 +719,17 @@ class Session:
             return
         self._broadcast(event)
 
+    def retrack(self, channel: Channel) -> None:
+        """Publish the participant's presence on a conversation: what the client tracked, with
+        the server's fields (key, kind, status) over it."""
+        assert channel.participant is not None
+        meta = {**channel.tracked, **channel.participant}
+        diff = self.server.presence.track(
+            channel.topic, channel.key, channel.participant["key"], meta
+        )
+        if diff is not None:
+            self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+
     def _presence(self, event: PresenceReceived) -> None:
         channel = self.channels[event.topic]
         registry = self.server.presence
@@ -693,9 +744,23 @@ class Session:
                     )
                 )
                 return
+            if channel.participant is not None:
+                channel.tracked = event.payload
+                self.outbox.text(
+                    self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {})
+                )
+                self.retrack(channel)
+                return
             if not channel.presence_key:
                 channel.presence_key = str(uuid.uuid1())  # Supabase's key for an empty one
             diff = registry.track(event.topic, channel.key, channel.presence_key, event.payload)
+        elif channel.participant is not None:
+            # A participant's presence on a conversation follows the channel: untrack only
+            # drops the fields the client added.
+            channel.tracked = {}
+            self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))
+            self.retrack(channel)
+            return
         else:
             diff = registry.untrack(event.topic, channel.key)
         self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))

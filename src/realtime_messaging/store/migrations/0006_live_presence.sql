@@ -46,7 +46,26 @@ CREATE TABLE rtm.typing_owners (
 );
 CREATE INDEX typing_owners_connection_idx ON rtm.typing_owners (connection_id);
 
-REVOKE ALL ON rtm.server_processes, rtm.live_connections, rtm.typing_owners FROM PUBLIC;
+-- The rules look only at what changed since their last round, so that a round costs nothing
+-- with ten thousand participants online and idle: connections that crossed the idle line since
+-- then (by last_active_at), closed connections, and participants given a status while no
+-- connection of theirs was open (recorded here by the trigger below).
+CREATE INDEX live_connections_active_idx ON rtm.live_connections (last_active_at)
+    WHERE closed_at IS NULL;
+
+CREATE TABLE rtm.presence_rules_state (
+    singleton boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    idle_line timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO rtm.presence_rules_state DEFAULT VALUES;
+
+CREATE TABLE rtm.presence_unbacked (
+    presence_id uuid        PRIMARY KEY REFERENCES public.user_presence (id) ON DELETE CASCADE,
+    since       timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON rtm.server_processes, rtm.live_connections, rtm.typing_owners,
+    rtm.presence_rules_state, rtm.presence_unbacked FROM PUBLIC;
 
 -- Whether a connection counts as active at p_now.
 CREATE FUNCTION rtm.connection_active(
@@ -65,6 +84,14 @@ $$;
 CREATE FUNCTION rtm.presence_to_connections() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rtm.live_connections AS c
+                   WHERE (c.user_id = NEW.user_id OR c.customer_id = NEW.customer_id)
+                     AND c.closed_at IS NULL) THEN
+        -- Nothing backs this status: the rules take it offline after the grace.
+        INSERT INTO rtm.presence_unbacked (presence_id) VALUES (NEW.id)
+        ON CONFLICT (presence_id) DO UPDATE SET since = excluded.since;
+        RETURN NULL;
+    END IF;
     IF NEW.status = 'online' THEN
         UPDATE rtm.live_connections AS c
         SET last_active_at = greatest(c.last_active_at, now()), idle_declared_at = NULL
@@ -97,6 +124,8 @@ CREATE FUNCTION rtm.settle_presence(
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     v_dead    record;
+    v_line    timestamptz;
+    v_cutoff  timestamptz;
     v_changed integer := 0;
     v_n       integer;
 BEGIN
@@ -120,12 +149,19 @@ BEGIN
     USING rtm.typing_owners AS o, rtm.live_connections AS c
     WHERE o.indicator_id = t.id AND c.id = o.connection_id AND c.closed_at IS NOT NULL;
 
-    -- Online, but every open connection idle: away, last seen at the last activity.
+    -- Online, but every open connection idle: away, last seen at the last activity. Only
+    -- participants with a connection that crossed the idle line since the last round.
+    SELECT r.idle_line INTO v_line FROM rtm.presence_rules_state AS r FOR UPDATE;
+    v_cutoff := p_now - make_interval(secs => p_away_after);
     UPDATE public.user_presence AS p
     SET status = 'away', last_seen_at = s.last_active
     FROM (
         SELECT p2.id, max(c.last_active_at) AS last_active
-        FROM public.user_presence AS p2
+        FROM (SELECT DISTINCT c0.user_id, c0.customer_id FROM rtm.live_connections AS c0
+              WHERE c0.closed_at IS NULL
+                AND c0.last_active_at > v_line AND c0.last_active_at <= v_cutoff) AS crossed
+        JOIN public.user_presence AS p2
+          ON p2.user_id = crossed.user_id OR p2.customer_id = crossed.customer_id
         JOIN rtm.live_connections AS c
           ON (c.user_id = p2.user_id OR c.customer_id = p2.customer_id) AND c.closed_at IS NULL
         WHERE p2.status = 'online'
@@ -135,16 +171,28 @@ BEGIN
     WHERE p.id = s.id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_changed := v_changed + v_n;
+    UPDATE rtm.presence_rules_state SET idle_line = greatest(v_line, v_cutoff);
 
     -- Online or away, but no connection open within the grace period (and no explicit status
-    -- set within it): offline, last seen when the last connection closed.
+    -- set within it): offline, last seen when the last connection closed. Only participants
+    -- with a closed connection, or a status nothing backs.
     UPDATE public.user_presence AS p
     SET status = 'offline',
         last_seen_at = coalesce(
             (SELECT max(c.closed_at) FROM rtm.live_connections AS c
              WHERE c.user_id = p.user_id OR c.customer_id = p.customer_id),
             p.last_seen_at)
-    WHERE p.status <> 'offline'
+    FROM (
+        SELECT p2.id FROM rtm.live_connections AS c0
+        JOIN public.user_presence AS p2
+          ON p2.user_id = c0.user_id OR p2.customer_id = c0.customer_id
+        WHERE c0.closed_at IS NOT NULL AND c0.closed_at <= p_now - make_interval(secs => p_grace)
+        UNION
+        SELECT u.presence_id FROM rtm.presence_unbacked AS u
+        WHERE u.since <= p_now - make_interval(secs => p_grace)
+    ) AS candidates
+    WHERE p.id = candidates.id
+      AND p.status <> 'offline'
       AND p.last_seen_at < p_now - make_interval(secs => p_grace)
       AND NOT EXISTS (
           SELECT 1 FROM rtm.live_connections AS c
@@ -152,6 +200,8 @@ BEGIN
             AND (c.closed_at IS NULL OR c.closed_at > p_now - make_interval(secs => p_grace)));
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_changed := v_changed + v_n;
+    DELETE FROM rtm.presence_unbacked AS u
+    WHERE u.since <= p_now - make_interval(secs => p_grace);
 
     -- Closed connections past the grace period have said all they had to say.
     DELETE FROM rtm.live_connections AS c
