@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 import pytest
 
 from realtime_messaging.protocol.frames import Vsn
+from realtime_messaging.tokens import hash_portal_token
 from tests.conftest import RunningServer, Seed
 
 from .wsclient import RawSocket
@@ -176,6 +178,23 @@ async def test_revoking_a_portal_token_closes_its_channels_within_seconds(
         started = asyncio.get_running_loop().time()
         await _system_then_close(f"conversation:{conversation}", "Token has been revoked")(sock)
         assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await sock.close()
+
+
+async def test_a_deleted_portal_token_closes_its_channels_too(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """Tokens can vanish without a revocation (their customer deleted): the periodic full
+    check catches them (every 15 rounds of 0.2 s here)."""
+    customer, token = await seed.customer()
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        assert (await sock.join("lobby", access_token=token))["status"] == "ok"
+        await pool.execute(
+            "DELETE FROM portal_tokens WHERE token_hash = $1", hash_portal_token(token)
+        )
+        await _system_then_close("lobby", "Token has been revoked")(sock)
     finally:
         await sock.close()
 

@@ -395,7 +395,7 @@ class PresenceHelper(_Helper):
         if wanted != self._reported:
             due = max(now, self._retry_at)
         elif wanted == "online" and self._last_activity > self._reported_at:
-            due = now
+            due = self._reported_at + self.report_every
         if due is not None and now >= due:
             if self.budget.allows(now, reserve=1):
                 return (lambda: self._send(wanted)), None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -175,6 +176,22 @@ class Authenticator:
         if owner is not None:  # a conversation created later must not stay cached as absent
             self._owners.put(conversation_id, owner)
         return owner  # type: ignore[no-any-return]
+
+    async def portal_tokens_ended_since(self, since: datetime | None) -> tuple[set[str], datetime]:
+        """Hashes of portal tokens revoked or expired after ``since`` (on the database's clock),
+        and the database's time now, for the next call.
+
+        The window reaches 30 s further back: a revocation committed late carries the earlier
+        time its transaction started.
+        """
+        rows = await self._pool.fetch(
+            "SELECT token_hash, now() AS now FROM portal_tokens "
+            "WHERE revoked_at > $1::timestamptz - interval '30 seconds' "
+            "OR (expires_at > $1::timestamptz - interval '30 seconds' AND expires_at <= now()) "
+            "UNION ALL SELECT NULL, now()",
+            since or datetime(1970, 1, 1, tzinfo=UTC),
+        )
+        return {r["token_hash"] for r in rows if r["token_hash"] is not None}, rows[0]["now"]
 
     async def invalid_portal_tokens(self, hashes: set[str]) -> set[str]:
         """Which of these portal-token hashes are revoked, expired or gone now."""

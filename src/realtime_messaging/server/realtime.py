@@ -123,6 +123,9 @@ class Channel:
 
 _channel_ids = itertools.count(1)
 
+#: Every this many token-check rounds, the tokens in use are checked in full (deleted ones).
+_FULL_CHECK_EVERY = 15
+
 #: What a client sends because its user did something (heartbeats and token refreshes are sent
 #: by timers, leaves when a view closes).
 _ACTIVITY = (JoinRequested, BroadcastReceived, PresenceReceived)
@@ -158,8 +161,8 @@ class RealtimeServer:
         self._sweepers: list[asyncio.Task[None]] = []
         #: The last change position routed in this process (set by the composition root).
         self.feed_position: Callable[[], int] = lambda: 0
-        #: Sessions holding a portal token (as apikey or in a channel): the only ones to check.
-        self.portal_sessions: set[Session] = set()
+        #: Portal-token hash -> the sessions holding it (as apikey or in a channel).
+        self.portal_holders: dict[str, set[Session]] = {}
         #: Participant id -> this process's channels on presence topics that stand for them.
         self.participant_channels: dict[str, set[Channel]] = {}
 
@@ -192,21 +195,48 @@ class RealtimeServer:
         await self.broker.stop()
 
     async def _sweep_tokens(self) -> None:
-        """Close what revoked or expired portal tokens hold, within one check interval."""
+        """Close what revoked or expired portal tokens hold, within one check interval.
+
+        Each round asks only for tokens that ended since the last one and looks their holders
+        up by hash, so a round costs nothing with ten thousand customers connected. Tokens can
+        also vanish (a customer deleted): every ``_FULL_CHECK_EVERY`` rounds the hashes in use
+        are checked in full, in slices that let the loop breathe.
+        """
+        since = None
+        rounds = 0
         while True:
             await asyncio.sleep(self.settings.token_check_interval)
-            in_use: set[str] = set()
-            for session in self.portal_sessions:
-                in_use.update(session.portal_token_hashes())
-            if not in_use:
-                continue
+            rounds += 1
             try:
-                invalid = await self.auth.invalid_portal_tokens(in_use)
+                ended, since = await self.auth.portal_tokens_ended_since(since)
+                if rounds % _FULL_CHECK_EVERY == 0:
+                    ended |= await self._vanished_tokens()
             except Exception:  # the database may be away; the next round retries
                 log.warning("portal token check failed", exc_info=True)
                 continue
-            for session in list(self.portal_sessions):
-                session.revoke(invalid)
+            for token_hash in ended:
+                for session in list(self.portal_holders.get(token_hash, ())):
+                    session.revoke(ended)
+
+    async def _vanished_tokens(self) -> set[str]:
+        in_use = list(self.portal_holders)
+        gone: set[str] = set()
+        for start in range(0, len(in_use), 500):
+            gone |= await self.auth.invalid_portal_tokens(set(in_use[start : start + 500]))
+        return gone
+
+    def hold_portal_token(self, session: Session, identity: Identity) -> None:
+        if identity.token_hash is not None:
+            self.portal_holders.setdefault(identity.token_hash, set()).add(session)
+            session.held_tokens.add(identity.token_hash)
+
+    def release_portal_tokens(self, session: Session) -> None:
+        for token_hash in session.held_tokens:
+            held = self.portal_holders.get(token_hash)
+            if held is not None:
+                held.discard(session)
+                if not held:
+                    del self.portal_holders[token_hash]
 
     async def _sweep_idle(self) -> None:
         """Close sockets silent for longer than the idle timeout (clients heartbeat every 25 s).
@@ -286,8 +316,9 @@ class Session:
         self._events = PerSecond(server.settings.max_events_per_second)
         self._joins = PerSecond(server.settings.max_joins_per_second)
         self.last_seen = asyncio.get_running_loop().time()
-        if identity.token_hash is not None:
-            server.portal_sessions.add(self)
+        #: Portal-token hashes this session has held (the server's index points back here).
+        self.held_tokens: set[str] = set()
+        server.hold_portal_token(self, identity)
         server.liveness.attach(self.id, identity)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -322,7 +353,7 @@ class Session:
     def teardown(self) -> None:
         """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
         self.outbox.closed = True
-        self.server.portal_sessions.discard(self)
+        self.server.release_portal_tokens(self)
         self.server.liveness.detach(self.id)
         for channel in list(self.channels.values()):
             self._drop(channel)
@@ -428,8 +459,7 @@ class Session:
             # close for the old join to the new channel).
             self._drop(old)
         channel = Channel(self, join.topic, join.join_ref, join.config, identity)
-        if identity.token_hash is not None:
-            server.portal_sessions.add(self)
+        server.hold_portal_token(self, identity)
         server.liveness.attach(self.id, identity)
         self.channels[join.topic] = channel
         server.hub.add(join.topic, channel)
@@ -615,8 +645,7 @@ class Session:
             )
             return
         channel.identity = identity
-        if identity.token_hash is not None:
-            self.server.portal_sessions.add(self)
+        self.server.hold_portal_token(self, identity)
         self.server.liveness.attach(self.id, identity)
         self._arm_expiry(channel)
         if channel.config.postgres_changes:
