@@ -155,7 +155,7 @@ async def test_feed_survives_its_connection_being_killed(
     try:
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%change_log%'"
+            "WHERE datname = current_database() AND application_name = 'rtm change feed'"
         )
         assert killed >= 1
         for i in range(3):

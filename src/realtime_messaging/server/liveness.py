@@ -124,8 +124,9 @@ class LivenessTracker:
         for connection_id in self._sessions.pop(session_id, {}).values():
             self._open.pop(connection_id, None)
             self._reported.pop(connection_id, None)
-            if self._pending.opened.pop(connection_id, None) is None:
-                self._pending.closed.add(connection_id)
+            # Closed even if its opening is still pending: typing it reported may already be
+            # written, owned by it. (Opened then closed in one batch: online, then the grace.)
+            self._pending.closed.add(connection_id)
             self._pending.active.discard(connection_id)
         self._wake.set()
 
@@ -181,10 +182,7 @@ class LivenessTracker:
 
     def _restore(self, pending: _Pending) -> None:
         for connection_id, connection in pending.opened.items():
-            if connection_id in self._open:
-                self._pending.opened.setdefault(connection_id, connection)
-            else:  # closed meanwhile: it was never written, nothing to close
-                self._pending.closed.discard(connection_id)
+            self._pending.opened.setdefault(connection_id, connection)
         self._pending.active |= {c for c in pending.active if c in self._open}
         self._pending.active_participants |= pending.active_participants
         self._pending.closed |= pending.closed

@@ -1,7 +1,7 @@
 """The change feed: every committed change to the messaging tables, in order, with a position.
 
-Triggers (migration ``0004_change_feed``) append each row change to ``rtm.change_queue`` and
-``NOTIFY rtm_change``. One process at a time, the *stamper*, moves the committed queue rows into
+Triggers (migration ``0004_change_feed``) append each row change to ``rtm.change_queue`` and,
+while the stamper sleeps, ``NOTIFY rtm_change`` (migration ``0007``). One process at a time, the *stamper*, moves the committed queue rows into
 ``rtm.change_log``, numbering them with consecutive positions in one transaction. Why this is
 gap-free and ordered:
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: Advisory lock held by the stamping process for as long as its connection lives.
 STAMPER_LOCK_KEY = 0x52544D5F46454544  # "RTM_FEED"
 NOTIFY_CHANNEL = "rtm_change"
+#: How the feed's connection shows in pg_stat_activity.
+APPLICATION_NAME = "rtm change feed"
 BATCH = 2000
 
 _COLUMNS = (
@@ -39,6 +41,9 @@ _COLUMNS = (
     "extract(epoch FROM changed_at)::float8 AS changed_epoch"
 )
 
+#: Moves committed queue rows into the log with consecutive positions, and returns them (the
+#: stamping process delivers them without reading them back). Other processes are woken by one
+#: NOTIFY per batch that moved something.
 _STAMP = f"""
 WITH batch AS (
     DELETE FROM rtm.change_queue
@@ -50,12 +55,24 @@ WITH batch AS (
     RETURNING last_pos - (SELECT count(*) FROM batch) AS first
 ), numbered AS (
     SELECT b.*, base.first + row_number() OVER (ORDER BY b.id) AS pos FROM batch b, base
+), inserted AS (
+    INSERT INTO rtm.change_log
+        (pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at)
+    SELECT pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at
+    FROM numbered
+    RETURNING *
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') AS sent FROM (SELECT 1 FROM inserted LIMIT 1) AS one
 )
-INSERT INTO rtm.change_log
-    (pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at)
-SELECT pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at
-FROM numbered
+SELECT {_COLUMNS} FROM inserted LEFT JOIN notified ON true ORDER BY pos
 """
+
+#: While the stamper is awake it polls the queue every FAST_POLL seconds, and writers do not
+#: NOTIFY (a notifying commit takes a cluster-wide lock until its WAL is flushed, which
+#: serialises busy writers); after LINGER seconds without changes it sleeps and writers wake it.
+FAST_POLL = 0.002
+LINGER = 0.05
+_AWAKE = "UPDATE rtm.change_feed_state SET stamper_awake = $1"
 
 _READ = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 ORDER BY pos LIMIT {BATCH}"
 
@@ -196,7 +213,9 @@ class ChangeFeed:
 
     async def _session(self) -> None:
         """One database connection's worth of feeding; returns or raises when it breaks."""
-        conn = await asyncpg.connect(self._url, timeout=10)
+        conn = await asyncpg.connect(
+            self._url, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+        )
         try:
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self.position is None:
@@ -207,27 +226,53 @@ class ChangeFeed:
             self.live.set()
             last_prune = 0.0
             loop = asyncio.get_running_loop()
+            # A stamper that died may have left the flag set: take it over as awake, and let
+            # the linger put it to sleep properly.
+            awake = False
+            last_change = float("-inf")
+            if self.stamper:
+                await conn.execute(_AWAKE, True)
+                awake, last_change = True, loop.time()
             while True:
                 self._wake.clear()
+                rows: list[asyncpg.Record] = []
                 if self.stamper:
-                    await conn.execute(_STAMP)
+                    stamped = await conn.fetch(_STAMP)
+                    if stamped:
+                        last_change = loop.time()
+                        if stamped[0]["pos"] == self.position + 1:
+                            rows = stamped
                     if loop.time() - last_prune > min(60.0, self._retention / 4):
                         await self._prune(conn)
                         last_prune = loop.time()
                 elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", STAMPER_LOCK_KEY):
                     self.stamper = True
+                    await conn.execute(_AWAKE, True)
+                    awake, last_change = True, loop.time()
                     continue
-                rows = await conn.fetch(_READ, self.position)
+                if not rows:
+                    rows = await conn.fetch(_READ, self.position)
                 if rows:
                     changes = [Change.from_row(r) for r in rows]
                     self.position = changes[-1].pos
                     self._deliver(changes)
                     if len(rows) == BATCH:
                         continue
-                    if self.stamper:
-                        continue  # more may have been queued while we delivered
+                if self.stamper:
+                    if loop.time() - last_change < LINGER:
+                        if not awake:
+                            await conn.execute(_AWAKE, True)
+                            awake = True
+                        await asyncio.sleep(FAST_POLL)
+                        continue
+                    if awake:
+                        await conn.execute(_AWAKE, False)
+                        awake = False
+                        continue  # one more round for writers that saw it awake just before
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
+                    if self.stamper:
+                        last_change = loop.time()  # woken by a writer: stay awake a while
                 except TimeoutError:
                     pass
                 if conn.is_closed():
