@@ -348,3 +348,57 @@ async def test_expired_token_refreshed_with_set_auth(
         assert sub.state == "joined"
     finally:
         await manager.close()
+
+
+async def test_connect_typing_over_the_socket_history_and_close(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer_id, portal = await seed.customer()
+    staff_id, staff_token = await seed.staff()
+    conversation = await seed.conversation(customer_id)
+    for i in range(5):
+        await insert_message(pool, conversation, customer_id, f"old-{i}")
+    async with RealtimeMessagingManager(
+        server.http_url, server.anon_key, access_token=staff_token, **FAST
+    ) as staff:
+        watch = await staff.subscribe_to_conversation(conversation)
+        customer = RealtimeMessagingManager(
+            server.http_url, server.anon_key, access_token=portal, **FAST
+        )
+        # connect(): present without any subscription.
+        await customer.connect()
+        async with asyncio.timeout(5):
+            while not await staff.is_online(conversation, customer_id=customer_id):
+                await asyncio.sleep(0.05)
+        # History, newest first, two pages.
+        page, cursor = await customer.get_messages(conversation, limit=3)
+        assert [m.content for m in page] == ["old-4", "old-3", "old-2"] and cursor
+        rest, end = await customer.get_messages(conversation, limit=3, before=cursor)
+        assert [m.content for m in rest] == ["old-1", "old-0"] and end is None
+        # With a subscription covering the conversation, typing goes over the socket and is
+        # tied to it: closing the manager ends it long before its 5 s expiry.
+        await customer.subscribe_to_customer_messages(customer_id)
+        await customer.send_typing_indicator(conversation, None, customer_id, True)
+        started = await next_of(watch, TypingIndicatorEvent, is_typing=True)
+        owner = await pool.fetchval(
+            "SELECT o.connection_id FROM rtm.typing_owners o "
+            "JOIN message_typing_indicators t ON t.id = o.indicator_id "
+            "WHERE t.conversation_id = $1",
+            conversation,
+        )
+        assert owner is not None  # written over the socket, not through HTTP
+        await customer.close()
+        stopped = await next_of(watch, TypingIndicatorEvent, timeout=3, is_typing=False)
+        assert stopped.customer_id == started.customer_id == str(customer_id)
+        row = await pool.fetchrow(
+            "SELECT count(*) AS n FROM message_typing_indicators WHERE conversation_id = $1",
+            conversation,
+        )
+        assert row["n"] == 0
+        # A closed manager refuses further calls instead of opening a session nobody closes.
+        try:
+            await customer.get_unread_count()
+        except Exception as exc:
+            assert "closed" in str(exc)
+        else:
+            raise AssertionError("a closed manager answered")

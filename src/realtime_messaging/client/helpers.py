@@ -96,21 +96,24 @@ class _Helper:
             self._task = self._loop.create_task(self._run(), name=f"rtm-{type(self).__name__}")
 
     async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            action, wake_at = self._plan(self._loop.time())
-            if action is not None:
-                await action()
-                continue
-            if not self._holding():
-                self._idle.set()
-            if wake_at is None:
-                return
-            try:
-                async with asyncio.timeout_at(wake_at):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+        try:
+            while True:
+                self._wake.clear()
+                action, wake_at = self._plan(self._loop.time())
+                if action is not None:
+                    await action()
+                    continue
+                if not self._holding():
+                    self._idle.set()
+                if wake_at is None:
+                    return
+                try:
+                    async with asyncio.timeout_at(wake_at):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._idle.set()  # a worker that ended, however, leaves nobody to wait for
 
     async def _report(self, error: Exception) -> None:
         handler = self.on_error or self.manager.on_error

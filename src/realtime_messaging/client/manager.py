@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +46,9 @@ _HANDLER_OF: dict[type, str] = {
     PresenceEvent: "on_presence",
 }
 _CLOSED = object()
+#: What :meth:`RealtimeMessagingManager.connect` joins (with a random suffix): a topic of its
+#: own, carrying nothing.
+CONNECTION_TOPIC = "rtm:connection"
 ITER_BUFFER = 10_000
 
 
@@ -223,6 +227,8 @@ class RealtimeMessagingManager:
         self._to_ack: list[str] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_batches: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._keepalive: SocketChannel | None = None
 
     async def __aenter__(self) -> RealtimeMessagingManager:
         return self
@@ -299,6 +305,27 @@ class RealtimeMessagingManager:
             raise
         return subscription
 
+    async def connect(self) -> None:
+        """Open the socket now and keep it open, subscribed or not.
+
+        The server counts a staff user or customer present while a connection of theirs is
+        open (docs/presence.md); subscriptions open the socket too, this is for a manager that
+        has none yet.
+        """
+        if self._keepalive is None:
+            channel = SocketChannel(
+                f"{CONNECTION_TOPIC}:{uuid.uuid4()}",
+                postgres_changes=[],
+                on_change=lambda data: None,
+                on_error=self._socket_error,
+            )
+            self._keepalive = channel
+            try:
+                await self.socket.join(channel)
+            except BaseException:
+                self._keepalive = None
+                raise
+
     async def unsubscribe(self, channel_name: str) -> bool:
         """Leave ``channel_name`` (``"customer:<id>:messages"``…); False if not subscribed."""
         subscription = self.subscriptions.pop(channel_name.removeprefix("realtime:"), None)
@@ -319,6 +346,8 @@ class RealtimeMessagingManager:
         await self.socket.set_auth(token)
 
     async def close(self) -> None:
+        """Leave everything and close the socket; the manager cannot be used afterwards."""
+        self._closed = True
         await self.unsubscribe_all()
         await self.socket.close()
         await self._flush_acks()
@@ -388,6 +417,8 @@ class RealtimeMessagingManager:
     # -- REST ----------------------------------------------------------------------------
 
     async def _api(self, method: str, path: str, body: Any = None) -> Any:
+        if self._closed and not path.endswith("/delivered"):  # acks still flush at close
+            raise RealtimeError("this manager is closed")
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {"apikey": self.key}
@@ -433,10 +464,62 @@ class RealtimeMessagingManager:
         customer_id: object = None,
         is_typing: bool = True,
     ) -> None:
-        """Start (expires after 5 s) or stop typing; the token says who types."""
-        await self._api(
-            "POST", f"/api/conversations/{conversation_id}/typing", {"isTyping": is_typing}
+        """Start (expires after 5 s) or stop typing; the token says who types.
+
+        Over the socket when a joined subscription covers the conversation: the indicator is
+        then tied to this connection and ends if it drops (docs/presence.md). Otherwise over
+        HTTP. Refusals (rate limit, not your conversation) raise :class:`ApiError` either way.
+        """
+        channel = self._channel_for(conversation_id)
+        if channel is None:
+            await self._api(
+                "POST", f"/api/conversations/{conversation_id}/typing", {"isTyping": is_typing}
+            )
+            return
+        payload = {"isTyping": is_typing, "conversationId": str(conversation_id)}
+        reply = await self.socket.push(
+            channel, "broadcast", {"type": "broadcast", "event": "typing", "payload": payload}
         )
+        body = reply.payload if isinstance(reply.payload, dict) else {}
+        if body.get("status") != "ok":
+            response = body.get("response")
+            reason = str(response.get("reason") if isinstance(response, dict) else response)
+            status = 429 if "limit" in reason else 422
+            raise ApiError(status, "rate_limited" if status == 429 else "refused", reason)
+
+    def _channel_for(self, conversation_id: object) -> SocketChannel | None:
+        """A joined channel on which the server accepts typing for this conversation."""
+        own = None
+        for name, subscription in self.subscriptions.items():
+            channel = subscription.channel
+            if channel is None or channel.state is not ChannelState.JOINED:
+                continue
+            if name == f"conversation:{conversation_id}":
+                return channel
+            if name.endswith(":messages") and own is None:
+                own = channel
+        return own
+
+    async def get_messages(
+        self, conversation_id: object, *, limit: int = 50, before: str | None = None
+    ) -> tuple[list[MessageEvent], str | None]:
+        """A page of history, newest first, and the cursor of the next (older) page."""
+        query = f"?limit={int(limit)}" + (f"&before={before}" if before else "")
+        data = await self._api("GET", f"/api/conversations/{conversation_id}/messages{query}")
+        messages = [
+            MessageEvent(
+                id=str(m["id"]),
+                conversation_id=str(m["conversationId"]),
+                content=str(m["content"]),
+                sender_type=m["senderType"],
+                sender_id=str(m["senderId"]),
+                created_at=str(m["createdAt"]),
+                attachments=tuple(m.get("attachments") or ()),
+                client_message_id=m.get("clientMessageId"),
+            )
+            for m in data.get("messages", [])
+        ]
+        return messages, data.get("nextCursor")
 
     async def mark_message_as_read(
         self, message_id: object, user_id: object = None, customer_id: object = None

@@ -84,7 +84,8 @@ class SocketChannel:
 
     def join_payload(self, access_token: str | None) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "broadcast": {"ack": False, "self": False},
+            # Acknowledged: the SDK's own broadcasts (typing) wait for the server's verdict.
+            "broadcast": {"ack": True, "self": False},
             "presence": {"key": self.presence_key, "enabled": bool(self.presence_key)},
             "private": False,
             "postgres_changes": self.postgres_changes,
