@@ -455,3 +455,28 @@ async def srv_rows(srv: RunningServer, staff: UUID, customer: UUID) -> dict[str,
     finally:
         await conn.close()
     return {r["who"]: r["status"] for r in found}
+
+
+async def test_presence_tracks_by_participants_share_the_presence_rate_limit(
+    admin_url: str,
+) -> None:
+    async with _world(admin_url, rate_presence="2/minute") as (srv, seed):
+        customer, portal = await seed.customer()
+        conv = await seed.conversation(customer)
+        device = await RawSocket.connect(srv.ws_url, portal)
+        try:
+            topic = f"presence:{conv}"
+            await device.join(topic, {})
+            replies = []
+            for n in range(3):
+                ref = await device.send(
+                    f"realtime:{topic}",
+                    "presence",
+                    {"type": "presence", "event": "track", "payload": {"n": n}},
+                    ref=device.next_ref(),
+                )
+                replies.append((await device.reply_to(ref))["payload"])
+            assert [r["status"] for r in replies] == ["ok", "ok", "error"]
+            assert "limit of 2 per minute" in replies[2]["response"]["reason"]
+        finally:
+            await device.close()

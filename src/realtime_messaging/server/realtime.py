@@ -401,7 +401,7 @@ class Session:
             else:
                 self._broadcast(event)
         elif isinstance(event, PresenceReceived):
-            self._presence(event)
+            await self._presence(event)
         elif isinstance(event, AccessTokenReceived):
             await self._refresh(event)
         elif isinstance(event, LeaveRequested):
@@ -759,7 +759,7 @@ class Session:
         if diff is not None:
             self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
 
-    def _presence(self, event: PresenceReceived) -> None:
+    async def _presence(self, event: PresenceReceived) -> None:
         channel = self.channels[event.topic]
         registry = self.server.presence
         if event.action == "track":
@@ -774,6 +774,14 @@ class Session:
                 )
                 return
             if channel.participant is not None:
+                # The same action as setting one's presence over HTTP: the same limit.
+                try:
+                    await self.server.limiter.check("presence", channel.participant["key"])
+                except ApiError as exc:
+                    self.outbox.text(
+                        self.proto.refuse(event.topic, event.ref, channel.join_ref, exc.message)
+                    )
+                    return
                 channel.tracked = event.payload
                 self.outbox.text(
                     self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {})
