@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -19,10 +18,9 @@ import asyncpg
 from ..domain.identity import Identity, Kind
 from ..store import liveness as store
 from ..store.liveness import Connection, Participant
+from .periodic import DATABASE_ERRORS, every
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +141,12 @@ class LivenessTracker:
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="rtm-liveness-writer"),
             asyncio.create_task(
-                self._every(self.policy.heartbeat_interval, self._heartbeat),
+                every(self.policy.heartbeat_interval, self._heartbeat, "process heartbeat"),
                 name="rtm-liveness-heartbeat",
             ),
             asyncio.create_task(
-                self._every(self.policy.settle_interval, self.settle), name="rtm-presence-rules"
+                every(self.policy.settle_interval, self.settle, "presence rules"),
+                name="rtm-presence-rules",
             ),
         ]
 
@@ -162,7 +161,7 @@ class LivenessTracker:
             self.detach(session_id)
         try:
             await self.flush()
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("could not record closed connections at shutdown: %s", exc)
 
     async def flush(self) -> None:
@@ -219,17 +218,8 @@ class LivenessTracker:
                     "presence write failed (%s); retrying in %.2f s",
                     exc,
                     backoff,
-                    exc_info=not isinstance(exc, _DB_ERRORS),
+                    exc_info=not isinstance(exc, DATABASE_ERRORS),
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
-
-    @staticmethod
-    async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await step()
-            except _DB_ERRORS as exc:
-                log.warning("presence step failed (%s); it runs again shortly", exc)

@@ -8,12 +8,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-log = logging.getLogger(__name__)
+from .periodic import every
 
 _FAIL_OVERDUE = """
 UPDATE public.message_delivery_status
@@ -39,8 +37,10 @@ class Maintenance:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._every(self._typing_interval, self.expire_typing)),
-            asyncio.create_task(self._every(self._delivery_interval, self.fail_overdue)),
+            asyncio.create_task(every(self._typing_interval, self.expire_typing, "typing expiry")),
+            asyncio.create_task(
+                every(self._delivery_interval, self.fail_overdue, "delivery deadline")
+            ),
         ]
 
     async def stop(self) -> None:
@@ -59,12 +59,3 @@ class Maintenance:
         reason = f"not delivered within {self._deadline:g} seconds"
         status = await self._pool.execute(_FAIL_OVERDUE, float(self._deadline), reason)
         return int(status.split()[-1])
-
-    @staticmethod
-    async def _every(interval: float, step: Callable[[], Awaitable[int]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await step()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("maintenance step failed (%s); it runs again shortly", exc)
