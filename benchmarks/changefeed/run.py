@@ -53,16 +53,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import hashlib
 import json
-import os
 import random
-import re
-import resource
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,26 +66,43 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 import psutil
 import uvloop
-from picows import WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSListener, WSMsgType, WSTransport
 
-SERVER_CPU = 0
-CLIENT_CPU = 1
-HEARTBEAT_S = 25.0
-NOISY_PCT = 10  # other processes' share of a pinned CPU above which a phase counts as disturbed
-WRITER_APP = "rtm-bench-writer"
-ANALYZE_TABLES = (
-    "public.customers",
-    "public.conversations",
-    "public.portal_tokens",
-    "public.users",
-    "rtm.change_queue",
-    "rtm.change_log",
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import (  # noqa: E402  (benchmarks/common.py, put on the path above)
+    CLIENT_CPU,
+    NOISY_PCT,
+    SERVER_CPU,
+    RtmServer,
+    busy_pct,
+    close_reason,
+    connect_ws,
+    cpu_times,
+    default_rtm_cmd,
+    disconnect_all,
+    exit_on_sigterm,
+    heartbeats,
+    listen_overflows,
+    pct_ms,
+    pin_load_process,
+    pin_processes,
+    postgres_procs,
+    proc_cpu,
+    raise_fd_limit,
+    seed,
+    start_py_spy,
+    stop_py_spy,
+    stop_started,
+    summarize_profile,
+    wait_quiet,
 )
+
+WRITER_APP = "rtm-bench-writer"
 MONITOR_APP = "rtm-bench-monitor"
 JWT_SECRET = "changefeed-benchmark-secret-0123456789abcdef"  # throwaway, for a temp data dir
 FIRST_TARGET_MS = 50.0  # p99 target at 1,000 msgs/s
@@ -126,185 +135,38 @@ class Plan:
 # -- the server ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-class Server:
-    """``rtm serve`` started pinned to ``cpu``; stopped by pid (and its PostgreSQL by pid file)."""
-
-    def __init__(self, workdir: Path, cpu: int | None, rtm_cmd: list[str]) -> None:
-        self.workdir = workdir
-        self.cpu = cpu
-        self.rtm_cmd = rtm_cmd
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.out = workdir / "rtm.out"
-        self.err = workdir / "rtm.err"
-        self.data_dir = workdir / "rtm-data"
-        self.db_url = ""
-        self.service_key = ""
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ws_url(self, token: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/realtime/v1/websocket?apikey={token}&vsn=2.0.0"
-
-    def start(self, timeout: float = 180.0) -> None:
-        env = dict(os.environ, RTM_JWT_SECRET=JWT_SECRET, RTM_DATA_DIR=str(self.data_dir))
-        cmd = [*self.rtm_cmd, "serve", "--port", str(self.port)]
-        cpu = self.cpu
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=lambda: _pin(cpu),
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.out.read_text(errors="replace")
-            service = re.search(r"service_role key: (\S+)", text)
-            db = re.search(r"DB URL: (\S+)", text)
-            if service and db:
-                self.service_key, self.db_url = service.group(1), db.group(1)
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rtm exited ({self.proc.returncode}): {self.stderr_tail()}")
-            time.sleep(0.1)
-        raise RuntimeError(f"rtm not ready after {timeout:.0f} s: {self.stderr_tail()}")
-
-    def stderr_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.err.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def problems(self) -> list[str]:
-        """Server log lines that look like trouble."""
-        try:
-            lines = self.err.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        keys = ("Traceback", "Error", "ERROR", "WARNING", "Exception", "slow consumer")
-        return [line for line in lines if any(k in line for k in keys)]
-
-    def postmaster(self) -> psutil.Process | None:
-        """The embedded PostgreSQL's postmaster, if it is the one of this run's data dir."""
-        try:
-            pid = int((self.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
-            proc = psutil.Process(pid)
-            if str(self.data_dir) not in " ".join(proc.cmdline()):
-                return None
-            return proc
-        except (OSError, ValueError, IndexError, psutil.Error):
-            return None
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        # rtm stops its PostgreSQL on SIGTERM; if that failed, stop it by its pid file
-        pg = self.postmaster()
-        if pg is not None:
-            pg.terminate()
-            try:
-                pg.wait(timeout=20)
-            except psutil.TimeoutExpired:
-                pg.kill()
-
-
 class Probe:
     """CPU seconds of the rtm process and of the embedded PostgreSQL (postmaster + backends)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: RtmServer) -> None:
         assert server.proc is not None
         self.rtm = psutil.Process(server.proc.pid)
         self.server = server
         self.me = psutil.Process()
         self.seen: dict[int, float] = {}  # postgres pid -> last CPU seconds seen
 
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        try:
-            t = proc.cpu_times()
-            return float(t.user + t.system)
-        except psutil.Error:
-            return 0.0
-
     def pg_procs(self) -> list[psutil.Process]:
-        pm = self.server.postmaster()
-        if pm is None:
-            return []
-        try:
-            return [pm, *pm.children(recursive=True)]
-        except psutil.Error:
-            return [pm]
+        return postgres_procs(self.server.postmaster())
 
     def sample(self) -> tuple[float, dict[int, float], float]:
         """(rtm CPU s, {postgres pid: CPU s}, this process's CPU s)."""
-        self.seen.update((p.pid, self._cpu(p)) for p in self.pg_procs())
-        return self._cpu(self.rtm), dict(self.seen), self._cpu(self.me)
+        self.seen.update((p.pid, proc_cpu(p)) for p in self.pg_procs())
+        return proc_cpu(self.rtm), dict(self.seen), proc_cpu(self.me)
 
     async def watch_postgres(self) -> None:
         """Sample PostgreSQL processes twice a second, so that short-lived ones count too."""
         while True:
             await asyncio.sleep(0.5)
-            self.seen.update((p.pid, self._cpu(p)) for p in self.pg_procs())
+            self.seen.update((p.pid, proc_cpu(p)) for p in self.pg_procs())
 
     def pin_postgres(self, cpus: set[int]) -> int:
         """Move the postmaster (new backends inherit it) and its current backends to ``cpus``."""
-        moved = 0
-        for proc in self.pg_procs():
-            try:
-                proc.cpu_affinity(sorted(cpus))
-                moved += 1
-            except psutil.Error:
-                pass
-        return moved
+        return pin_processes(self.pg_procs(), cpus)
 
 
-def cpu_times() -> list[Any]:
-    return psutil.cpu_times(percpu=True)  # type: ignore[no-any-return]
-
-
-def busy_pct(before: list[Any], after: list[Any]) -> dict[int, dict[str, float]]:
-    """Per pinned CPU over an interval: busy % (all but idle and iowait), and the share of it
-    spent in interrupts (on loopback, the TCP receive path runs there, charged to no process)."""
-    out = {}
-    for cpu in (SERVER_CPU, CLIENT_CPU):
-        if cpu >= len(after):
-            continue
-        a, b = before[cpu], after[cpu]
-        total = sum(b) - sum(a)
-        if total <= 0:
-            continue
-        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
-        irq = sum(getattr(b, k, 0) - getattr(a, k, 0) for k in ("irq", "softirq"))
-        out[cpu] = {
-            "busy": round(100 * (total - idle) / total, 1),
-            "irq": round(100 * irq / total, 1),
-        }
-    return out
+#: besides busy %: the share in interrupts (on loopback, the TCP receive path runs there,
+#: charged to no process)
+CPU_PARTS = {"irq": ("irq", "softirq")}
 
 
 # -- subscribers --------------------------------------------------------------------------
@@ -432,7 +294,7 @@ class Phase:
 
 
 class LoadGen:
-    def __init__(self, plan: Plan, server: Server, probe: Probe) -> None:
+    def __init__(self, plan: Plan, server: RtmServer, probe: Probe) -> None:
         self.plan = plan
         self.server = server
         self.probe = probe
@@ -467,72 +329,23 @@ class LoadGen:
     async def create_data(self) -> dict[str, Any]:
         plan = self.plan
         started = time.monotonic()
-        conn = await asyncpg.connect(self.server.db_url)
-        try:
-            async with conn.transaction():
-                customers = await conn.fetch(
-                    "INSERT INTO public.customers (name, email) "
-                    "SELECT 'bench customer ' || g, 'c' || g || '@bench.invalid' "
-                    "FROM generate_series(1, $1) AS g RETURNING id",
-                    plan.subscribers,
-                )
-                self.cust_ids = [r["id"] for r in customers]
-                convs = await conn.fetch(
-                    "INSERT INTO public.conversations (customer_id, subject) "
-                    "SELECT c, 'benchmark' FROM unnest($1::uuid[]) AS c "
-                    "RETURNING id, customer_id",
-                    self.cust_ids,
-                )
-                by_customer = {r["customer_id"]: r["id"] for r in convs}
-                self.conv_ids = [by_customer[c] for c in self.cust_ids]
-                tokens = ["pt_" + secrets.token_urlsafe(32) for _ in self.cust_ids]
-                await conn.execute(
-                    "INSERT INTO public.portal_tokens (token_hash, customer_id, expires_at) "
-                    "SELECT h, c, now() + interval '1 day' "
-                    "FROM unnest($1::text[], $2::uuid[]) AS t(h, c)",
-                    [hashlib.sha256(t.encode()).hexdigest() for t in tokens],
-                    self.cust_ids,
-                )
-                users = await conn.fetch(
-                    "INSERT INTO public.users (name, email) "
-                    "SELECT 'bench agent ' || g, 'a' || g || '@bench.invalid' "
-                    "FROM generate_series(1, $1) AS g RETURNING id",
-                    plan.staff,
-                )
-            if plan.analyze:
-                # What autovacuum would do within a minute or so. Until then a fresh database
-                # has no statistics, and the feed's cached plans scan all of rtm.change_log
-                # (10,000 conversation inserts already) on every read (see the README).
-                await asyncio.sleep(1.0)  # let the feed stamp the setup's changes first
-                for table in ANALYZE_TABLES:
-                    await conn.execute(f"ANALYZE {table}")
-        finally:
-            await conn.close()
-        staff_tokens = []
-        headers = {"Authorization": f"Bearer {self.server.service_key}"}
-        async with aiohttp.ClientSession(headers=headers) as http:
-            for row in users:
-                url = f"{self.server.http}/api/admin/users/{row['id']}/tokens"
-                async with http.post(url, json={"expiresInSeconds": 7200}) as resp:
-                    body = await resp.json()
-                    if resp.status != 201:
-                        raise RuntimeError(f"staff token: HTTP {resp.status} {body}")
-                    staff_tokens.append((row["id"], self._token_of(body)))
-        for k, (conv, token) in enumerate(zip(self.conv_ids, tokens, strict=True)):
+        server = self.server
+        seeded = await seed(
+            server.db_url,
+            server.http,
+            server.service_key,
+            customers=plan.subscribers,
+            staff=plan.staff,
+            analyze=plan.analyze,
+        )
+        self.cust_ids, self.conv_ids = seeded.customer_ids, seeded.conversation_ids
+        for k, (conv, token) in enumerate(zip(self.conv_ids, seeded.portal_tokens, strict=True)):
             self.subs.append(Sub(self, k, 1, k, token, f"realtime:conversation:{conv}"))
-        for j, (user, token) in enumerate(staff_tokens):
+        for j, (user, token) in enumerate(zip(seeded.staff_ids, seeded.staff_tokens, strict=True)):
             topic = f"realtime:staff:{user}:messages"
             self.subs.append(Sub(self, plan.subscribers + j, 2 << j, -1, token, topic))
         self.full_mask = (2 << plan.staff) - 1
         return {"setup_s": round(time.monotonic() - started, 2)}
-
-    @staticmethod
-    def _token_of(body: Any) -> str:
-        data = body.get("data", body) if isinstance(body, dict) else body
-        token = data.get("token") if isinstance(data, dict) else None
-        if not isinstance(token, str):
-            raise RuntimeError(f"no token in {body}")
-        return token
 
     # -- connections ----------------------------------------------------------------------
 
@@ -543,19 +356,15 @@ class LoadGen:
             await asyncio.gather(*(self._connect(s) for s in subs[at : at + self.plan.batch]))
         took = time.monotonic() - started
 
-        def ms(values: list[float], q: float) -> float:
-            ordered = sorted(values)
-            return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
         return {
             "connect_s": round(took, 2),
             "subscribes_per_s": round(len(subs) / took, 1),
             # connect + upgrade (portal token checked) + join + "Subscribed to PostgreSQL"
-            "subscribe_p50_ms": ms(self.join_s, 0.5),
-            "subscribe_p99_ms": ms(self.join_s, 0.99),
-            "subscribe_max_ms": ms(self.join_s, 1.0),
-            "upgrade_p50_ms": ms(self.upgrade_s, 0.5),
-            "upgrade_p99_ms": ms(self.upgrade_s, 0.99),
+            "subscribe_p50_ms": pct_ms(self.join_s, 0.5, 1),
+            "subscribe_p99_ms": pct_ms(self.join_s, 0.99, 1),
+            "subscribe_max_ms": pct_ms(self.join_s, 1.0, 1),
+            "upgrade_p50_ms": pct_ms(self.upgrade_s, 0.5, 1),
+            "upgrade_p99_ms": pct_ms(self.upgrade_s, 0.99, 1),
             "slow_subscribes_over_1s": sum(1 for t in self.join_s if t > 1.0),
             "connect_errors": dict(self.connect_errors),
         }
@@ -563,17 +372,7 @@ class LoadGen:
     async def _connect(self, sub: Sub) -> None:
         started = time.monotonic()
         url = self.server.ws_url(sub.token)
-        for attempt in range(4):
-            try:
-                await ws_connect(
-                    lambda: sub, url, websocket_handshake_timeout=60, read_buffer_init_size=4096
-                )
-                break
-            except Exception as exc:
-                self.connect_errors[type(exc).__name__] += 1
-                if attempt == 3:
-                    raise RuntimeError(f"subscriber {sub.index} cannot connect: {exc!r}") from exc
-                await asyncio.sleep(0.5 * (attempt + 1))
+        await connect_ws(sub, url, self.connect_errors, f"subscriber {sub.index}", 4096)
         self.upgrade_s.append(time.monotonic() - started)
         binding: dict[str, str] = {
             "event": "INSERT",
@@ -609,22 +408,11 @@ class LoadGen:
 
     async def heartbeats(self) -> None:
         """A Phoenix heartbeat from every socket at least every 25 s (rtm closes idle ones)."""
-        frame = b'[null,"hb","phoenix","heartbeat",{}]'
-        tick = 0
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for sub in self.subs[tick % 25 :: 25]:
-                if sub.transport is not None and now - sub.last_sent >= HEARTBEAT_S - 2:
-                    sub.transport.send(WSMsgType.TEXT, frame)
-                    sub.last_sent = now
-            tick += 1
+        await heartbeats(self.subs)
 
     def close_all(self) -> None:
         self.closing = True
-        for sub in self.subs:
-            if sub.transport is not None:
-                sub.transport.disconnect(graceful=False)
+        disconnect_all(self.subs)
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -703,9 +491,7 @@ class LoadGen:
         self.disconnects += 1
         if self.phase is not None:
             self.phase.disconnects += 1
-        handshake = transport.close_handshake
-        info = handshake.recv if handshake is not None else None
-        reason = f"{info.code} {info.reason}" if info is not None else "no close frame"
+        reason = close_reason(transport)
         self.close_codes[reason] += 1
         if sub.joined is not None and not sub.joined.done():
             sub.joined.set_exception(RuntimeError(f"disconnected before subscribing: {reason}"))
@@ -860,7 +646,7 @@ class LoadGen:
         stats1 = await self._feed_stats()
         phase.feed_stats = {k: stats1[k] - stats0.get(k, 0) for k in stats1}
         phase.cli_cpu_s = cli1 - cli0
-        phase.cpu_busy = busy_pct(cpus0, cpu_times())
+        phase.cpu_busy = busy_pct(cpus0, cpu_times(), CPU_PARTS)
         # whatever is still outstanding counts as lost to this phase; later phases start at 0
         self.outstanding = 0
         return phase.summary(self)
@@ -870,63 +656,7 @@ class LoadGen:
 
 
 def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print("py-spy not found; no profile", flush=True)
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "record", "-p", str(pid), "-d", "600", "-r", "100", "-f", "raw", "-o", str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def _stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
-    """py-spy writes its profile when interrupted."""
-    if spy is not None and spy.poll() is None:
-        spy.send_signal(signal.SIGINT)
-        try:
-            await asyncio.to_thread(spy.wait, 30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-
-
-def summarize_profile(path: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares from py-spy's raw (collapsed) output, by function."""
-    own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    # an idle executor thread blocked on its queue, which py-spy does not always see as idle
-    IDLE_FRAMES = ("_worker (concurrent/futures/thread.py)",)  # noqa: N806
-    try:
-        text = path.read_text()
-    except OSError:
-        return f"{path.name}: no profile"
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        frames = [f for f in frames if not f.startswith(("thread ", "process "))]
-        if not frames or frames[-1].startswith(IDLE_FRAMES):
-            continue
-        total += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            incl[frame] += n
-    if not total:
-        return f"{path.name}: no samples"
-    out = [
-        f"{path.name}: {total} samples (idle excluded; native code, such as asyncpg's protocol "
-        "and socket writes, counts as self time of the Python frame that called it; self time "
-        "of Runner.run is uvloop's own I/O polling)",
-        "  self:",
-    ]
-    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    out.append("  inclusive (realtime_messaging, asyncpg, aiohttp):")
-    keys = ("realtime_messaging", "asyncpg", "aiohttp")
-    ours = [(f, n) for f, n in incl.most_common() if any(k in f for k in keys)]
-    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in ours[:top]]
-    return "\n".join(out)
+    return start_py_spy(pid, out, duration=600, threads=False)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -955,7 +685,9 @@ def step_verdict(s: dict[str, Any], limit_ms: float) -> str | None:
 
 
 async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) -> dict[str, Any]:
-    server = Server(workdir, SERVER_CPU if pin else None, args.rtm_cmd or default_rtm_cmd())
+    server = RtmServer(
+        workdir, SERVER_CPU if pin else None, args.rtm_cmd or default_rtm_cmd(), JWT_SECRET
+    )
     result: dict[str, Any] = {"subscribers": plan.subscribers, "staff": plan.staff}
     gen: LoadGen | None = None
     hb: asyncio.Task[None] | None = None
@@ -964,7 +696,7 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
     try:
         print("starting rtm serve", flush=True)
         started = time.monotonic()
-        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(server.start, 180.0)
         assert server.proc is not None
         result["startup_s"] = round(time.monotonic() - started, 1)
         probe = Probe(server)
@@ -994,7 +726,7 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
         )
         # machine-wide: SYNs dropped because a listen queue was full (retried after 1 s)
         result["connect"]["listen_overflows"] = listen_overflows() - overflows0
-        await _stop_py_spy(spy)
+        await stop_py_spy(spy)
         spy = None
         print(f"subscribed: {result['connect']}", flush=True)
         # The load generator's own full collections (10,000 sockets' objects) pause its loop
@@ -1013,7 +745,7 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
         first = await gen.run_phase(f"{plan.first_rate:,.0f}/s", plan.first_rate, plan.first_s)
         phases.append(first)
         print(_line(first), flush=True)
-        await _stop_py_spy(spy)
+        await stop_py_spy(spy)
         spy = None
         if args.profile is not None:
             spy = _start_py_spy(server.proc.pid, args.profile / "steps.txt")
@@ -1036,7 +768,7 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
                 best = rate
             else:
                 stop_reason = "no higher step configured"
-        await _stop_py_spy(spy)
+        await stop_py_spy(spy)
         spy = None
         result["phases"] = phases
         result["best_rate"] = best
@@ -1170,59 +902,12 @@ def verdict(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def wait_quiet(limit_s: float, threshold: float = 10.0) -> float:
-    """Wait (at most ``limit_s``) until both pinned CPUs are idle; return the last busy %."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        before = cpu_times()
-        await asyncio.sleep(1.0)
-        worst = max((b["busy"] for b in busy_pct(before, cpu_times()).values()), default=0.0)
-        if worst <= threshold or time.monotonic() >= deadline:
-            return worst
-        print(f"  machine busy ({worst:.0f}% on a pinned CPU): waiting", flush=True)
-
-
-def listen_overflows() -> int:
-    """TcpExt ListenOverflows of this machine (0 where /proc/net/netstat is unavailable)."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return 0
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(row.get("ListenOverflows", 0))
-    return 0
-
-
-def raise_fd_limit(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def default_rtm_cmd() -> list[str]:
-    beside = Path(sys.executable).parent / "rtm"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("rtm")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from realtime_messaging.cli import main; main()"]
-
-
 async def amain(args: argparse.Namespace, plan: Plan, pin: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtm-changefeed-") as tmp:
         busy = await wait_quiet(args.quiet_wait)
         if busy > 10:
             print(f"  machine still busy ({busy:.0f}%); measuring anyway", flush=True)
         return await bench(args, plan, Path(tmp), pin)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -1292,24 +977,21 @@ def main() -> int:
     if limit < subscribers + 200:
         print(f"fd limit {limit} is too low for {subscribers} subscribers", file=sys.stderr)
         return 2
-    cpus = os.sched_getaffinity(0)
-    pin = SERVER_CPU in cpus and CLIENT_CPU in cpus
-    if pin:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    else:
-        print("fewer than 2 CPUs: running unpinned", file=sys.stderr)
+    pin = pin_load_process()
     time_limit = args.time_limit or (150.0 if args.quick else 480.0)
     print(
         f"plan: {plan}; fd limit {limit}; pinned rtm->CPU{SERVER_CPU}, "
         f"load->CPU{CLIENT_CPU}: {pin}; postgres: {args.pg_cpu}",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     try:
         result = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
     except TimeoutError:
         print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
         return 1
+    finally:
+        stop_started()
     print()
     if "phases" in result:
         print(table(result))

@@ -30,10 +30,6 @@ import json
 import os
 import random
 import re
-import resource
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,14 +43,37 @@ from typing import Any
 import orjson
 import psutil
 import uvloop
-from picows import WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSListener, WSMsgType, WSTransport
 
 HERE = Path(__file__).resolve().parent
-SERVER_CPU = 0
-CLIENT_CPU = 1
-HEARTBEAT_S = 25.0
-NOISY_PCT = 10  # other processes' share of a pinned CPU above which a run counts as disturbed
+sys.path.insert(0, str(HERE.parent))
+
+from common import (  # noqa: E402  (benchmarks/common.py, put on the path above)
+    CLIENT_CPU,
+    NOISY_PCT,
+    SERVER_CPU,
+    RtmServer,
+    ServerProcess,
+    busy_pct,
+    close_reason,
+    connect_ws,
+    cpu_times,
+    default_rtm_cmd,
+    disconnect_all,
+    exit_on_sigterm,
+    heartbeats,
+    pct_ms,
+    pin_load_process,
+    proc_cpu,
+    raise_fd_limit,
+    start_py_spy,
+    stop_py_spy,
+    stop_started,
+    wait_quiet,
+)
+
 JWT_SECRET = "fanout-benchmark-secret-0123456789abcdef"  # a throwaway secret for a temp data dir
+SPY: dict[str, Any] = {"duration": 300, "threads": True}  # py-spy: at most 5 min, by thread
 
 #: A ~300-byte chat message, the same bytes in every published payload.
 BODY = orjson.dumps(
@@ -88,121 +107,41 @@ class Plan:
 # -- servers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class RtmFanoutServer(RtmServer):
+    """``rtm serve`` on its embedded PostgreSQL; clients join ``realtime:room-<k>``."""
 
-
-def _pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-STARTED: list[Server] = []  # every server this run started, stopped again on any exit
-
-
-class Server:
-    """One server process under test, started pinned to ``SERVER_CPU``; stopped by pid."""
-
-    def __init__(self, kind: str, workdir: Path, cpu: int | None, rtm_cmd: list[str]) -> None:
-        self.kind = kind
-        self.workdir = workdir
-        self.cpu = cpu
-        self.rtm_cmd = rtm_cmd
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.anon_key = ""
-        self.out = workdir / f"{kind}.out"
-        self.err = workdir / f"{kind}.err"
-        self.data_dir = workdir / "rtm-data"
+    kind = "rtm"
 
     def url(self, room: int) -> str:
-        if self.kind == "rtm":
-            return (
-                f"ws://127.0.0.1:{self.port}/realtime/v1/websocket?apikey={self.anon_key}&vsn=2.0.0"
-            )
+        return self.ws_url(self.anon_key)
+
+
+class BaselineServer(ServerProcess):
+    """``baseline_server.py``: picows broadcast by ``/ws?room=room-<k>``, no protocol."""
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        cmd = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port)]
+        return cmd, dict(os.environ)
+
+    def ready(self, output: str) -> bool:
+        return re.search(r"ready (\d+)", output) is not None
+
+    def url(self, room: int) -> str:
         return f"ws://127.0.0.1:{self.port}/ws?room=room-{room}"
 
-    def start(self, timeout: float = 120.0) -> None:
-        env = dict(os.environ)
-        if self.kind == "rtm":
-            env.update(RTM_JWT_SECRET=JWT_SECRET, RTM_DATA_DIR=str(self.data_dir))
-            cmd = [*self.rtm_cmd, "serve", "--port", str(self.port)]
-            ready = re.compile(r"anon key: (\S+)")
-        else:
-            cmd = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port)]
-            ready = re.compile(r"ready (\d+)")
-        cpu = self.cpu
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=lambda: _pin(cpu),
-            )
-        STARTED.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = ready.search(self.out.read_text(errors="replace"))
-            if match:
-                if self.kind == "rtm":
-                    self.anon_key = match.group(1)
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.kind} exited ({self.proc.returncode}): {self.stderr_tail()}"
-                )
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.kind} not ready after {timeout:.0f} s: {self.stderr_tail()}")
 
-    def stderr_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.err.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+Server = RtmFanoutServer | BaselineServer
 
-    def problems(self) -> list[str]:
-        """Server log lines that look like trouble (tracebacks, errors, warnings)."""
-        try:
-            lines = self.err.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        keys = ("Traceback", "Error", "ERROR", "WARNING", "Exception", "slow consumer")
-        return [line for line in lines if any(k in line for k in keys)]
 
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self.kind == "rtm":
-            self._stop_embedded_postgres()
-
-    def _stop_embedded_postgres(self) -> None:
-        """rtm stops its PostgreSQL on SIGTERM; if that failed, stop it by its pid file."""
-        pid_file = self.data_dir / "pg" / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            proc = psutil.Process(pid)
-            if str(self.data_dir) not in " ".join(proc.cmdline()):
-                return
-        except (OSError, ValueError, IndexError, psutil.Error):
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except psutil.TimeoutExpired:
-            proc.kill()
+def make_server(kind: str, workdir: Path, cpu: int | None, rtm_cmd: list[str]) -> Server:
+    """Each server under test pinned to ``cpu`` (``SERVER_CPU``); stopped by pid."""
+    if kind == "rtm":
+        return RtmFanoutServer(workdir, cpu, rtm_cmd, JWT_SECRET)
+    return BaselineServer(kind, workdir, cpu)
 
 
 class Probe:
@@ -272,7 +211,7 @@ class Phase:
     target_rate: float = 0.0
     cpu_busy: dict[int, dict[str, float]] = field(default_factory=dict)
     server_threads: int = 0
-    lat: array = field(default_factory=lambda: array("q"))
+    lat: array[int] = field(default_factory=lambda: array("q"))
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.lat)
@@ -317,28 +256,9 @@ class Marks:
     cpus: list[Any]
 
 
-def cpu_times() -> list[Any]:
-    return psutil.cpu_times(percpu=True)  # type: ignore[no-any-return]
-
-
-def busy_pct(before: list[Any], after: list[Any]) -> dict[int, dict[str, float]]:
-    """Per CPU: busy % (all but idle and iowait) and steal % over an interval."""
-    out = {}
-    for cpu in (SERVER_CPU, CLIENT_CPU):
-        if cpu >= len(after):
-            continue
-        a, b = before[cpu], after[cpu]
-        total = sum(b) - sum(a)
-        if total <= 0:
-            continue
-        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
-        out[cpu] = {"busy": round(100 * (total - idle) / total, 1)}
-        # informational: on loopback the sender runs the receiver's TCP path in softirq;
-        # here that time is charged to the sending process as well
-        for name in ("softirq", "irq", "steal"):
-            delta = getattr(b, name, 0) - getattr(a, name, 0)
-            out[cpu][name] = round(100 * delta / total, 1)
-    return out
+#: besides busy %, informational: on loopback the sender runs the receiver's TCP path in
+#: softirq; here that time is charged to the sending process as well
+CPU_PARTS = {"softirq": ("softirq",), "irq": ("irq",), "steal": ("steal",)}
 
 
 class Client(WSListener):
@@ -432,21 +352,17 @@ class LoadGen:
             await asyncio.gather(*(self._connect(c, at // self.plan.batch) for c in batch))
         took = time.monotonic() - started
 
-        def ms(values: list[float], q: float) -> float:
-            ordered = sorted(values)
-            return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
         out: dict[str, Any] = {
             "connect_s": round(took, 2),
             "connects_per_s": round(len(clients) / took, 1),
             # connect + upgrade + (rtm) join reply, per client
-            "join_p50_ms": ms(self.join_s, 0.5),
-            "join_p99_ms": ms(self.join_s, 0.99),
-            "join_max_ms": ms(self.join_s, 1.0),
+            "join_p50_ms": pct_ms(self.join_s, 0.5),
+            "join_p99_ms": pct_ms(self.join_s, 0.99),
+            "join_max_ms": pct_ms(self.join_s, 1.0),
             # the TCP connect + WebSocket upgrade alone
-            "upgrade_p50_ms": ms(self.upgrade_s, 0.5),
-            "upgrade_p99_ms": ms(self.upgrade_s, 0.99),
-            "upgrade_max_ms": ms(self.upgrade_s, 1.0),
+            "upgrade_p50_ms": pct_ms(self.upgrade_s, 0.5),
+            "upgrade_p99_ms": pct_ms(self.upgrade_s, 0.99),
+            "upgrade_max_ms": pct_ms(self.upgrade_s, 1.0),
             "slow_upgrades_over_1s": sum(1 for t in self.upgrade_s if t > 1.0),
             "slow_joins_over_1s": sum(1 for t in self.join_s if t > 1.0),
             "batches_with_slow_joins": sorted(self.slow_batches)[:20],
@@ -457,20 +373,7 @@ class LoadGen:
     async def _connect(self, client: Client, batch: int) -> None:
         started = time.monotonic()
         url = self.server.url(client.room)
-        for attempt in range(4):
-            try:
-                await ws_connect(
-                    lambda: client,
-                    url,
-                    websocket_handshake_timeout=60,
-                    read_buffer_init_size=2048,
-                )
-                break
-            except Exception as exc:
-                self.connect_errors[type(exc).__name__] += 1
-                if attempt == 3:
-                    raise RuntimeError(f"client {client.index} cannot connect: {exc!r}") from exc
-                await asyncio.sleep(0.5 * (attempt + 1))
+        await connect_ws(client, url, self.connect_errors, f"client {client.index}", 2048)
         self.upgrade_s.append(time.monotonic() - started)
         if self.rtm:
             client.joined = asyncio.get_running_loop().create_future()
@@ -493,22 +396,11 @@ class LoadGen:
         """Phoenix heartbeat from every client at least every 25 s (rtm closes idle sockets)."""
         if not self.rtm:
             return
-        frame = b'[null,"hb","phoenix","heartbeat",{}]'
-        tick = 0
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for client in self.clients[tick % 25 :: 25]:
-                if client.transport is not None and now - client.last_sent >= HEARTBEAT_S - 2:
-                    client.transport.send(WSMsgType.TEXT, frame)
-                    client.last_sent = now
-            tick += 1
+        await heartbeats(self.clients)
 
     def close_all(self) -> None:
         self.closing = True
-        for client in self.clients:
-            if client.transport is not None:
-                client.transport.disconnect(graceful=False)
+        disconnect_all(self.clients)
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -583,11 +475,7 @@ class LoadGen:
         self.disconnects += 1
         if self.phase is not None:
             self.phase.disconnects += 1
-        handshake = transport.close_handshake
-        info = handshake.recv if handshake is not None else None
-        self.close_codes[
-            f"{info.code} {info.reason}" if info is not None else "no close frame"
-        ] += 1
+        self.close_codes[close_reason(transport)] += 1
         if client.joined is not None and not client.joined.done():
             client.joined.set_exception(RuntimeError("disconnected before the join reply"))
 
@@ -635,15 +523,14 @@ class LoadGen:
         phase.wall_s = end.wall - start.wall
         phase.srv_cpu_s = end.server - start.server
         phase.cli_cpu_s = end.client - start.client
-        phase.cpu_busy = busy_pct(start.cpus, end.cpus)
+        phase.cpu_busy = busy_pct(start.cpus, end.cpus, CPU_PARTS)
         phase.server_threads = self.probe.threads()
         # whatever is still outstanding now counts as lost; forget it for later phases
         self.outstanding = 0
         return phase.summary()
 
     def _my_cpu(self) -> float:
-        times = self.me.cpu_times()
-        return times.user + times.system
+        return proc_cpu(self.me)
 
     async def fixed_rate(self, name: str, rate: float, duration: float) -> dict[str, Any]:
         phase, marks = self._begin(name)
@@ -675,7 +562,7 @@ class LoadGen:
 async def bench_server(
     kind: str, plan: Plan, workdir: Path, pin: bool, rtm_cmd: list[str], profile: Path | None
 ) -> dict[str, Any]:
-    server = Server(kind, workdir, SERVER_CPU if pin else None, rtm_cmd)
+    server = make_server(kind, workdir, SERVER_CPU if pin else None, rtm_cmd)
     result: dict[str, Any] = {"server": kind, "clients": plan.clients}
     gen: LoadGen | None = None
     hb: asyncio.Task[None] | None = None
@@ -693,13 +580,14 @@ async def bench_server(
         hb = asyncio.create_task(gen.heartbeats())
         print(f"[{kind}] connecting {plan.clients} clients in {len(gen.rooms)} rooms", flush=True)
         if profile is not None:
-            spy = _start_py_spy(server.proc.pid, profile / f"{kind}-connect.txt")
+            spy = start_py_spy(server.proc.pid, profile / f"{kind}-connect.txt", **SPY)
         cpu0 = probe.cpu()
         result["connect"] = await gen.connect_all()
         result["connect"]["server_cpu_ms_per_connect"] = round(
             1e3 * (probe.cpu() - cpu0) / plan.clients, 3
         )
-        spy = await _stop_py_spy(spy)
+        await stop_py_spy(spy)
+        spy = None
         print(f"[{kind}] connected: {result['connect']}", flush=True)
         await asyncio.sleep(plan.idle_s)
         rss1 = probe.rss()
@@ -711,11 +599,12 @@ async def bench_server(
         phases.append(fixed)
         print(f"[{kind}] {_line(fixed)}", flush=True)
         if profile is not None:
-            spy = _start_py_spy(server.proc.pid, profile / f"{kind}-sat.txt")
+            spy = start_py_spy(server.proc.pid, profile / f"{kind}-sat.txt", **SPY)
         sat = await gen.saturate("sat", plan.window, plan.sat_s)
         phases.append(sat)
         print(f"[{kind}] {_line(sat)}", flush=True)
-        spy = await _stop_py_spy(spy)
+        await stop_py_spy(spy)
+        spy = None
         half_rate = max(1.0, sat["msgs_per_s"] / 2)
         half = await gen.fixed_rate("half", half_rate, plan.half_s)
         phases.append(half)
@@ -748,28 +637,6 @@ def _line(s: dict[str, Any]) -> str:
         f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, lost {s['lost']}, dup {s['duplicated']}, "
         f"srv/cli CPU {s['server_cpu_pct']}/{s['client_cpu_pct']}%"
     )
-
-
-async def _stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
-    """py-spy writes its profile when interrupted."""
-    if spy is not None and spy.poll() is None:
-        spy.send_signal(signal.SIGINT)
-        try:
-            await asyncio.to_thread(spy.wait, 30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-    return None
-
-
-def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print("py-spy not found; no profile", flush=True)
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "record", "-p", str(pid), "-d", "300", "-r", "100"]
-    cmd += ["-f", "raw", "-o", str(out), "--threads"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def summarize_profile(path: Path, top: int = 20) -> str:
@@ -824,7 +691,7 @@ def metrics(r: dict[str, Any]) -> dict[str, Any]:
 
     def other(p: dict[str, Any], cpu: int, own: float) -> float:
         busy = p["cpu_busy_pct"].get(cpu) or p["cpu_busy_pct"].get(str(cpu)) or {}
-        return max(0.0, busy.get("busy", 0.0) - own)
+        return max(0.0, float(busy.get("busy", 0.0)) - own)
 
     return {
         "server": r["server"],
@@ -938,38 +805,7 @@ def verdict(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def wait_quiet(limit_s: float, threshold: float = 10.0) -> float:
-    """Wait (at most ``limit_s``) until both pinned CPUs are idle; return the last busy %."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        before = cpu_times()
-        await asyncio.sleep(1.0)
-        busy = busy_pct(before, cpu_times())
-        worst = max((b["busy"] for b in busy.values()), default=0.0)
-        if worst <= threshold or time.monotonic() >= deadline:
-            return worst
-        print(f"  machine busy ({worst:.0f}% on a pinned CPU): waiting", flush=True)
-
-
 # -- main ---------------------------------------------------------------------------------
-
-
-def raise_fd_limit(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def default_rtm_cmd() -> list[str]:
-    beside = Path(sys.executable).parent / "rtm"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("rtm")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from realtime_messaging.cli import main; main()"]
 
 
 async def amain(args: argparse.Namespace, plan: Plan, pin: bool) -> list[dict[str, Any]]:
@@ -1000,10 +836,6 @@ async def amain(args: argparse.Namespace, plan: Plan, pin: bool) -> list[dict[st
                 result["run"] = run + 1
                 results.append(result)
     return results
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -1067,12 +899,7 @@ def main() -> int:
     if limit < clients + 200:
         print(f"fd limit {limit} is too low for {clients} clients", file=sys.stderr)
         return 2
-    cpus = os.sched_getaffinity(0)
-    pin = SERVER_CPU in cpus and CLIENT_CPU in cpus
-    if pin:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    else:
-        print("fewer than 2 CPUs: running unpinned", file=sys.stderr)
+    pin = pin_load_process()
     runs = args.repeat * (1 + args.retry_noisy)
     time_limit = args.time_limit or (120.0 if args.quick else 600.0) * runs
     print(
@@ -1080,15 +907,14 @@ def main() -> int:
         f"load->CPU{CLIENT_CPU}: {pin}",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     try:
         results = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
     except TimeoutError:
         print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
         return 1
     finally:
-        for server in STARTED:
-            server.stop()
+        stop_started()
     text, summary = table(results)
     print()
     print(text)

@@ -68,6 +68,7 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
         ("POST", "/api/conversations", w.portal, {"subject": "s"}),
         ("GET", "/api/conversations", w.portal, None),
         ("GET", "/api/conversations/{conversation_id}", w.portal, None),
+        ("PATCH", "/api/conversations/{conversation_id}", w.portal, {"subject": "s"}),
         ("POST", "/api/conversations/{conversation_id}/messages", w.portal, {"content": "x"}),
         ("GET", "/api/conversations/{conversation_id}/messages", w.portal, None),
         ("POST", "/api/messages/{message_id}/read", w.portal, None),
@@ -166,7 +167,7 @@ async def test_bad_uuids_in_paths_are_named(
                 )
                 assert_error(status, reply, 422, "validation_error", f"{name}: not a UUID")
                 checked += 1
-    assert checked == 4 * 9
+    assert checked == 4 * 10
     assert await _snapshot(pool, w) == before
 
 

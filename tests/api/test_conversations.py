@@ -208,3 +208,54 @@ async def test_get_one_and_never_a_hint_that_anothers_exists(http: Http, seed: S
 
     status, reply, _ = await http.call("GET", "/api/conversations/12345", token_a)
     assert_error(status, reply, 422, "validation_error", "conversation_id: not a UUID")
+
+
+async def test_staff_assign_and_change_a_conversation(
+    http: Http, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer, portal = await seed.customer()
+    other, other_portal = await seed.customer()
+    staff, staff_token = await seed.staff()
+    conv = await seed.conversation(customer)
+    path = f"/api/conversations/{conv}"
+    status, reply, _ = await http.call(
+        "PATCH", path, staff_token, json={"assignedUserId": str(staff), "status": "pending"}
+    )
+    data = assert_ok(status, reply)
+    assert data["assignedUserId"] == str(staff) and data["status"] == "pending"
+    assert data["subject"] == "Help"  # fields not given are kept
+    # Assigned: a customer message now records 'sent' for the assigned staff user.
+    status, reply, _ = await http.call(
+        "POST", f"{path}/messages", portal, json={"content": "anyone?"}
+    )
+    message = assert_ok(status, reply, 201)["id"]
+    assert (
+        await pool.fetchval(
+            "SELECT status FROM message_delivery_status WHERE message_id = $1 AND recipient_id = $2",
+            uuid.UUID(message),
+            staff,
+        )
+        == "sent"
+    )
+    # The customer may change the subject and status of their own, not assign it.
+    status, reply, _ = await http.call("PATCH", path, portal, json={"subject": "Order 42"})
+    assert assert_ok(status, reply)["subject"] == "Order 42"
+    status, reply, _ = await http.call("PATCH", path, portal, json={"assignedUserId": None})
+    assert_error(status, reply, 403, "forbidden", "cannot assign")
+    # Another customer learns nothing; unknown users, bad states and null status are refused.
+    status, reply, _ = await http.call("PATCH", path, other_portal, json={"status": "closed"})
+    assert_error(status, reply, 404, "not_found", "conversation not found")
+    status, reply, _ = await http.call(
+        "PATCH", path, staff_token, json={"assignedUserId": str(uuid.uuid4())}
+    )
+    assert_error(status, reply, 404, "not_found")
+    for body, fragment in (
+        ({"status": "done"}, "status"),
+        ({"status": None}, "status"),
+        ({"owner": "me"}, "owner"),
+    ):
+        status, reply, _ = await http.call("PATCH", path, staff_token, json=body)
+        assert_error(status, reply, 422, "validation_error", fragment)
+    # Unassigning with null.
+    status, reply, _ = await http.call("PATCH", path, staff_token, json={"assignedUserId": None})
+    assert assert_ok(status, reply)["assignedUserId"] is None

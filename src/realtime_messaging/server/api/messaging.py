@@ -160,6 +160,14 @@ class CreateConversation(Model):
     subject: str | None = Field(default=None, max_length=500)
 
 
+class UpdateConversation(Model):
+    """Only the fields present change; ``assignedUserId: null`` unassigns."""
+
+    subject: str | None = Field(default=None, max_length=500)
+    status: Literal["open", "pending", "resolved", "closed"] | None = None
+    assigned_user_id: UUID | None = None
+
+
 class ListQuery(Model):
     limit: int = Field(default=50, ge=1, le=200)
     before: str | None = None
@@ -321,6 +329,40 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
             row = await conn.fetchrow(
                 "SELECT * FROM public.conversations WHERE id = $1", conversation_id
             )
+        if row is None:
+            raise not_found("conversation not found")
+        return conversation_json(row)
+
+    @api.route(
+        "PATCH",
+        "/api/conversations/{conversation_id}",
+        summary="Change a conversation's subject, status or assigned staff user (staff assign)",
+        body=UpdateConversation,
+        response=envelope(CONVERSATION),
+        tags=("conversations",),
+    )
+    async def update_conversation(ctx: Context, body: UpdateConversation) -> dict[str, Any]:
+        conversation_id = ctx.uuid_param("conversation_id")
+        columns = {
+            "subject": "subject",
+            "status": "status",
+            "assigned_user_id": "assigned_user_id",
+        }
+        given = [name for name in columns if name in body.model_fields_set]
+        if "status" in given and body.status is None:
+            raise ApiError(422, "validation_error", "status: may not be null")
+        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
+            if given:
+                sets = ", ".join(f"{columns[n]} = ${i + 2}" for i, n in enumerate(given))
+                row = await conn.fetchrow(
+                    f"UPDATE public.conversations SET {sets} WHERE id = $1 RETURNING *",
+                    conversation_id,
+                    *(getattr(body, n) for n in given),
+                )
+            else:
+                row = await conn.fetchrow(
+                    "SELECT * FROM public.conversations WHERE id = $1", conversation_id
+                )
         if row is None:
             raise not_found("conversation not found")
         return conversation_json(row)

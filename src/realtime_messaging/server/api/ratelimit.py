@@ -1,7 +1,10 @@
 """Rate limits of the original design, on the ``limits`` library.
 
 In memory for one process; shared through Redis when ``RTM_REDIS_URL`` is set, so that several
-processes enforce one budget. Moving windows, so a burst at a window edge cannot double a limit.
+processes enforce one budget. Sliding-window counters: a burst at a window edge cannot double a
+limit (the previous window still counts, weighted), and each key is two counters. (The moving
+window strategy keeps every hit and, in memory, sweeps every key through a thread after each
+hit: measured at a quarter of the server's CPU at 100 requests per second, benchmarks/README.md.)
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from .framework import ApiError
 
@@ -36,7 +39,7 @@ class RateLimiter:
             )
         else:
             storage = MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {
             name: parse(getattr(limits, name))
             for name in ("typing", "presence", "read_receipts", "requests")

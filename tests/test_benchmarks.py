@@ -1,0 +1,57 @@
+"""The SDK benchmark runs end to end at its smallest size and reports every documented metric.
+
+A smoke test of ``benchmarks/sdk/run.py`` (20 clients, 1 s phases, about 15 s): it starts its own
+server and embedded database, so this checks the whole harness, including the restart and the
+cleanup, not the figures themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = (
+    "message delivery latency",
+    "typing indicator delay",
+    "presence update delay",
+    "read receipt delay",
+    "reconnect time",
+)
+
+
+def test_sdk_benchmark_quick() -> None:
+    pytest.importorskip("picows")  # the benchmarks' extra: pip install -e '.[bench]'
+    pytest.importorskip("psutil")
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "sdk" / "run.py"),
+        "--quick",
+        "--clients",
+        "20",
+        "--duration",
+        "1",
+        "--quiet-wait",
+        "0",
+        "--time-limit",
+        "50",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RTM_DATABASE_URL"}  # embedded only
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark took over 60 s:\n{out}")
+    assert proc.returncode == 0, out
+    for metric in METRICS:
+        assert re.search(rf"^\| {metric} \(\w+\) \| [\d.]+ ms \|", out, re.M), (metric, out)
+    assert re.search(r"^\| messages lost / duplicated / misrouted \| 0 / 0 / 0 \|", out, re.M), out
