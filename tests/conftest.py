@@ -6,7 +6,9 @@ against it instead; a fresh database is created there and dropped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +25,24 @@ from realtime_messaging.server.app import start
 from realtime_messaging.store.embedded import EmbeddedPostgres
 from realtime_messaging.store.migrate import migrate
 from realtime_messaging.tokens import hash_portal_token, mint_staff_token, new_portal_token
+
+#: A test still running after this long prints every asyncio task's stack (where it waits).
+HANG_REPORT_AFTER = 120.0
+
+
+def _report_tasks(test: str) -> None:
+    print(f"\n--- {test} has run for {HANG_REPORT_AFTER:g} s; asyncio tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+async def _hang_report(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    handle = asyncio.get_running_loop().call_later(
+        HANG_REPORT_AFTER, _report_tasks, request.node.nodeid
+    )
+    yield
+    handle.cancel()
 
 
 def with_database(url: str, database: str) -> str:
