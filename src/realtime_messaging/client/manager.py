@@ -50,6 +50,7 @@ _CLOSED = object()
 #: own, carrying nothing.
 CONNECTION_TOPIC = "rtm:connection"
 ITER_BUFFER = 10_000
+ACKED_MEMORY = 10_000
 
 
 def socket_url(http_url: str) -> str:
@@ -223,7 +224,9 @@ class RealtimeMessagingManager:
         )
         self.subscriptions: dict[str, Subscription] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._acked: set[str] = set()
+        #: Message ids acknowledged, oldest first (bounded: a replay older than this is rare,
+        #: and acknowledging twice is harmless).
+        self._acked: dict[str, None] = {}
         self._to_ack: list[str] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_batches: set[asyncio.Task[None]] = set()
@@ -350,7 +353,9 @@ class RealtimeMessagingManager:
         self._closed = True
         await self.unsubscribe_all()
         await self.socket.close()
-        await self._flush_acks()
+        if self._ack_task is not None and not self._ack_task.done():
+            self._ack_task.cancel()
+        await self._flush_acks()  # one last try
         if self._ack_batches:
             await asyncio.gather(*self._ack_batches, return_exceptions=True)
         if self._http is not None:
@@ -371,48 +376,72 @@ class RealtimeMessagingManager:
 
     # -- automatic delivery acknowledgements ----------------------------------------------
 
-    def _my_side(self) -> str | None:
-        """``customer`` or ``staff``: which side this manager's token speaks for."""
+    def _me(self) -> tuple[str, str | None] | None:
+        """Which side this manager's token speaks for, and its id when the token says it
+        (a portal token is opaque: a customer sees only their own rows anyway)."""
         token = self.access_token
         if not token:
             return None
         if token.startswith("pt_"):
-            return "customer"
+            return "customer", None
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return None
         if claims.get("customer_id"):
-            return "customer"
+            return "customer", str(claims["customer_id"])
         if claims.get("role") == "authenticated" and claims.get("sub"):
-            return "staff"
+            return "staff", str(claims["sub"])
         return None
 
     def _observe(self, event: Event) -> None:
-        if not self.auto_ack_delivery or not isinstance(event, MessageEvent):
+        """Acknowledge what reached this client: the delivery rows addressed to this user.
+
+        Acknowledging by row, not by message, sends nothing for messages the server does not
+        track for this user (a staff user who sees a conversation assigned to someone else).
+        """
+        if not self.auto_ack_delivery or not isinstance(event, DeliveryStatusEvent):
             return
-        side = self._my_side()
-        if side is None or event.sender_type == side or event.id in self._acked:
+        if event.status != "sent" or event.change == "DELETE":
             return
-        self._acked.add(event.id)
-        self._to_ack.append(event.id)
+        me = self._me()
+        if me is None or event.recipient_type != me[0]:
+            return
+        if me[1] is not None and event.recipient_id != me[1]:
+            return
+        if event.message_id in self._acked:
+            return
+        self._acked[event.message_id] = None
+        while len(self._acked) > ACKED_MEMORY:
+            self._acked.pop(next(iter(self._acked)))
+        self._to_ack.append(event.message_id)
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._ack_soon())
 
     async def _ack_soon(self) -> None:
         await asyncio.sleep(0.05)  # gather a burst into one request
-        await self._flush_acks()
+        delay = 0.5
+        while not await self._flush_acks() and not self._closed:
+            # The server was unreachable: the acknowledgements wait, they are not dropped.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
-    async def _flush_acks(self) -> None:
+    async def _flush_acks(self) -> bool:
+        """Send what is queued; False when the server could not be reached (kept queued)."""
         while self._to_ack:
             batch, self._to_ack = self._to_ack[:500], self._to_ack[500:]
             try:
                 await self._api("POST", "/api/messages/delivered", {"messageIds": batch})
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-                for message_id in batch:
-                    self._acked.discard(message_id)  # may be acknowledged again later
-                error = exc if isinstance(exc, ApiError) else RealtimeError(f"ack failed: {exc!r}")
-                self._socket_error(error)
+            except ApiError as exc:
+                if exc.status >= 500:
+                    self._to_ack[:0] = batch
+                    return False
+                self._socket_error(exc)  # refused (a deleted message): retrying cannot help
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._to_ack[:0] = batch
+                self._socket_error(RealtimeError(f"delivery acknowledgement failed: {exc!r}"))
+                return False
+        return True
 
     # -- REST ----------------------------------------------------------------------------
 

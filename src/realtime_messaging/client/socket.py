@@ -52,6 +52,23 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
+#: The first retries after a connection is lost, like Phoenix's own client: a restarted or
+#: redeployed server is usually back within seconds, and a client that waits a doubling delay
+#: from the start comes back long after it.
+QUICK_RETRIES = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25)
+#: How long retries stay quick (every QUICK_RETRIES[-1] s at most) before backing off.
+QUICK_PHASE = 5.0
+
+
+def reconnect_delay(attempt: int, down_for: float, base: float, cap: float) -> float:
+    """The wait before reconnect attempt ``attempt`` (0-based), ``down_for`` s after the loss:
+    quick retries with jitter first, then capped exponential backoff from ``base``."""
+    if down_for < QUICK_PHASE:
+        step = QUICK_RETRIES[min(attempt, len(QUICK_RETRIES) - 1)]
+        return min(cap, step) * random.uniform(0.5, 1.0)
+    return backoff_delay(max(0, attempt - len(QUICK_RETRIES)), base, cap)
+
+
 class SocketChannel:
     """One channel of the socket: its join configuration, state and last change position."""
 
@@ -285,6 +302,7 @@ class RealtimeSocket:
 
     async def _run(self) -> None:
         attempt = 0
+        lost_at = time.monotonic()
         while not self._closing:
             try:
                 ws = await connect(
@@ -298,7 +316,7 @@ class RealtimeSocket:
                 raise
             except (OSError, TimeoutError, WebSocketException) as exc:
                 self._report(ConnectionLostError(f"cannot connect: {exc!r}"))
-                await asyncio.sleep(backoff_delay(attempt, self.reconnect_base, self.reconnect_max))
+                await asyncio.sleep(self._retry_delay(attempt, lost_at))
                 attempt += 1
                 continue
             started = time.monotonic()
@@ -308,9 +326,15 @@ class RealtimeSocket:
                 return
             self._report(reason)
             if time.monotonic() - started > self.heartbeat_interval:
-                attempt = 0  # the connection was healthy for a while: start the backoff afresh
-            await asyncio.sleep(backoff_delay(attempt, self.reconnect_base, self.reconnect_max))
+                # The connection was healthy for a while: start the retries afresh.
+                attempt, lost_at = 0, time.monotonic()
+            await asyncio.sleep(self._retry_delay(attempt, lost_at))
             attempt += 1
+
+    def _retry_delay(self, attempt: int, lost_at: float) -> float:
+        return reconnect_delay(
+            attempt, time.monotonic() - lost_at, self.reconnect_base, self.reconnect_max
+        )
 
     async def _session(self, ws: ClientConnection) -> ConnectionLostError:
         """Serve one connection until it breaks; return why it ended."""
