@@ -131,8 +131,9 @@ async def read_since(
 
     With ``customer_id`` only what that customer may see is read (the router re-checks).
     """
-    head = await conn.fetchval("SELECT last_pos FROM rtm.change_feed_state")
-    oldest = await conn.fetchval("SELECT min(pos) FROM rtm.change_log")
+    head, oldest = await conn.fetchrow(
+        "SELECT last_pos, (SELECT min(pos) FROM rtm.change_log) FROM rtm.change_feed_state"
+    )
     if position >= head:
         return History([], False, head)
     lost = oldest is None or position < oldest - 1
