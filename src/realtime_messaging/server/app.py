@@ -170,9 +170,15 @@ class Running:
         await self.pool.close()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released pool connections skip asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``…,
+    a second round trip per query): queries here set their role and claims per transaction
+    (``as_caller``) and leave no session state. An open transaction is still rolled back."""
+
+
 async def start(settings: Settings, database_url: str, secret: str) -> Running:
     """Start serving on ``settings.host:port`` (port 0: any free port) and return at once."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10, reset=_keep_session)
     app = await build_app(settings, pool, database_url, secret)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
