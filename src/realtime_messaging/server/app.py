@@ -167,7 +167,10 @@ class Running:
 
     async def close(self) -> None:
         await self.runner.cleanup()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), 10)
+        except TimeoutError:  # a connection never released: drop them all
+            self.pool.terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: Advisory lock held by the stamping process for as long as its connection lives.
 STAMPER_LOCK_KEY = 0x52544D5F46454544  # "RTM_FEED"
 NOTIFY_CHANNEL = "rtm_change"
+#: Seconds a closing connection may take before it is dropped.
+CLOSE_TIMEOUT = 2.0
 #: How the feed's connection shows in pg_stat_activity.
 APPLICATION_NAME = "rtm change feed"
 BATCH = 2000
@@ -279,7 +281,13 @@ class ChangeFeed:
                 if conn.is_closed():
                     raise ConnectionError("connection closed")
         finally:
-            await conn.close()
+            # Bounded: a close after a cancelled query first waits, without a timeout of its
+            # own, for asyncpg's cancel request to complete, and was seen to wait forever in
+            # the test suite. Past the bound the socket is dropped.
+            try:
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                conn.terminate()
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
