@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import aiohttp
 import asyncpg
 import psutil
+import uvloop
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 SERVER_CPU = 0
@@ -105,6 +106,48 @@ STARTED: list[Stoppable] = []
 def stop_started() -> None:
     while STARTED:
         STARTED.pop().stop()
+
+
+def run_pinned(
+    plan: object,
+    amain: Callable[[bool], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    fds: tuple[int, int, str],
+    pg_cpu: str,
+    time_limit: float,
+) -> dict[str, Any] | int:
+    """Raise the fd limit, pin this process to the load CPU, print the plan, run
+    ``amain(pinned)`` under uvloop within ``time_limit`` and stop whatever it started.
+
+    ``fds`` is (wanted, needed, what the descriptors are for). An int result is an exit code.
+    """
+    wanted, needed, what = fds
+    limit = raise_fd_limit(wanted)
+    if limit < needed:
+        print(f"fd limit {limit} is too low for {what}", file=sys.stderr)
+        return 2
+    pin = pin_load_process()
+    print(
+        f"plan: {plan}; fd limit {limit}; pinned rtm->CPU{SERVER_CPU}, "
+        f"load->CPU{CLIENT_CPU}: {pin}; postgres: {pg_cpu}",
+        flush=True,
+    )
+    exit_on_sigterm()
+    try:
+        result: dict[str, Any] = uvloop.run(asyncio.wait_for(amain(pin), time_limit))
+    except TimeoutError:
+        print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
+        return 1
+    finally:
+        stop_started()
+    return result
+
+
+def print_log_problems(problems: Sequence[str], prefix: str = "") -> None:
+    if problems:
+        print(f"{prefix}server log problems (first {len(problems)}):")
+        for line in problems:
+            print(f"    {line}")
 
 
 def postmaster_of(data_dir: Path) -> psutil.Process | None:

@@ -69,7 +69,6 @@ from typing import Any
 import asyncpg
 import orjson
 import psutil
-import uvloop
 from picows import WSListener, WSMsgType, WSTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -85,19 +84,17 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     cpu_times,
     default_rtm_cmd,
     disconnect_all,
-    exit_on_sigterm,
     heartbeats,
     listen_overflows,
     pct_ms,
-    pin_load_process,
     pin_processes,
     postgres_procs,
+    print_log_problems,
     proc_cpu,
-    raise_fd_limit,
+    run_pinned,
     seed,
     start_py_spy,
     stop_py_spy,
-    stop_started,
     summarize_profile,
     wait_quiet,
 )
@@ -973,25 +970,16 @@ def main() -> int:
         sync_commit=args.commit == "sync",
         analyze=not args.no_analyze,
     )
-    limit = raise_fd_limit(subscribers + 1000)
-    if limit < subscribers + 200:
-        print(f"fd limit {limit} is too low for {subscribers} subscribers", file=sys.stderr)
-        return 2
-    pin = pin_load_process()
-    time_limit = args.time_limit or (150.0 if args.quick else 480.0)
-    print(
-        f"plan: {plan}; fd limit {limit}; pinned rtm->CPU{SERVER_CPU}, "
-        f"load->CPU{CLIENT_CPU}: {pin}; postgres: {args.pg_cpu}",
-        flush=True,
+    outcome = run_pinned(
+        plan,
+        lambda pin: amain(args, plan, pin),
+        fds=(subscribers + 1000, subscribers + 200, f"{subscribers} subscribers"),
+        pg_cpu=args.pg_cpu,
+        time_limit=args.time_limit or (150.0 if args.quick else 480.0),
     )
-    exit_on_sigterm()
-    try:
-        result = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
-    except TimeoutError:
-        print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
-        return 1
-    finally:
-        stop_started()
+    if isinstance(outcome, int):
+        return outcome
+    result = outcome
     print()
     if "phases" in result:
         print(table(result))
@@ -1004,10 +992,7 @@ def main() -> int:
             print(f"{key}: {result[key]}")
     if result.get("stray_deliveries"):
         print(f"stray deliveries (no phase): {result['stray_deliveries']}")
-    if result.get("server_log_problems"):
-        print(f"server log problems (first {len(result['server_log_problems'])}):")
-        for line in result["server_log_problems"]:
-            print(f"    {line}")
+    print_log_problems(result.get("server_log_problems", []))
     if args.profile is not None:
         for name in ("connect.txt", "first.txt", "steps.txt"):
             print()

@@ -64,6 +64,7 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     heartbeats,
     pct_ms,
     pin_load_process,
+    print_log_problems,
     proc_cpu,
     raise_fd_limit,
     start_py_spy,
@@ -925,10 +926,7 @@ def main() -> int:
             print(f"{r['server']} control frames: {r['control_frames']}")
         if r.get("close_codes"):
             print(f"{r['server']} unexpected disconnects: {r['close_codes']}")
-        if r.get("server_log_problems"):
-            print(f"{r['server']} server log problems (first {len(r['server_log_problems'])}):")
-            for line in r["server_log_problems"]:
-                print(f"    {line}")
+        print_log_problems(r.get("server_log_problems", []), f"{r['server']} ")
     if args.profile is not None:
         for path in sorted(args.profile.glob("*.txt")):
             print()

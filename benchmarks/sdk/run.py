@@ -73,7 +73,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
-import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -87,13 +86,12 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     busy_pct,
     cpu_times,
     default_rtm_cmd,
-    exit_on_sigterm,
-    pin_load_process,
     pin_processes,
     postgres_procs,
     postmaster_of,
+    print_log_problems,
     proc_cpu,
-    raise_fd_limit,
+    run_pinned,
     seed,
     start_py_spy,
     stop_py_spy,
@@ -1224,25 +1222,16 @@ def main() -> int:
         drain_s=10.0 if args.quick else 20.0,
         seed=args.seed,
     )
-    limit = raise_fd_limit(2 * clients + 1000)
-    if limit < 2 * clients + 200:  # a WebSocket and an HTTP connection per client
-        print(f"fd limit {limit} is too low for {clients} clients", file=sys.stderr)
-        return 2
-    pin = pin_load_process()
-    time_limit = args.time_limit or (120.0 if args.quick else 420.0)
-    print(
-        f"plan: {plan}; fd limit {limit}; pinned rtm->CPU{SERVER_CPU}, "
-        f"load->CPU{CLIENT_CPU}: {pin}; postgres: {args.pg_cpu}",
-        flush=True,
+    outcome = run_pinned(
+        plan,
+        lambda pin: amain(args, plan, pin),
+        fds=(2 * clients + 1000, 2 * clients + 200, f"{clients} clients"),
+        pg_cpu=args.pg_cpu,
+        time_limit=args.time_limit or (120.0 if args.quick else 420.0),
     )
-    exit_on_sigterm()
-    try:
-        result = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
-    except TimeoutError:
-        print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
-        return 1
-    finally:
-        stop_started()
+    if isinstance(outcome, int):
+        return outcome
+    result = outcome
     print()
     if "phases" in result:
         print(table(result))
@@ -1256,10 +1245,7 @@ def main() -> int:
         print(f"    {sample}")
     if result.get("stray_messages"):
         print(f"messages not sent by this run: {result['stray_messages']}")
-    if result.get("server_log_problems"):
-        print(f"server log problems (first {len(result['server_log_problems'])}):")
-        for line in result["server_log_problems"]:
-            print(f"    {line}")
+    print_log_problems(result.get("server_log_problems", []))
     if args.profile is not None:
         for path in sorted(args.profile.glob("*.txt")):
             print()
