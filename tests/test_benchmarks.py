@@ -26,8 +26,6 @@ METRICS = (
 
 
 def test_sdk_benchmark_quick() -> None:
-    pytest.importorskip("picows")  # the benchmarks' extra: pip install -e '.[bench]'
-    pytest.importorskip("psutil")
     cmd = [
         sys.executable,
         str(ROOT / "benchmarks" / "sdk" / "run.py"),

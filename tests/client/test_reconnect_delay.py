@@ -6,7 +6,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime_messaging.client.socket import QUICK_PHASE, QUICK_RETRIES, reconnect_delay
+from realtime_messaging.client.socket import (
+    QUICK_PHASE,
+    QUICK_RETRIES,
+    _worth_reporting,
+    reconnect_delay,
+)
 
 
 @given(st.integers(0, 50), st.floats(0, QUICK_PHASE, exclude_max=True))
@@ -25,3 +30,7 @@ def test_then_exponential_and_capped(attempt: int, down_for: float) -> None:
 
 def test_never_above_the_cap() -> None:
     assert reconnect_delay(0, 0.0, 0.5, 0.005) <= 0.005
+
+
+def test_failed_attempts_reported_sparingly() -> None:
+    assert [a for a in range(100) if _worth_reporting(a)] == [0, 7, 15, 31, 63]

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -483,3 +484,26 @@ async def test_presence_tracks_by_participants_share_the_presence_rate_limit(
             assert "limit of 2 per minute" in replies[2]["response"]["reason"]
         finally:
             await device.close()
+
+
+async def test_activity_through_the_api_counts(admin_url: str) -> None:
+    """Sending, typing and reading over HTTP are activity of the caller's connections."""
+    async with _world(admin_url, presence_away_after=1.0) as (srv, seed):
+        customer, portal = await seed.customer()
+        conv = await seed.conversation(customer)
+        watch = await _watch(srv, seed, customer)
+        device = await RawSocket.connect(srv.ws_url, portal)
+        try:
+            await watch.expect(_status("online"))
+            await watch.expect(_status("away"), timeout=5)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"{srv.http_url}/api/conversations/{conv}/messages",
+                    json={"content": "back again"},
+                    headers={"Authorization": f"Bearer {portal}"},
+                ) as response:
+                    assert response.status == 201
+            await watch.expect(_status("online"))
+        finally:
+            await device.close()
+            await watch.close()

@@ -23,9 +23,14 @@ TABLES = [
 ]
 
 
-def _own_presence(message: dict[str, Any], customer: Any) -> bool:
+def _own_setup(message: dict[str, Any], customer: Any, conversation: Any) -> bool:
+    """A's own rows written around the subscriptions: A's presence (A is online through these
+    sockets) and A's conversation, if it was stamped after the sockets joined."""
     data = message["payload"]["data"]
-    return data["table"] == "user_presence" and data["record"]["customer_id"] == str(customer)
+    record = data["record"] or {}
+    if data["table"] == "user_presence":
+        return bool(record.get("customer_id") == str(customer))
+    return bool(data["table"] == "conversations" and record.get("id") == str(conversation))
 
 
 async def test_customer_a_never_sees_customer_b(
@@ -95,9 +100,9 @@ async def test_customer_a_never_sees_customer_b(
             a,
         )
         for sock in sockets:
-            # A's own presence (A is online through these sockets) may come first; that is A's.
+            # A's own rows may come first; nothing of B's may.
             got = await sock.expect(
-                lambda m: m.get("event") == "postgres_changes" and not _own_presence(m, a)
+                lambda m: m.get("event") == "postgres_changes" and not _own_setup(m, a, conv_a)
             )
             data = got["payload"]["data"]
             assert (

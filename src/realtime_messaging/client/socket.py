@@ -60,6 +60,12 @@ QUICK_RETRIES = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25)
 QUICK_PHASE = 5.0
 
 
+def _worth_reporting(attempt: int) -> bool:
+    """Failed attempts of one outage reported to ``on_error``: the first, then the 8th, 16th,
+    32nd… (a thousand clients retrying every 250 ms would otherwise flood the handlers)."""
+    return attempt == 0 or (attempt >= 7 and (attempt + 1) & attempt == 0)
+
+
 def reconnect_delay(attempt: int, down_for: float, base: float, cap: float) -> float:
     """The wait before reconnect attempt ``attempt`` (0-based), ``down_for`` s after the loss:
     quick retries with jitter first, then capped exponential backoff from ``base``."""
@@ -315,7 +321,8 @@ class RealtimeSocket:
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, WebSocketException) as exc:
-                self._report(ConnectionLostError(f"cannot connect: {exc!r}"))
+                if _worth_reporting(attempt):
+                    self._report(ConnectionLostError(f"cannot connect: {exc!r}"))
                 await asyncio.sleep(self._retry_delay(attempt, lost_at))
                 attempt += 1
                 continue

@@ -70,6 +70,7 @@ class LivenessTracker:
         #: connection id -> loop time its activity was last queued.
         self._reported: dict[str, float] = {}
         self._participant_reported: dict[Participant, float] = {}
+        self._next_forget = 0.0
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +114,13 @@ class LivenessTracker:
         now = asyncio.get_running_loop().time()
         last = self._participant_reported.get(participant, float("-inf"))
         if now - last >= self.policy.activity_every:
+            if now >= self._next_forget:
+                # Forget those whose last report is old enough not to matter any more.
+                self._next_forget = now + self.policy.activity_every
+                horizon = now - self.policy.activity_every
+                self._participant_reported = {
+                    p: t for p, t in self._participant_reported.items() if t > horizon
+                }
             self._participant_reported[participant] = now
             self._pending.active_participants.add(participant)
             self._wake.set()
