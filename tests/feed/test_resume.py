@@ -256,6 +256,9 @@ async def test_position_in_subscribed_lets_a_client_resume_before_its_first_chan
     finally:
         await sock.close()
     await pool.execute(INSERT, conv, customer, "while away")
+    # Stamped before the rejoin, so that it is history to replay (committed changes stamped
+    # while a rejoin is under way arrive live, after "Subscribed": test_rejoin_* covers those).
+    await stamped_head(pool)
     sock = await RawSocket.connect(server.ws_url, token)
     try:
         config = {"postgres_changes": _messages(conv), "resume": {"position": position}}

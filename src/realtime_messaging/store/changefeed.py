@@ -74,6 +74,7 @@ SELECT {_COLUMNS} FROM inserted LEFT JOIN notified ON true ORDER BY pos
 #: serialises busy writers); after LINGER seconds without changes it sleeps and writers wake it.
 FAST_POLL = 0.002
 LINGER = 0.05
+LAST_LOOK = 0.005
 _AWAKE = "UPDATE rtm.change_feed_state SET stamper_awake = $1"
 
 _READ = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 ORDER BY pos LIMIT {BATCH}"
@@ -271,7 +272,10 @@ class ChangeFeed:
                     if awake:
                         await conn.execute(_AWAKE, False)
                         awake = False
-                        continue  # one more round for writers that saw it awake just before
+                        # One more round, a moment later, for a writer that saw it awake just
+                        # before committing.
+                        await asyncio.sleep(LAST_LOOK)
+                        continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                     if self.stamper:

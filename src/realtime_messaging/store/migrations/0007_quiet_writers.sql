@@ -5,6 +5,11 @@
 -- WAL flush (measured: the change-feed benchmark's p99 at 1,000 messages per second). While the
 -- stamper is awake it polls the queue every few milliseconds and writers stay silent; when it
 -- has had nothing to do for a moment it says so here, and the next writer wakes it.
+--
+-- The flag is read at commit (a deferred trigger), not when the row is written: a writer that
+-- saw the stamper awake early in a long transaction would otherwise commit after it fell
+-- asleep and wait for the poll. The stamper takes one more look a few milliseconds after it
+-- says it sleeps, which covers the instant between a writer's check and its commit.
 
 ALTER TABLE rtm.change_feed_state ADD COLUMN stamper_awake boolean NOT NULL DEFAULT false;
 
@@ -44,9 +49,20 @@ BEGIN
 
     INSERT INTO rtm.change_queue (table_name, op, record, old_record, conversation_id, customer_id)
     VALUES (TG_TABLE_NAME, TG_OP, rec, old_rec, conv, owner);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION rtm.wake_stamper() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
     IF NOT coalesce((SELECT s.stamper_awake FROM rtm.change_feed_state AS s), false) THEN
-        PERFORM pg_notify('rtm_change', '');
+        PERFORM pg_notify('rtm_change', '');  -- sent once per transaction, however many rows
     END IF;
     RETURN NULL;
 END;
 $$;
+
+CREATE CONSTRAINT TRIGGER wake_stamper AFTER INSERT ON rtm.change_queue
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION rtm.wake_stamper();
