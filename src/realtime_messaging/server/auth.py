@@ -6,10 +6,8 @@ Errors carry the two shapes the protocol needs: the message of an HTTP 401 befor
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 from uuid import UUID
@@ -19,6 +17,7 @@ import jwt
 
 from ..domain.identity import Identity, Kind
 from ..tokens import hash_portal_token, is_portal_token
+from .batching import Coalesced
 
 
 class AuthError(Exception):
@@ -73,45 +72,6 @@ class _LRU(Generic[K, V]):
             self._data.popitem(last=False)
 
 
-class _Batched(Generic[K, V]):
-    """Lookups asked for in the same turn of the event loop answered by one query.
-
-    A thousand clients rejoining after a restart would otherwise cost a thousand round trips
-    each for their tokens and conversations, queued on a pool of ten connections.
-    """
-
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
-        self._fetch = fetch
-        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
-
-    async def get(self, key: K) -> V | None:
-        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        if not self._waiting:
-            asyncio.get_running_loop().call_soon(self._run)
-        self._waiting.setdefault(key, []).append(future)
-        return await future
-
-    def _run(self) -> None:
-        waiting, self._waiting = self._waiting, {}
-        task = asyncio.ensure_future(self._fetch(list(waiting)))
-        task.add_done_callback(lambda done: self._answer(done, waiting))
-
-    @staticmethod
-    def _answer(
-        done: asyncio.Future[dict[K, V]], waiting: dict[K, list[asyncio.Future[V | None]]]
-    ) -> None:
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        found = done.result() if error is None else {}
-        for key, futures in waiting.items():
-            for future in futures:
-                if future.done():
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(found.get(key))
-
-
 class Authenticator:
     """Verifies tokens against the JWT secret and the database (portal tokens, staff users)."""
 
@@ -123,8 +83,8 @@ class Authenticator:
         # Verified claims by token: thousands of sockets connect with the same anon key, and
         # verifying its signature once is enough (expiry is still checked every time).
         self._verified: _LRU[str, tuple[dict[str, object], float]] = _LRU(10_000)
-        self._portal_rows: _Batched[str, asyncpg.Record] = _Batched(self._fetch_portal_rows)
-        self._owner_rows: _Batched[UUID, UUID] = _Batched(self._fetch_owners)
+        self._portal_rows: Coalesced[str, asyncpg.Record] = Coalesced(self._fetch_portal_rows)
+        self._owner_rows: Coalesced[UUID, UUID] = Coalesced(self._fetch_owners)
 
     async def identify(self, token: str | None, *, now: float | None = None) -> Identity:
         """The identity a token proves, or :class:`AuthError`."""

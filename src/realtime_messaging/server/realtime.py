@@ -48,11 +48,12 @@ from ..protocol.frames import Vsn
 from ..protocol.join import JoinConfig
 from ..protocol.presence import PresenceRegistry
 from ..store.caller import as_caller
-from ..store.changefeed import Change, read_since
+from ..store.changefeed import Change, History, read_since, read_since_many
 from ..store.liveness import own_typing
 from .api.framework import ApiError, caller_of, map_database_error
 from .api.ratelimit import RateLimiter
 from .auth import Authenticator, AuthError, AuthUnavailable
+from .batching import Coalesced
 from .fanout import Hub, Outbox, broadcast_payload
 from .liveness import LivenessTracker, participant_of
 from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
@@ -163,8 +164,16 @@ class RealtimeServer:
         self.feed_position: Callable[[], int] = lambda: 0
         #: Portal-token hash -> the sessions holding it (as apikey or in a channel).
         self.portal_holders: dict[str, set[Session]] = {}
+        #: What customers' channels missed, read for all the rejoins of one turn at once.
+        self.histories: Coalesced[tuple[int, Any], History] = Coalesced(self._read_histories)
         #: Participant id -> this process's channels on presence topics that stand for them.
         self.participant_channels: dict[str, set[Channel]] = {}
+
+    async def _read_histories(
+        self, requests: list[tuple[int, Any]]
+    ) -> dict[tuple[int, Any], History]:
+        async with self.pool.acquire() as conn:
+            return await read_since_many(conn, requests)
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"
@@ -522,8 +531,12 @@ class Session:
         """Send what the channel missed since ``position``, then what arrived meanwhile."""
         _, customer = scope_of(channel.identity)
         try:
-            async with self.server.pool.acquire() as conn:
-                history = await read_since(conn, position, customer_id=customer)
+            if customer is None:
+                async with self.server.pool.acquire() as conn:
+                    history: History | None = await read_since(conn, position)
+            else:
+                history = await self.server.histories.get((position, customer))
+            assert history is not None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("resume of %s failed: %s", channel.topic, exc)
             channel.pg_buffer = None

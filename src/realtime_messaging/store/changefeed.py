@@ -77,6 +77,7 @@ LINGER = 0.05
 LAST_LOOK = 0.005
 _AWAKE = "UPDATE rtm.change_feed_state SET stamper_awake = $1"
 
+_HEAD = "SELECT last_pos, (SELECT min(pos) FROM rtm.change_log) FROM rtm.change_feed_state"
 _READ = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 ORDER BY pos LIMIT {BATCH}"
 
 
@@ -134,9 +135,7 @@ async def read_since(
 
     With ``customer_id`` only what that customer may see is read (the router re-checks).
     """
-    head, oldest = await conn.fetchrow(
-        "SELECT last_pos, (SELECT min(pos) FROM rtm.change_log) FROM rtm.change_feed_state"
-    )
+    head, oldest = await conn.fetchrow(_HEAD)
     if position >= head:
         return History([], False, head)
     lost = oldest is None or position < oldest - 1
@@ -154,6 +153,38 @@ async def read_since(
         if len(rows) < BATCH:
             return History(changes, lost, head)
         cursor = rows[-1]["pos"]
+
+
+async def read_since_many(
+    conn: asyncpg.Connection, requests: Sequence[tuple[int, Any]]
+) -> dict[tuple[int, Any], History]:
+    """:func:`read_since` for many (position, customer) pairs in one pass over the log: the
+    rejoins of a reconnect storm cost one query per page, not one per channel."""
+    head, oldest = await conn.fetchrow(_HEAD)
+    result = {(p, c): History([], False, head) for p, c in requests if p >= head}
+    pending = [(p, c) for p, c in requests if p < head]
+    if not pending:
+        return result
+    customers = sorted({c for _, c in pending})
+    seen: dict[Any, list[Change]] = {}
+    cursor = min(p for p, _ in pending)
+    query = (
+        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 AND pos <= {int(head)} "
+        f"AND customer_id = ANY($2::uuid[]) ORDER BY pos LIMIT {BATCH}"
+    )
+    while True:
+        rows = await conn.fetch(query, cursor, customers)
+        for row in rows:
+            change = Change.from_row(row)
+            seen.setdefault(change.customer_id, []).append(change)
+        if len(rows) < BATCH:
+            break
+        cursor = rows[-1]["pos"]
+    for position, customer in pending:
+        lost = oldest is None or position < oldest - 1
+        changes = [c for c in seen.get(customer, []) if c.pos > position]
+        result[(position, customer)] = History(changes, lost, head)
+    return result
 
 
 async def feed_head(conn: asyncpg.Connection) -> int:
