@@ -11,6 +11,7 @@ import asyncpg
 
 from realtime_messaging import RealtimeMessagingManager, get_realtime_manager
 from realtime_messaging.client import (
+    ApiError,
     ChannelClosedError,
     ChannelError,
     ConnectionLostError,
@@ -402,3 +403,19 @@ async def test_connect_typing_over_the_socket_history_and_close(
             assert "closed" in str(exc)
         else:
             raise AssertionError("a closed manager answered")
+
+
+async def test_a_rate_limit_says_when_to_retry(database_url: str, seed: Seed) -> None:
+    customer_id, portal = await seed.customer()
+    async with (
+        running_server(database_url, rate_presence="1/minute") as srv,
+        RealtimeMessagingManager(srv.http_url, srv.anon_key, access_token=portal) as m,
+    ):
+        await m.update_presence(None, customer_id, "online")
+        try:
+            await m.update_presence(None, customer_id, "away")
+        except ApiError as exc:
+            assert exc.status == 429 and exc.code == "rate_limited"
+            assert exc.retry_after is not None and 1 <= exc.retry_after <= 60
+        else:
+            raise AssertionError("the second update was not limited")

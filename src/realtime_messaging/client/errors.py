@@ -47,10 +47,14 @@ class HistoryLostError(RealtimeError):
 
 
 class ApiError(RealtimeError):
-    """An HTTP API call answered with an error envelope."""
+    """An HTTP API call answered with an error envelope; ``retry_after`` (seconds) when the
+    server said when to try again (a rate limit's ``Retry-After``)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after

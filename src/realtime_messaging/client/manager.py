@@ -467,6 +467,7 @@ class RealtimeMessagingManager:
                     response.status,
                     str(error.get("code", "http_error")),
                     str(error.get("message", response.reason)),
+                    _seconds(response.headers.get("Retry-After")),
                 )
             return envelope.get("data")
 
@@ -604,6 +605,14 @@ class RealtimeMessagingManager:
             ):
                 return presence.status == "online"
         return False
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (this server never sends the HTTP-date form)."""
+    try:
+        return float(header) if header is not None else None
+    except ValueError:
+        return None
 
 
 _shared: RealtimeMessagingManager | None = None
