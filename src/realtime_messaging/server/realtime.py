@@ -664,12 +664,6 @@ class Session:
         if channel.config.postgres_changes:
             self.server.router.subscribe(channel, channel.config.postgres_changes, identity)
 
-    def portal_token_hashes(self) -> set[str]:
-        hashes = {c.identity.token_hash for c in self.channels.values()}
-        hashes.add(self.identity.token_hash)
-        hashes.discard(None)
-        return hashes  # type: ignore[return-value]
-
     def revoke(self, invalid: set[str]) -> None:
         """Close channels (or the whole socket) held by portal tokens that are no longer valid."""
         if not invalid:

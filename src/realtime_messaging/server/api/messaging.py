@@ -343,17 +343,17 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     )
     async def update_conversation(ctx: Context, body: UpdateConversation) -> dict[str, Any]:
         conversation_id = ctx.uuid_param("conversation_id")
-        columns = {
-            "subject": "subject",
-            "status": "status",
-            "assigned_user_id": "assigned_user_id",
-        }
-        given = [name for name in columns if name in body.model_fields_set]
+        # The model's field names are the column names.
+        given = [
+            name
+            for name in ("subject", "status", "assigned_user_id")
+            if name in body.model_fields_set
+        ]
         if "status" in given and body.status is None:
             raise ApiError(422, "validation_error", "status: may not be null")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             if given:
-                sets = ", ".join(f"{columns[n]} = ${i + 2}" for i, n in enumerate(given))
+                sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(given))
                 row = await conn.fetchrow(
                     f"UPDATE public.conversations SET {sets} WHERE id = $1 RETURNING *",
                     conversation_id,
