@@ -26,7 +26,8 @@ async def test_many_at_once_equals_one_at_a_time(
     head = await stamped_head(pool)
     requests = [(rng.randint(start - 3, head + 1), rng.choice(customers)) for _ in range(12)]
     requests.append((head, customers[0]))
-    async with pool.acquire() as conn:
+    # One snapshot for both ways of reading: the running server keeps stamping meanwhile.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         many = await read_since_many(conn, requests)
         for position, customer in requests:
             one = await read_since(conn, position, customer_id=customer)
