@@ -113,15 +113,32 @@ def cleanup(settings: Settings) -> None:
         db.close()
 
 
+def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .server.public_url import public_base_url
+
+    if not value:
+        return None
+    try:
+        return public_base_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @cli.command()
 @click.option("--host", envvar="RTM_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="RTM_PORT", type=int, default=4000, show_default=True)
+@click.option(
+    "--public-url",
+    envvar="RTM_PUBLIC_URL",
+    callback=_public_url,
+    help="URL clients reach this server at; default: http://HOST:PORT.",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, public_url: str | None) -> None:
     """Run the HTTP and WebSocket server."""
     from .server.app import serve as run_server
 
-    settings = settings.with_overrides(host=host, port=port)
+    settings = settings.with_overrides(host=host, port=port, public_url=public_url)
     db = _database(settings)
     try:
         _run(lambda: run_server(settings, db))

@@ -6,10 +6,35 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .domain.bounds import InputLimits
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _input_limits() -> InputLimits:
+    default = InputLimits()
+    return InputLimits(
+        max_json_depth=int(_env("RTM_MAX_JSON_DEPTH") or default.max_json_depth),
+        max_bindings_per_join=int(
+            _env("RTM_MAX_BINDINGS_PER_JOIN") or default.max_bindings_per_join
+        ),
+        max_bindings_per_socket=int(
+            _env("RTM_MAX_BINDINGS_PER_SOCKET") or default.max_bindings_per_socket
+        ),
+        max_metadata_bytes=int(_env("RTM_MAX_METADATA_BYTES") or default.max_metadata_bytes),
+    )
+
+
+def _flag(name: str) -> bool:
+    value = (_env(name) or "0").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected 1 or 0, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +46,12 @@ class Settings:
     jwt_secret: str | None = None
     host: str = "127.0.0.1"
     port: int = 4000
+    #: The URL clients are told to connect to (``RTM_PUBLIC_URL``); None: the listen address.
+    #: Never taken from the request's Host header (docs/api.md).
+    public_url: str | None = None
+    #: Behind a reverse proxy that sets them: take X-Forwarded-Proto/-Host over ``public_url``
+    #: (``RTM_TRUST_PROXY_HEADERS``).
+    trust_proxy_headers: bool = False
     data_dir: Path = field(default_factory=lambda: Path(".rtm"))
     #: Largest client WebSocket message; bigger ones close the socket with 1009.
     max_frame_bytes: int = 1024 * 1024
@@ -29,6 +60,8 @@ class Settings:
     #: A socket that sends nothing (not even a heartbeat) for this long is closed.
     idle_timeout: float = 60.0
     max_channels_per_connection: int = 100
+    #: JSON depth, postgres_changes bindings, filter length, presence metadata size.
+    input_limits: InputLimits = field(default_factory=InputLimits)
     max_joins_per_second: int = 50
     max_events_per_second: int = 1000
     #: Bytes queued for a client that is not reading before it is disconnected (1008).
@@ -69,6 +102,8 @@ class Settings:
             jwt_secret=_env("RTM_JWT_SECRET"),
             host=_env("RTM_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(_env("RTM_PORT", "4000") or "4000"),
+            public_url=_env("RTM_PUBLIC_URL"),
+            trust_proxy_headers=_flag("RTM_TRUST_PROXY_HEADERS"),
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
             max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),
@@ -82,6 +117,8 @@ class Settings:
             presence_grace=float(_env("RTM_PRESENCE_GRACE", "10") or 0),
             process_heartbeat_interval=float(_env("RTM_PROCESS_HEARTBEAT_INTERVAL", "5") or 0),
             process_dead_after=float(_env("RTM_PROCESS_DEAD_AFTER", "15") or 0),
+            max_channels_per_connection=int(_env("RTM_MAX_CHANNELS_PER_SOCKET", "100") or 0),
+            input_limits=_input_limits(),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -184,7 +184,8 @@ async def test_history_pages_newest_first_without_duplicates_or_gaps(
             "POST", f"/api/conversations/{conv}/messages", portal, json={"content": f"c{i}"}
         )
         assert status == 201
-    # Two rows with the same created_at: the id orders them, and the cursor must not skip one.
+    # Two rows written in one statement with one old time: the server gives each its own time,
+    # in commit order (migration 0008), and the cursor must not skip one.
     await pool.execute(
         "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content, created_at) "
         "SELECT $1, 'staff', $2, 'tie' || g, '2000-01-01T00:00:00Z' FROM generate_series(1, 2) g",
@@ -207,7 +208,7 @@ async def test_history_pages_newest_first_without_duplicates_or_gaps(
             assert pages == -(-35 // limit)
             assert all(list(m) == MESSAGE_KEYS for m in messages)
     newest, _ = await _history(http, portal, conv, 3)
-    assert newest[0]["content"] == "c2"
+    assert [m["content"] for m in newest[:3]] == ["tie2", "tie1", "c2"]
 
 
 async def test_history_of_an_empty_conversation(http: Http, seed: Seed) -> None:

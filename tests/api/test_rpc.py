@@ -342,7 +342,7 @@ async def test_cleanup_deletes_only_what_the_caller_may_delete(admin_url: str) -
             "($1, $2, NULL, true, now() - interval '1 minute'), "
             "($3, $4, NULL, true, now() - interval '1 minute'), "
             "($3, NULL, $5, true, now() - interval '1 minute'), "
-            "($1, NULL, $5, true, now() + interval '1 hour')",
+            "($1, NULL, $5, true, now() + interval '30 seconds')",
             conv_a,
             a,
             conv_b,

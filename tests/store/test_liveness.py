@@ -156,7 +156,7 @@ async def test_a_dead_process_takes_its_participants_offline_and_typing_away(
     connection = await _open(db, "doomed", who)
     await _open(db, "alive", other)
     typing = await db.fetchval(
-        "SELECT (update_typing_indicator($1, NULL, $2, true, 60)).id", conv, who.customer_id
+        "SELECT (update_typing_indicator($1, NULL, $2, true, 30)).id", conv, who.customer_id
     )
     await store.own_typing(db, typing, connection)
     last_beat = await db.fetchval(

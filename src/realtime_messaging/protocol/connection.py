@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..domain.bounds import DEFAULT_LIMITS, InputLimits, depth_message, too_deep
 from .errors import ProtocolError
 from .events import (
     AccessTokenReceived,
@@ -38,8 +39,9 @@ def subtopic(topic: str) -> str:
 class ServerConnection:
     """Protocol state of one socket: its serializer and the join ref of each joined topic."""
 
-    def __init__(self, vsn: Vsn) -> None:
+    def __init__(self, vsn: Vsn, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.vsn = vsn
+        self.limits = limits
         self.joined: dict[str, str | None] = {}
 
     # -- inbound -------------------------------------------------------------------------
@@ -53,6 +55,10 @@ class ServerConnection:
             return BadPush(frame.topic, frame.ref, frame.join_ref, UNMATCHED)
         payload = frame.as_message().payload if frame.json_encoded else None
         body = payload["payload"] if payload is not None else None
+        if too_deep(body, self.limits.max_json_depth):
+            return BadPush(
+                frame.topic, frame.ref, frame.join_ref, depth_message(self.limits.max_json_depth)
+            )
         return BroadcastReceived(frame.topic, frame.ref, frame.event, body, frame)
 
     def _interpret(self, msg: Message) -> Event:
@@ -61,6 +67,11 @@ class ServerConnection:
             if event == "heartbeat":
                 return Heartbeat(msg.ref)
             return BadPush(topic, msg.ref, msg.join_ref, UNMATCHED)
+        if too_deep(msg.payload, self.limits.max_json_depth):
+            problem = depth_message(self.limits.max_json_depth)
+            if event == "phx_join":
+                return JoinRefused(topic, msg.ref, msg.join_ref, f"InvalidJoinPayload: {problem}")
+            return BadPush(topic, msg.ref, msg.join_ref, problem)
         if event == "phx_join":
             return self._join(msg)
         if event == "phx_leave":
@@ -93,7 +104,7 @@ class ServerConnection:
                 topic, msg.ref, msg.join_ref, "TopicNameRequired: You must provide a topic name"
             )
         try:
-            config, token = parse_join_payload(msg.payload)
+            config, token = parse_join_payload(msg.payload, self.limits)
         except JoinError as exc:
             return JoinRefused(topic, msg.ref, msg.join_ref, exc.reason)
         # Phoenix sends join_ref == ref on joins; fall back to ref when a client omits it.

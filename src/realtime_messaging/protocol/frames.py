@@ -101,7 +101,7 @@ def decode_text(vsn: Vsn, data: str | bytes) -> Message:
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError("malformed JSON") from exc
+        raise ProtocolError(f"malformed JSON ({exc})") from exc
     if vsn is Vsn.V2:
         if not isinstance(raw, list) or len(raw) != 5:
             raise ProtocolError("expected [join_ref, ref, topic, event, payload]")

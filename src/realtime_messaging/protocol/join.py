@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ..domain.bounds import DEFAULT_LIMITS, InputLimits
 from .errors import ProtocolError
 
 #: Events a postgres_changes binding may name.
@@ -95,7 +96,7 @@ def _optional_str(value: Any, name: str) -> str | None:
     return value
 
 
-def parse_binding(raw: Any) -> PostgresBinding:
+def parse_binding(raw: Any, limits: InputLimits = DEFAULT_LIMITS) -> PostgresBinding:
     if not isinstance(raw, dict):
         raise JoinError("InvalidJoinPayload", "each postgres_changes entry must be an object")
     event = raw.get("event")
@@ -106,13 +107,20 @@ def parse_binding(raw: Any) -> PostgresBinding:
     schema = _optional_str(raw.get("schema"), "postgres_changes schema") or "public"
     table = _optional_str(raw.get("table"), "postgres_changes table")
     filter_ = _optional_str(raw.get("filter"), "postgres_changes filter")
+    if filter_ is not None and len(filter_) > limits.max_filter_length:
+        raise JoinError(
+            "InvalidJoinPayload",
+            f"a postgres_changes filter is longer than {limits.max_filter_length} characters",
+        )
     event = event.upper()
     return PostgresBinding(
         event, schema, table, filter_, raw, binding_id(event, schema, table, filter_)
     )
 
 
-def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
+def parse_join_payload(
+    payload: Any, limits: InputLimits = DEFAULT_LIMITS
+) -> tuple[JoinConfig, str | None]:
     """Return the channel configuration and the access token the join carries (if any)."""
     if payload is None:
         payload = {}
@@ -140,6 +148,11 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
         bindings_raw = []
     if not isinstance(bindings_raw, list):
         raise JoinError("InvalidJoinPayload", "postgres_changes must be a list")
+    if len(bindings_raw) > limits.max_bindings_per_join:
+        raise JoinError(
+            "TooManyBindings",
+            f"at most {limits.max_bindings_per_join} postgres_changes bindings per join",
+        )
     return (
         JoinConfig(
             resume_position=_resume_position(_resume_of(payload, config)),
@@ -148,7 +161,7 @@ def parse_join_payload(payload: Any) -> tuple[JoinConfig, str | None]:
             presence_key=key,
             presence_enabled=_flag(presence.get("enabled"), "presence.enabled"),
             private=_flag(config.get("private"), "private"),
-            postgres_changes=tuple(parse_binding(b) for b in bindings_raw),
+            postgres_changes=tuple(parse_binding(b, limits) for b in bindings_raw),
         ),
         token or None,
     )

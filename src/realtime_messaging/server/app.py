@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import secrets
 import signal
 import socket
@@ -19,37 +20,61 @@ from ..broker import LocalBroker
 from ..config import Settings
 from ..keys import anon_key, load_or_create_secret, service_role_key
 from ..store.changefeed import Change, ChangeFeed
-from ..store.database import Database
+from ..store.database import SERVER_SETTINGS, Database
 from .api import admin, messaging, rpc
 from .api.framework import Api, openapi
 from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
-from .http import error
+from .http import database_unavailable, error, internal_error, unavailable
 from .liveness import LivenessPolicy, LivenessTracker
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
+from .public_url import PublicUrl, listen_url
 from .realtime import RealtimeServer
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
 FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
 REALTIME: web.AppKey[RealtimeServer] = web.AppKey("realtime", RealtimeServer)
 
+log = logging.getLogger(__name__)
+
+#: Paths whose every error is answered in the envelope: the API, RPC and REST broadcast.
+ENVELOPED = ("/api/", "/rest/", "/realtime/v1/api/")
+#: The longest the change feed waits between attempts to reconnect (give or take half, as
+#: jitter), so that readiness returns within a second of the database (docs/api.md). An attempt
+#: is one connection: cheap even against a database that is down for long.
+FEED_MAX_BACKOFF = 0.5
+#: ``/readyz`` answers within this long even when no pool connection answers (a dead one, or
+#: none to be had): waiting is not an answer a load balancer can use.
+READY_CHECK_TIMEOUT = 0.5
+
 
 @web.middleware
 async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (unknown route, wrong method, body too large) in the API envelope."""
+    """Every error under :data:`ENVELOPED` in the envelope, never aiohttp's plain-text page:
+    aiohttp's own (unknown route, wrong method, body too large), the database away (503
+    ``unavailable``, retry), and anything unexpected (500 ``internal_error``, logged with its
+    traceback)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith(("/api/", "/rest/")):
+        if exc.status < 400 or not request.path.startswith(ENVELOPED):
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "bad_request"
         )
         message = exc.text if exc.status == 413 and exc.text else exc.reason
         return error(exc.status, code, message)
+    except Exception as exc:
+        if not request.path.startswith(ENVELOPED):
+            raise
+        if database_unavailable(exc):
+            log.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
+            return unavailable()
+        log.exception("error in %s %s", request.method, request.path)
+        return internal_error()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,11 +83,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers and the change feed is connected."""
+    """Readiness: the database answers and the change feed is connected; answered within
+    :data:`READY_CHECK_TIMEOUT` (docs/api.md)."""
     try:
-        await request.app[DB_POOL].fetchval("SELECT 1", timeout=2)
+        # The bound covers getting a connection too (asyncpg's query timeout does not).
+        async with asyncio.timeout(READY_CHECK_TIMEOUT):
+            await request.app[DB_POOL].fetchval("SELECT 1")
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
+        reason = str(exc) or f"the database did not answer within {READY_CHECK_TIMEOUT} s"
+        return web.json_response({"status": "unavailable", "reason": reason}, status=503)
     if not request.app[FEED].live.is_set():
         return web.json_response(
             {"status": "unavailable", "reason": "change feed down"}, status=503
@@ -71,9 +100,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def build_app(
-    settings: Settings, pool: asyncpg.Pool, database_url: str, secret: str
+    settings: Settings,
+    pool: asyncpg.Pool,
+    database_url: str,
+    secret: str,
+    *,
+    bound_url: str | None = None,
 ) -> web.Application:
-    """Wire every part; the only place that knows them all."""
+    """Wire every part; the only place that knows them all. ``bound_url``: where the server
+    listens (the port actually bound), the public URL unless ``settings.public_url`` is set."""
     app = web.Application(client_max_size=settings.max_frame_bytes)
     router = ChangeRouter(await load_tables(pool))
     authenticator = Authenticator(secret, pool)
@@ -110,6 +145,7 @@ async def build_app(
         metrics.observing(route),
         retention_seconds=settings.change_retention_seconds,
         poll_interval=settings.feed_poll_interval,
+        max_backoff=FEED_MAX_BACKOFF,
     )
     metrics.watch(feed)
     realtime.feed_position = lambda: feed.position or 0
@@ -119,8 +155,17 @@ async def build_app(
         delivery_deadline=settings.delivery_deadline_seconds,
         delivery_interval=min(30.0, settings.delivery_deadline_seconds / 2),
     )
-    api = Api(authenticator, pool, limiter, liveness.participant_activity)
-    messaging.register(api, anon_key=anon_key(secret), max_message_bytes=settings.max_message_bytes)
+    api = Api(authenticator, pool, limiter, liveness.participant_activity, settings.input_limits)
+    public_url = PublicUrl.configured(
+        settings.public_url or bound_url or listen_url(settings.host, settings.port),
+        trust_proxy_headers=settings.trust_proxy_headers,
+    )
+    messaging.register(
+        api,
+        anon_key=anon_key(secret),
+        max_message_bytes=settings.max_message_bytes,
+        public_url=public_url,
+    )
     admin.register(api, secret=secret)
     rpc.register(api)
     spec = openapi(api, title="realtime-messaging", version=__version__)
@@ -181,15 +226,26 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def start(settings: Settings, database_url: str, secret: str) -> Running:
     """Start serving on ``settings.host:port`` (port 0: any free port) and return at once."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10, reset=_keep_session)
-    app = await build_app(settings, pool, database_url, secret)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=10,
+        reset=_keep_session,
+        server_settings=dict(SERVER_SETTINGS),
+    )
+    # Bound first: with port 0 the public URL's port is only known from the socket.
     sock = socket.create_server((settings.host, settings.port), backlog=4096)
-    site = web.SockSite(runner, sock, backlog=4096)
-    await site.start()
-    port = sock.getsockname()[1]
-    return Running(f"http://{settings.host}:{port}", runner, pool)
+    try:
+        url = listen_url(settings.host, sock.getsockname()[1])
+        app = await build_app(settings, pool, database_url, secret, bound_url=url)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.SockSite(runner, sock, backlog=4096)
+        await site.start()
+    except BaseException:
+        sock.close()
+        raise
+    return Running(url, runner, pool)
 
 
 async def serve(settings: Settings, db: Database) -> None:

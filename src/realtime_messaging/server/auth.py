@@ -48,7 +48,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def _expired_message(exp: float, now: float) -> str:
+def expired_message(exp: float, now: float) -> str:
     return f"Token has expired {max(0, int(now - exp))} seconds ago"
 
 
@@ -117,7 +117,7 @@ class Authenticator:
         hit, verified = self._verified.get(token)
         if hit and verified is not None:
             if verified[1] <= now:
-                raise AuthError("InvalidJWTToken", _expired_message(verified[1], now))
+                raise AuthError("InvalidJWTToken", expired_message(verified[1], now))
             return verified
         try:
             claims: dict[str, object] = jwt.decode(
@@ -139,7 +139,7 @@ class Authenticator:
             raise AuthError("MalformedJWT", "The token provided is not a valid JWT")
         exp = float(raw_exp)
         if exp <= now:
-            raise AuthError("InvalidJWTToken", _expired_message(exp, now))
+            raise AuthError("InvalidJWTToken", expired_message(exp, now))
         self._verified.put(token, (claims, exp))
         return claims, exp
 
@@ -152,7 +152,7 @@ class Authenticator:
             raise AuthError("InvalidJWTToken", "Token has been revoked")
         exp = row["exp"]
         if exp is not None and exp <= now:
-            raise AuthError("InvalidJWTToken", _expired_message(exp, now))
+            raise AuthError("InvalidJWTToken", expired_message(exp, now))
         return Identity(
             Kind.CUSTOMER, customer_id=row["customer_id"], expires_at=exp, token_hash=digest
         )

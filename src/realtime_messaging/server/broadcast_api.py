@@ -1,6 +1,8 @@
 """REST broadcast: ``POST /realtime/v1/api/broadcast`` and ``.../broadcast/{topic}/events/{event}``.
 
 Authorized like a join: the token must allow joining each topic. Answers 202 with no body.
+Counted against the same per-token request budget as the rest of the HTTP API, and held to the
+same JSON limits.
 """
 
 from __future__ import annotations
@@ -8,14 +10,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ..broker import Envelope
 from ..domain.identity import Identity
-from .auth import AuthError
+from .api.framework import ApiError, read_json
+from .auth import AuthError, AuthUnavailable
 from .fanout import broadcast_payload
-from .http import bearer_token, error
+from .http import bearer_token, error, unavailable
 from .realtime import RealtimeServer
 
 MAX_MESSAGES = 100
@@ -33,19 +35,33 @@ class BroadcastApi:
         return routes
 
     async def _identity(self, request: web.Request) -> Identity | web.Response:
+        """The caller, once its request fits its budget; else the refusal to send."""
+        token = bearer_token(request)
         try:
-            return await self._realtime.auth.identify(bearer_token(request))
+            identity = await self._realtime.auth.identify(token)
+            assert token is not None  # identify refuses a missing token
+            await self._realtime.limiter.check_requests(token)
+        except AuthUnavailable:
+            return unavailable()
         except AuthError as exc:
-            return error(401, "unauthorized", exc.message)
+            return error(exc.status, "unauthorized", exc.message)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.message, headers=exc.headers)
+        return identity
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return await read_json(request, self._realtime.settings.input_limits)
+        except ApiError as exc:
+            return error(exc.status, exc.code, exc.message)
 
     async def batch(self, request: web.Request) -> web.Response:
         identity = await self._identity(request)
         if isinstance(identity, web.Response):
             return identity
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return error(400, "invalid_json", "the body is not valid JSON")
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return error(422, "validation_error", "messages must be a non-empty list")
@@ -74,10 +90,9 @@ class BroadcastApi:
         if request.content_type == "application/octet-stream":
             self._publish_binary(topic, event, raw)
             return web.Response(status=202)
-        try:
-            payload = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            return error(400, "invalid_json", "the body is not valid JSON")
+        payload = await self._json(request)
+        if isinstance(payload, web.Response):
+            return payload
         self._publish(topic, event, payload)
         return web.Response(status=202)
 

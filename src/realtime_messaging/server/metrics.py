@@ -45,6 +45,16 @@ class _Live(Collector):
         deliveries.add_metric(["broadcast"], realtime.hub.deliveries)
         deliveries.add_metric(["postgres_changes"], self._router.delivered)
         yield deliveries
+        yield CounterMetricFamily(
+            "rtm_changes_undeliverable",
+            "Changes skipped because they could not be routed (each is logged)",
+            value=self._router.undeliverable,
+        )
+        yield CounterMetricFamily(
+            "rtm_changes_degraded",
+            "Changes delivered without their large or unencodable values (errors says so)",
+            value=self._router.degraded,
+        )
         errors = CounterMetricFamily(
             "rtm_socket_errors", "Socket-side errors, by kind", labels=["kind"]
         )

@@ -118,6 +118,10 @@ class ChangeRouter:
         self._index: dict[str, _TableIndex] = {name: _TableIndex() for name in tables}
         self._entries: dict[int, list[tuple[str, _Entry, tuple[str, Any] | None]]] = {}
         self.delivered = 0
+        #: Changes that could not be routed at all (logged; their neighbours still were).
+        self.undeliverable = 0
+        #: Changes delivered without their large or unencodable values (``errors`` says so).
+        self.degraded = 0
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -190,10 +194,26 @@ class ChangeRouter:
     # -- routing ------------------------------------------------------------------------
 
     def route(self, changes: Iterable[Change]) -> None:
+        """Hand each change to its subscribers. A change that fails is logged, counted and
+        skipped alone: its neighbours are delivered and the feed goes on."""
         for change in changes:
-            hits = self.match(change)
-            if hits:
-                self._send(change, hits)
+            try:
+                hits = self.match(change)
+                if hits:
+                    self._send(change, hits)
+            except Exception:
+                self.undeliverable += 1
+                log.exception("change %s (%s) could not be delivered", change.pos, change.table)
+
+    def ids_for(self, change: Change, subscriber: Subscriber) -> list[int]:
+        """The binding ids of ``subscriber`` that ``change`` matches (a replay's question); a
+        change that cannot be matched is logged and counted, and matches nothing."""
+        try:
+            return self.match(change, only=subscriber).get(subscriber, [])
+        except Exception:
+            self.undeliverable += 1
+            log.exception("change %s (%s) could not be replayed", change.pos, change.table)
+            return []
 
     def match(self, change: Change, only: Subscriber | None = None) -> dict[Subscriber, list[int]]:
         """Which subscribers (or whether ``only``) see ``change``, with their matching binding ids."""
@@ -222,7 +242,8 @@ class ChangeRouter:
             if bucket:
                 candidates.extend(bucket)
         candidates.extend(index.rest)
-        hits: dict[Subscriber, list[int]] = {}
+        # Binding ids per subscriber, in first-match order (a dict: a set that keeps order).
+        hits: dict[Subscriber, dict[int, None]] = {}
         op = change.op
         for entry in candidates:
             if only is not None and entry.subscriber is not only:
@@ -233,13 +254,18 @@ class ChangeRouter:
                 continue
             if entry.filter is not None and not entry.filter.matches(row):
                 continue
-            ids = hits.setdefault(entry.subscriber, [])
-            if entry.binding_id not in ids:
-                ids.append(entry.binding_id)
-        return hits
+            hits.setdefault(entry.subscriber, {})[entry.binding_id] = None
+        return {subscriber: list(ids) for subscriber, ids in hits.items()}
 
     def _send(self, change: Change, hits: dict[Subscriber, list[int]]) -> None:
         encoder = ChangeEncoder(change, self.tables[change.table])
+        if encoder.degraded:
+            self.degraded += 1
+            log.warning(
+                "change %s (%s) delivered without its large or unencodable values",
+                change.pos,
+                change.table,
+            )
         for subscriber, ids in hits.items():
             if subscriber.pg_buffer is not None:
                 subscriber.pg_buffer.append((change, ids))
@@ -249,24 +275,53 @@ class ChangeRouter:
                 self.delivered += 1
 
 
+#: A record larger than this, encoded, is delivered without its large values, as Supabase
+#: Realtime does above its ``max_record_bytes`` (1 MB).
+MAX_RECORD_BYTES = 1024 * 1024
+#: What a degraded record keeps: values that encode in at most this many bytes (Supabase's rule).
+SMALL_VALUE_BYTES = 64
+#: The ``errors`` of a degraded change, as Supabase Realtime words it.
+TOO_LARGE = ["Error 413: Payload Too Large"]
+
+
+def _small_values(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The values of ``record`` that encode in at most :data:`SMALL_VALUE_BYTES` bytes."""
+    if record is None:
+        return None
+    kept = {}
+    for key, value in record.items():
+        try:
+            encoded = orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            continue
+        if len(encoded) <= SMALL_VALUE_BYTES:
+            kept[key] = value
+    return kept
+
+
 class ChangeEncoder:
-    """Encodes a change's ``data`` once; frames differ only by topic, ids and wire format."""
+    """Encodes a change's ``data`` once; frames differ only by topic, ids and wire format.
+
+    A change whose record cannot be encoded (nested deeper than the encoder goes, written by
+    plain SQL past the API's limits) or is larger than :data:`MAX_RECORD_BYTES` is delivered
+    degraded, never dropped: only its small values, with ``errors`` saying why.
+    """
 
     def __init__(self, change: Change, table: Table) -> None:
-        data: dict[str, Any] = {
-            "schema": "public",
-            "table": change.table,
-            "commit_timestamp": change.changed_at,
-            "type": change.op,
-            "columns": table.columns,
-        }
-        if change.record is not None:
-            data["record"] = change.record
-        if change.old_record is not None:
-            data["old_record"] = change.old_record
-        data["errors"] = None
-        data["position"] = change.pos
-        self._data = orjson.dumps(data)
+        self.degraded = bool(change.errors)
+        try:
+            self._data = self._encode(change, table, change.record, change.old_record)
+        except (TypeError, orjson.JSONEncodeError):
+            self._data = b""
+        if not self._data or len(self._data) > MAX_RECORD_BYTES:
+            self.degraded = True
+            self._data = self._encode(
+                change,
+                table,
+                _small_values(change.record),
+                _small_values(change.old_record),
+                TOO_LARGE,
+            )
         self._frames: dict[tuple[Vsn, str, tuple[int, ...]], bytes] = {}
 
     def frame(self, vsn: Vsn, topic: str, ids: list[int]) -> bytes:
@@ -286,3 +341,26 @@ class ChangeEncoder:
                 )
             frame = self._frames[key] = ws_frame(text)
         return frame
+
+    @staticmethod
+    def _encode(
+        change: Change,
+        table: Table,
+        record: dict[str, Any] | None,
+        old_record: dict[str, Any] | None,
+        errors: list[str] | None = None,
+    ) -> bytes:
+        data: dict[str, Any] = {
+            "schema": "public",
+            "table": change.table,
+            "commit_timestamp": change.changed_at,
+            "type": change.op,
+            "columns": table.columns,
+        }
+        if record is not None:
+            data["record"] = record
+        if old_record is not None:
+            data["old_record"] = old_record
+        data["errors"] = errors or (list(change.errors) if change.errors else None)
+        data["position"] = change.pos
+        return orjson.dumps(data)

@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from ..broker import Broker, Envelope
 from ..config import Settings
+from ..domain.bounds import metadata_problem
 from ..domain.budget import PerSecond
 from ..domain.identity import (
     Identity,
@@ -31,7 +32,7 @@ from ..domain.identity import (
     needs_conversation_owner,
     parse_topic,
 )
-from ..protocol.connection import ServerConnection, subtopic
+from ..protocol.connection import UNMATCHED, ServerConnection, subtopic
 from ..protocol.errors import ProtocolError
 from ..protocol.events import (
     AccessTokenReceived,
@@ -52,7 +53,7 @@ from ..store.changefeed import Change, History, read_since, read_since_many
 from ..store.liveness import own_typing
 from .api.framework import ApiError, caller_of, map_database_error
 from .api.ratelimit import RateLimiter
-from .auth import Authenticator, AuthError, AuthUnavailable
+from .auth import Authenticator, AuthError, AuthUnavailable, expired_message
 from .batching import Coalesced
 from .fanout import Hub, Outbox, broadcast_payload
 from .liveness import LivenessTracker, participant_of
@@ -61,7 +62,15 @@ from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 1008
+CLOSE_POLICY = 1008
 CLOSE_PROTOCOL_ERROR = 1007
+
+
+class SocketTokenExpired(AuthError):
+    """The token the socket connected with has expired: the socket can no longer act."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InvalidJWTToken", message)
 
 
 class Channel:
@@ -268,10 +277,13 @@ class RealtimeServer:
                 continue
             record = change.record
             key = str(record.get("user_id") or record.get("customer_id"))
+            status = record.get("status")
+            if not isinstance(status, str):
+                continue  # a degraded change (store/changefeed.py) carries no status
             for channel in list(self.participant_channels.get(key, ())):
                 assert channel.participant is not None
-                if channel.participant["status"] != record.get("status"):
-                    channel.participant = {**channel.participant, "status": record["status"]}
+                if channel.participant["status"] != status:
+                    channel.participant = {**channel.participant, "status": status}
                     channel.session.retrack(channel)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -318,7 +330,7 @@ class Session:
         self.vsn = vsn
         self.identity = identity
         self.id = f"{server.node_id}:s{next(_channel_ids)}"
-        self.proto = ServerConnection(vsn)
+        self.proto = ServerConnection(vsn, server.settings.input_limits)
         self.outbox = Outbox(transport, server.settings.send_buffer_limit, self._overflow)
         self.channels: dict[str, Channel] = {}
         self._closing: asyncio.Task[None] | None = None
@@ -404,13 +416,16 @@ class Session:
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, JoinRequested):
             await self._join(event)
-        elif isinstance(event, BroadcastReceived):
-            if event.event == "typing" and event.binary is None:
-                await self._typing(event)
+        elif isinstance(event, BroadcastReceived | PresenceReceived):
+            channel = self._writable(event)
+            if channel is None:
+                return
+            if isinstance(event, PresenceReceived):
+                await self._presence(event, channel)
+            elif event.event == "typing" and event.binary is None:
+                await self._typing(event, channel)
             else:
-                self._broadcast(event)
-        elif isinstance(event, PresenceReceived):
-            await self._presence(event)
+                self._broadcast(event, channel)
         elif isinstance(event, AccessTokenReceived):
             await self._refresh(event)
         elif isinstance(event, LeaveRequested):
@@ -423,6 +438,25 @@ class Session:
             self.outbox.text(
                 self.proto.refuse(event.topic, event.ref, event.join_ref, event.reason)
             )
+
+    def _writable(self, event: BroadcastReceived | PresenceReceived) -> Channel | None:
+        """The channel a push acts through, if it may still act: a push on a channel whose
+        token has expired gets an error reply and closes the channel, before anything is
+        published or written (the expiry timer may not have fired yet)."""
+        channel = self.channels.get(event.topic)
+        if channel is None:
+            self.outbox.text(self.proto.refuse(event.topic, event.ref, None, UNMATCHED))
+            return None
+        exp = channel.identity.expires_at
+        if exp is not None and exp <= time.time():
+            self.outbox.text(
+                self.proto.refuse(
+                    event.topic, event.ref, channel.join_ref, expired_message(exp, time.time())
+                )
+            )
+            self._expire(channel)
+            return None
+        return channel
 
     # -- join / leave -------------------------------------------------------------------
 
@@ -445,9 +479,26 @@ class Session:
         ):
             self._refuse(join, "ChannelRateLimitReached: Too many channels")
             return
+        limits = server.settings.input_limits
+        bindings = len(join.config.postgres_changes) + sum(
+            len(c.config.postgres_changes) for t, c in self.channels.items() if t != join.topic
+        )
+        if bindings > limits.max_bindings_per_socket:
+            self._refuse(
+                join,
+                f"TooManyBindings: at most {limits.max_bindings_per_socket} postgres_changes "
+                "bindings per socket",
+            )
+            return
         try:
             identity = await self._identity_for(join.access_token)
             allowed = await self.server.may_join(identity, join.topic)
+        except SocketTokenExpired as exc:
+            # The socket's own token proves nothing any more: refuse, then close the socket,
+            # as Supabase does.
+            self._refuse(join, exc.reason)
+            await self.shutdown(CLOSE_POLICY, exc.message)
+            return
         except AuthError as exc:
             self._refuse(join, exc.reason)
             return
@@ -557,7 +608,7 @@ class Session:
             )
         else:
             for change in history.changes:
-                ids = router.match(change, only=channel).get(channel)
+                ids = router.ids_for(change, channel)
                 if ids:
                     self._send_change(channel, change, ids)
         buffered, channel.pg_buffer = channel.pg_buffer or [], None
@@ -579,7 +630,12 @@ class Session:
         self.outbox.text(self.proto.refuse(join.topic, join.ref, join.join_ref, reason))
 
     async def _identity_for(self, token: str | None) -> Identity:
+        """The join's own token's identity, else the socket's, which may have expired since
+        the socket opened."""
         if not token or token.startswith("sb_"):
+            exp = self.identity.expires_at
+            if exp is not None and exp <= time.time():
+                raise SocketTokenExpired(expired_message(exp, time.time()))
             return self.identity
         return await self.server.auth.identify(token)
 
@@ -633,10 +689,8 @@ class Session:
         channel.expiry = loop.call_later(delay, self._expire, channel)
 
     def _expire(self, channel: Channel) -> None:
-        exp = channel.identity.expires_at or time.time()
-        self._close_channel(
-            channel, f"Token has expired {max(0, int(time.time() - exp))} seconds ago"
-        )
+        now = time.time()
+        self._close_channel(channel, expired_message(channel.identity.expires_at or now, now))
 
     async def _refresh(self, event: AccessTokenReceived) -> None:
         token = event.token
@@ -679,8 +733,7 @@ class Session:
 
     # -- broadcast and presence ---------------------------------------------------------
 
-    def _broadcast(self, event: BroadcastReceived) -> None:
-        channel = self.channels[event.topic]
+    def _broadcast(self, event: BroadcastReceived, channel: Channel) -> None:
         exclude = None if channel.config.broadcast_self else channel.key
         binary = event.binary
         if binary is None:
@@ -701,11 +754,10 @@ class Session:
         if channel.config.broadcast_ack and event.ref is not None:
             self.outbox.text(self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {}))
 
-    async def _typing(self, event: BroadcastReceived) -> None:
+    async def _typing(self, event: BroadcastReceived, channel: Channel) -> None:
         """A ``typing`` broadcast from a staff user or customer is also a typing indicator,
         owned by this connection (so it ends when the connection does), under the typing rate
         limit. From anyone else it is a plain broadcast."""
-        channel = self.channels[event.topic]
         identity = channel.identity
         server = self.server
         connection_id = server.liveness.connection_id(self.id, identity)
@@ -714,7 +766,7 @@ class Session:
         conversation: Any = topic.subject if topic.kind is TopicKind.CONVERSATION else None
         conversation = conversation or payload.get("conversationId")
         if connection_id is None or conversation is None:
-            self._broadcast(event)
+            self._broadcast(event, channel)
             return
         is_typing = payload.get("isTyping", payload.get("is_typing"))
         reason = None
@@ -727,8 +779,8 @@ class Session:
         if reason is None:
             caller = caller_of(identity)
             try:
-                await server.limiter.check(
-                    "typing", f"{caller.user_id or caller.customer_id}:{conversation}"
+                await server.limiter.check_typing(
+                    caller.user_id or caller.customer_id, conversation
                 )
                 async with server.pool.acquire() as conn:
                     async with as_caller(conn, caller):
@@ -753,7 +805,8 @@ class Session:
                     self.proto.refuse(event.topic, event.ref, channel.join_ref, reason)
                 )
             return
-        self._broadcast(event)
+        if self.channels.get(event.topic) is channel:  # not closed while the row was written
+            self._broadcast(event, channel)
 
     def retrack(self, channel: Channel) -> None:
         """Publish the participant's presence on a conversation: what the client tracked, with
@@ -766,29 +819,30 @@ class Session:
         if diff is not None:
             self.server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
 
-    async def _presence(self, event: PresenceReceived) -> None:
-        channel = self.channels[event.topic]
+    async def _presence(self, event: PresenceReceived, channel: Channel) -> None:
         registry = self.server.presence
         if event.action == "track":
+            problem: str | None
             if not isinstance(event.payload, dict):
+                problem = "Presence track payload must be a map"
+            else:
+                problem = metadata_problem(event.payload, self.server.settings.input_limits)
+            if problem is not None:
                 self.outbox.text(
-                    self.proto.refuse(
-                        event.topic,
-                        event.ref,
-                        channel.join_ref,
-                        "Presence track payload must be a map",
-                    )
+                    self.proto.refuse(event.topic, event.ref, channel.join_ref, problem)
                 )
                 return
             if channel.participant is not None:
                 # The same action as setting one's presence over HTTP: the same limit.
                 try:
-                    await self.server.limiter.check("presence", channel.participant["key"])
+                    await self.server.limiter.check_presence(channel.participant["key"])
                 except ApiError as exc:
                     self.outbox.text(
                         self.proto.refuse(event.topic, event.ref, channel.join_ref, exc.message)
                     )
                     return
+                if self.channels.get(event.topic) is not channel:
+                    return  # closed while the limit was checked
                 channel.tracked = event.payload
                 self.outbox.text(
                     self.proto.reply(event.topic, event.ref, channel.join_ref, "ok", {})

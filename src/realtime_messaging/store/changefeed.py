@@ -26,6 +26,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .database import SERVER_SETTINGS
+
 log = logging.getLogger(__name__)
 
 #: Advisory lock held by the stamping process for as long as its connection lives.
@@ -45,7 +47,9 @@ _COLUMNS = (
 
 #: Moves committed queue rows into the log with consecutive positions, and returns them (the
 #: stamping process delivers them without reading them back). Other processes are woken by one
-#: NOTIFY per batch that moved something.
+#: NOTIFY per batch that moved something. The first position is a scalar from ``base``'s one
+#: row, not a join with it: joined, the planner multiplied the batch by its guess at the rows of
+#: ``change_feed_state`` (2,140 when never analysed), and planned millions of rows (issue 12).
 _STAMP = f"""
 WITH batch AS (
     DELETE FROM rtm.change_queue
@@ -56,7 +60,7 @@ WITH batch AS (
     WHERE EXISTS (SELECT 1 FROM batch)  -- an empty round writes nothing (no WAL flush)
     RETURNING last_pos - (SELECT count(*) FROM batch) AS first
 ), numbered AS (
-    SELECT b.*, base.first + row_number() OVER (ORDER BY b.id) AS pos FROM batch b, base
+    SELECT b.*, (SELECT first FROM base) + row_number() OVER (ORDER BY b.id) AS pos FROM batch b
 ), inserted AS (
     INSERT INTO rtm.change_log
         (pos, table_name, op, record, old_record, conversation_id, customer_id, changed_at)
@@ -94,20 +98,39 @@ class Change:
     customer_id: Any  # the customer who may see it besides staff; None: staff only
     changed_at: str
     changed_epoch: float  # the same instant, as Unix time (for latency metrics)
+    #: Why the change is delivered incomplete (postgres_changes ``errors``); empty when whole.
+    errors: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Change:
+        """The change a log row holds. A record the decoder refuses (nested past its limit,
+        written by plain SQL) is replaced by an empty one and the change marked, so that it
+        still reaches its subscribers and never stops the feed."""
+        errors: tuple[str, ...] = ()
+        try:
+            record, old_record = _json(row["record"]), _json(row["old_record"])
+        except orjson.JSONDecodeError:
+            log.warning("change %s has a record that cannot be decoded", row["pos"])
+            record = {} if row["record"] is not None else None
+            old_record = {} if row["old_record"] is not None else None
+            errors = (UNDECODABLE,)
         return cls(
             row["pos"],
             row["table_name"],
             row["op"],
-            _json(row["record"]),
-            _json(row["old_record"]),
+            record,
+            old_record,
             row["conversation_id"],
             row["customer_id"],
             row["changed_at"],
             row["changed_epoch"],
+            errors,
         )
+
+
+#: The ``errors`` of a change whose record could not be read back (as Supabase words a record
+#: too large to send).
+UNDECODABLE = "Error 413: Payload Too Large"
 
 
 def _json(value: Any) -> dict[str, Any] | None:
@@ -187,6 +210,16 @@ async def read_since_many(
     return result
 
 
+async def connect_feed(url: str) -> asyncpg.Connection:
+    """The change feed's own connection (with the server's session settings: no JIT)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        url,
+        timeout=10,
+        server_settings={**SERVER_SETTINGS, "application_name": APPLICATION_NAME},
+    )
+    return conn
+
+
 async def feed_head(conn: asyncpg.Connection) -> int:
     head: int = await conn.fetchval("SELECT last_pos FROM rtm.change_feed_state")
     return head
@@ -248,9 +281,7 @@ class ChangeFeed:
 
     async def _session(self) -> None:
         """One database connection's worth of feeding; returns or raises when it breaks."""
-        conn = await asyncpg.connect(
-            self._url, timeout=10, server_settings={"application_name": APPLICATION_NAME}
-        )
+        conn = await connect_feed(self._url)
         try:
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self.position is None:
@@ -289,8 +320,10 @@ class ChangeFeed:
                     rows = await conn.fetch(_READ, self.position)
                 if rows:
                     changes = [Change.from_row(r) for r in rows]
-                    self.position = changes[-1].pos
+                    # Past the batch only once it is handed over: should delivery fail, the
+                    # next session reads the batch again (subscribers skip what they had).
                     self._deliver(changes)
+                    self.position = changes[-1].pos
                     if len(rows) == BATCH:
                         continue
                 if self.stamper:

@@ -4,7 +4,6 @@ authentication to a :class:`Caller`, and the OpenAPI document built from the sam
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,10 +17,20 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from ...domain.bounds import DEFAULT_LIMITS, InputLimits, depth_message, too_deep
 from ...domain.identity import Identity, Kind
 from ...store.caller import Caller
-from ..auth import Authenticator, AuthError
-from ..http import bearer_token, error, ok
+from ..auth import Authenticator, AuthError, AuthUnavailable
+from ..http import (
+    UNAVAILABLE_MESSAGE,
+    bearer_token,
+    database_unavailable,
+    error,
+    internal_error,
+    ok,
+    retry_after,
+    unavailable,
+)
 
 if TYPE_CHECKING:
     from .ratelimit import RateLimiter
@@ -65,6 +74,7 @@ class Context:
     identity: Identity | None
     pool: asyncpg.Pool
     limiter: RateLimiter
+    limits: InputLimits = DEFAULT_LIMITS
 
     def path_param(self, name: str) -> str:
         return self.request.match_info[name]
@@ -108,6 +118,7 @@ class Api:
     limiter: RateLimiter
     #: Told when a staff user or customer does something through the API (presence activity).
     on_activity: Callable[[Identity], None] = lambda identity: None
+    limits: InputLimits = DEFAULT_LIMITS
     routes: list[Route] = field(default_factory=list)
 
     def route(
@@ -157,25 +168,33 @@ class Api:
                 caller, identity = await self._authenticate(request, route.auth)
                 token = bearer_token(request)
                 if token:
-                    await self.limiter.check("requests", hashlib.sha256(token.encode()).hexdigest())
+                    await self.limiter.check_requests(token)
                 payload: Any = None
                 if route.body is not None:
-                    payload = await _parse_body(request, route.body)
+                    payload = await _parse_body(request, route.body, self.limits)
                 elif route.query is not None:
                     payload = _parse_query(request, route.query)
                 data = await route.handler(
-                    Context(request, caller, identity, self.pool, self.limiter), payload
+                    Context(request, caller, identity, self.pool, self.limiter, self.limits),
+                    payload,
                 )
                 if route.activity and identity is not None:
                     self.on_activity(identity)
             except ApiError as exc:
                 return error(exc.status, exc.code, exc.message, headers=exc.headers)
-            except asyncpg.PostgresError as exc:
-                mapped = map_database_error(exc)
+            except web.HTTPException:
+                raise  # aiohttp's own (a body over the limit): the envelope_errors middleware's
+            except Exception as exc:
+                # The database away (down, restarting, its connection cut mid-query): a 503 to
+                # retry, not a 500. What breaks otherwise is ours: logged, never echoed.
+                if database_unavailable(exc):
+                    log.warning("database unavailable in %s %s: %r", route.method, route.path, exc)
+                    return unavailable()
+                mapped = map_database_error(exc) if isinstance(exc, asyncpg.PostgresError) else None
                 if mapped is None:
-                    log.exception("database error in %s %s", route.method, route.path)
-                    return error(500, "internal_error", "the server could not complete the request")
-                return error(mapped.status, mapped.code, mapped.message)
+                    log.exception("error in %s %s", route.method, route.path)
+                    return internal_error()
+                return error(mapped.status, mapped.code, mapped.message, headers=mapped.headers)
             if isinstance(data, web.StreamResponse):
                 return data
             return ok(data, status=route.status)
@@ -192,6 +211,9 @@ class Api:
             raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required")
         try:
             identity = await self.authenticator.identify(token)
+        except AuthUnavailable as exc:
+            # Not the token's fault: the database that checks it is away.
+            raise ApiError(503, "unavailable", UNAVAILABLE_MESSAGE, headers=retry_after()) from exc
         except AuthError as exc:
             raise ApiError(exc.status, "unauthorized", exc.message) from exc
         caller = caller_of(identity)
@@ -214,16 +236,31 @@ def caller_of(identity: Identity) -> Caller:
     return Caller.anon()
 
 
-async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+async def read_json(request: web.Request, limits: InputLimits) -> Any:
+    """The request's JSON body (``{}`` when empty), within the depth limit, or an :class:`ApiError`.
+
+    Nested past the limit, the refusal is a 422 that says so, also past the 1,024 levels where
+    the decoder itself gives up.
+    """
     raw = await request.read()
-    if not raw:
-        raw = b"{}"
     try:
-        data = orjson.loads(raw)
+        data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise ApiError(422, "validation_error", depth_message(limits.max_json_depth)) from exc
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from exc
+    if too_deep(data, limits.max_json_depth):
+        raise ApiError(422, "validation_error", depth_message(limits.max_json_depth))
+    return data
+
+
+async def _parse_body(
+    request: web.Request, model: type[BaseModel], limits: InputLimits
+) -> BaseModel:
+    data = await read_json(request, limits)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    raw = await request.read() or b"{}"
     try:
         # Strict: JSON types must be what the schema says ("true" is not a boolean).
         return model.model_validate_json(raw, strict=True)

@@ -14,8 +14,10 @@ import orjson
 from aiohttp import web
 from pydantic import Field, field_validator
 
+from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
 from ..http import ok
+from ..public_url import PublicUrl
 from .framework import (
     TIME_SCHEMA,
     UUID_SCHEMA,
@@ -206,8 +208,9 @@ class UnreadQuery(Model):
 # -- handlers --------------------------------------------------------------------------
 
 
-def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
-    """Add the messaging routes to ``api``."""
+def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: PublicUrl) -> None:
+    """Add the messaging routes to ``api``; the subscription answer's ``supabaseUrl`` comes from
+    ``public_url`` (never from the request's Host)."""
 
     @api.route(
         "POST",
@@ -232,7 +235,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
             channels.append(f"staff:{caller.user_id}:messages")
         presence = body.include_presence and body.conversation_id is not None
         return {
-            "supabaseUrl": f"{ctx.request.scheme}://{ctx.request.host}",
+            "supabaseUrl": public_url.for_request(ctx.request),
             "supabaseKey": anon_key,
             "channels": channels,
             "features": {
@@ -462,7 +465,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def mark_read(ctx: Context, _: None) -> dict[str, Any]:
         message_id = ctx.uuid_param("message_id")
         user, customer = _reader(ctx)
-        await ctx.limiter.check("read_receipts", str(user or customer))
+        await ctx.limiter.check_read_receipts(user or customer)
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.mark_message_as_read($1, $2, $3)", message_id, user, customer
@@ -481,7 +484,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
         user, customer = _reader(ctx)
         ids = sorted(set(body.message_ids))  # one lock order for every batch: no deadlocks
-        await ctx.limiter.check("read_receipts", str(user or customer), cost=len(ids))
+        await ctx.limiter.check_read_receipts(user or customer, cost=len(ids))
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.mark_message_as_read(m, $2, $3) FROM unnest($1::uuid[]) AS m",
@@ -533,7 +536,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     async def typing(ctx: Context, body: Typing) -> dict[str, Any]:
         conversation_id = ctx.uuid_param("conversation_id")
         user, customer = _reader(ctx)
-        await ctx.limiter.check("typing", f"{user or customer}:{conversation_id}")
+        await ctx.limiter.check_typing(user or customer, conversation_id)
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.update_typing_indicator($1, $2, $3, $4, 5)",
@@ -554,7 +557,11 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int) -> None:
     )
     async def set_presence(ctx: Context, body: Presence) -> dict[str, Any]:
         user, customer = _reader(ctx)
-        await ctx.limiter.check("presence", str(user or customer))
+        if body.metadata is not None:
+            problem = metadata_problem(body.metadata, ctx.limits)
+            if problem is not None:
+                raise ApiError(422, "validation_error", problem)
+        await ctx.limiter.check_presence(user or customer)
         metadata = orjson.dumps(body.metadata).decode() if body.metadata is not None else None
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(

@@ -11,6 +11,7 @@ through a worker thread after each hit, which was measured at a quarter of the s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import deque
@@ -78,6 +79,25 @@ class RateLimiter:
         self._items: dict[str, RateLimitItem] = {
             name: parse(getattr(limits, name)) for name in _KINDS
         }
+
+    # One key per action and participant, whichever door the action comes through (the API,
+    # RPC, the socket): the budgets below are the only spellings of these keys.
+
+    async def check_requests(self, token: str) -> None:
+        """Requests: per token, on every HTTP door (the API, RPC, REST broadcast)."""
+        await self.check("requests", hashlib.sha256(token.encode()).hexdigest())
+
+    async def check_typing(self, participant: object, conversation: object) -> None:
+        """Typing: per participant per conversation."""
+        await self.check("typing", f"{participant}:{conversation}")
+
+    async def check_presence(self, participant: object) -> None:
+        """Presence changes: per staff user or customer."""
+        await self.check("presence", str(participant))
+
+    async def check_read_receipts(self, reader: object, cost: int = 1) -> None:
+        """Read receipts: per reader; a batch counts each message."""
+        await self.check("read_receipts", str(reader), cost)
 
     async def check(self, kind: str, key: str, cost: int = 1) -> None:
         """Count ``cost`` hits; raise a 429 :class:`ApiError` with ``Retry-After`` when over."""

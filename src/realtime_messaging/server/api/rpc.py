@@ -14,8 +14,9 @@ from uuid import UUID
 import orjson
 from aiohttp import web
 
+from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
-from .framework import Api, ApiError, Context
+from .framework import Api, ApiError, Context, read_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,27 @@ def _convert(name: str, sql_type: str, value: Any) -> Any:
     raise ApiError(400, "validation_error", f"{name}: not a string")
 
 
+async def _rate_limit(ctx: Context, name: str, args: dict[str, Any]) -> None:
+    """The same limit as the API's endpoint for the same action, on the same key.
+
+    The key is the caller's own participant id; the service role is counted against the
+    participant it names. An anonymous caller is refused by the function itself.
+    """
+    caller = ctx.caller
+    if caller.role == "service_role":
+        participant = args.get("user_id") or args.get("customer_id")
+    else:
+        participant = caller.user_id or caller.customer_id
+    if participant is None:
+        return
+    if name == "update_typing_indicator":
+        await ctx.limiter.check_typing(participant, args["conversation_id"])
+    elif name == "update_user_presence":
+        await ctx.limiter.check_presence(participant)
+    elif name == "mark_message_as_read":
+        await ctx.limiter.check_read_receipts(participant)
+
+
 def register(api: Api) -> None:
     @api.route(
         "POST",
@@ -133,11 +155,7 @@ def register(api: Api) -> None:
         function = FUNCTIONS.get(name)
         if function is None:
             raise ApiError(404, "not_found", f"function {name} not found")
-        raw = await ctx.request.read()
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "invalid_json", "the body is not valid JSON") from exc
+        body = await read_json(ctx.request, ctx.limits)
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", "the body must be an object of named arguments")
         known = {arg for arg, _, _ in function.args}
@@ -145,18 +163,24 @@ def register(api: Api) -> None:
         if unknown:
             raise ApiError(400, "validation_error", f"unknown argument(s): {', '.join(unknown)}")
         names: list[str] = []
-        values: list[Any] = []
+        args: dict[str, Any] = {}
         for arg, sql_type, required in function.args:
             if arg not in body:
                 if required:
                     raise ApiError(400, "validation_error", f"{arg}: required")
                 if sql_type != "uuid":
                     continue  # let the function's default apply
-            names.append(f"{arg} => ${len(values) + 1}::{sql_type}")
-            values.append(_convert(arg, sql_type, body.get(arg)))
+            names.append(f"{arg} => ${len(args) + 1}::{sql_type}")
+            args[arg] = _convert(arg, sql_type, body.get(arg))
+        metadata = body.get("metadata")
+        if metadata is not None:
+            problem = metadata_problem(metadata, ctx.limits)
+            if problem is not None:
+                raise ApiError(422, "validation_error", f"metadata: {problem}")
+        await _rate_limit(ctx, name, args)
         # to_jsonb: whatever the function returns (a scalar, a row, void) comes out as JSON, as
         # PostgREST renders it.
         sql = f"SELECT to_jsonb(public.{name}({', '.join(names)}))::text"
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            result = await conn.fetchval(sql, *values)
+            result = await conn.fetchval(sql, *args.values())
         return web.Response(text=result or "null", content_type="application/json")
