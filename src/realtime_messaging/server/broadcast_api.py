@@ -14,7 +14,8 @@ from aiohttp import web
 
 from ..broker import Envelope
 from ..domain.identity import Identity
-from .api.framework import ApiError, read_json
+from .api.errors import ApiError
+from .api.framework import read_json
 from .auth import AuthError, AuthUnavailable
 from .fanout import broadcast_payload
 from .http import bearer_token, error, unavailable

@@ -51,7 +51,8 @@ from ..protocol.presence import PresenceRegistry
 from ..store.caller import as_caller
 from ..store.changefeed import Change, History, read_since, read_since_many
 from ..store.liveness import own_typing
-from .api.framework import ApiError, caller_of, map_database_error
+from .api.errors import ApiError
+from .api.framework import caller_of, map_database_error
 from .api.ratelimit import RateLimiter
 from .auth import Authenticator, AuthError, AuthUnavailable, expired_message
 from .batching import Coalesced

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -31,9 +31,8 @@ from ..http import (
     retry_after,
     unavailable,
 )
-
-if TYPE_CHECKING:
-    from .ratelimit import RateLimiter
+from .errors import ApiError
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +45,6 @@ class Model(BaseModel):
     """Request bodies: camelCase on the wire, unknown fields refused."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
-
-
-class ApiError(Exception):
-    """An error the client caused; becomes a 4xx with the envelope."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
 
 
 def not_found(what: str = "not found") -> ApiError:

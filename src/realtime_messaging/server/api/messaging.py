@@ -18,11 +18,11 @@ from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
 from ..http import ok
 from ..public_url import PublicUrl
+from .errors import ApiError
 from .framework import (
     TIME_SCHEMA,
     UUID_SCHEMA,
     Api,
-    ApiError,
     Context,
     Model,
     envelope,

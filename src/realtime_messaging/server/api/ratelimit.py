@@ -21,7 +21,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from .framework import ApiError
+from .errors import ApiError
 
 _KINDS = ("typing", "presence", "read_receipts", "requests")
 

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
-from .framework import Api, ApiError, Context, read_json
+from .errors import ApiError
+from .framework import Api, Context, read_json
 
 
 @dataclass(frozen=True, slots=True)
