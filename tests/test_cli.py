@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 import jwt
 
-from tests.conftest import with_database
+from tests.conftest import RunningServer, with_database
 
 RTM = [sys.executable, "-m", "realtime_messaging"]
 
@@ -145,3 +145,44 @@ async def test_serve_on_the_embedded_database_then_cleanup_and_db_url(tmp_path: 
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0
+
+
+async def test_demo_prints_two_links_that_sign_in_to_one_conversation(
+    tmp_path: Path, database_url: str, server: RunningServer
+) -> None:
+    """``rtm demo`` on the server's database: the staff link's token is a staff user's, the
+    customer link's a customer's, and both see the conversation with its first message."""
+    env = _env(tmp_path, RTM_DATABASE_URL=database_url, RTM_JWT_SECRET=server.secret)
+    port = server.http_url.rsplit(":", 1)[1]
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [*RTM, "demo", "--port", port],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    links = [
+        line.split(": ", 1)[1].strip() for line in out.stdout.splitlines() if "#token=" in line
+    ]
+    assert len(links) == 2, out.stdout
+    inbox, portal = links
+    assert inbox.startswith(f"{server.http_url}/#token=")
+    assert portal.startswith(f"{server.http_url}/portal#token=pt_")
+    async with aiohttp.ClientSession(server.http_url) as http:
+        seen = []
+        for link, kind in ((inbox, "staff"), (portal, "customer")):
+            headers = {"Authorization": f"Bearer {link.split('#token=', 1)[1]}"}
+            async with http.get("/api/me", headers=headers) as response:
+                assert (await response.json())["data"]["kind"] == kind
+            async with http.get("/api/conversations", headers=headers) as response:
+                conversations = (await response.json())["data"]["conversations"]
+            mine = [c for c in conversations if c["subject"] == "My order has not arrived"]
+            conversation = mine[0]["id"] if kind == "customer" else None
+            seen.append((kind, len(mine) >= 1))
+            if conversation:
+                path = f"/api/conversations/{conversation}/messages"
+                async with http.get(path, headers=headers) as response:
+                    messages = (await response.json())["data"]["messages"]
+                assert [m["senderType"] for m in messages] == ["customer"]
+        assert seen == [("staff", True), ("customer", True)]

@@ -113,6 +113,40 @@ def cleanup(settings: Settings) -> None:
         db.close()
 
 
+@cli.command()
+@click.option("--host", envvar="RTM_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="RTM_PORT", type=int, default=4000, show_default=True)
+@click.option(
+    "--public-url", envvar="RTM_PUBLIC_URL", help="Base of the links; default: http://HOST:PORT."
+)
+@click.pass_obj
+def demo(settings: Settings, host: str, port: int, public_url: str | None) -> None:
+    """Create a staff user, a customer and a conversation; print the two sign-in links."""
+    from .demo import create_demo
+    from .server.public_url import listen_url
+
+    db = _database(settings)
+    secret = load_or_create_secret(settings)
+
+    async def run() -> tuple[str, str]:
+        await db.migrate()
+        async with db.connect() as conn:
+            created = await create_demo(conn, secret)
+        return created.links((public_url or listen_url(host, port)).rstrip("/"))
+
+    try:
+        inbox, portal = _run(run)
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    click.echo(
+        "A conversation is waiting. With `rtm serve` running, open each link in its own tab:\n"
+        f"  staff inbox:   {inbox}\n"
+        f"  customer chat: {portal}"
+    )
+
+
 def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from .server.public_url import public_base_url
 

@@ -206,7 +206,7 @@ async def test_history_pages_newest_first_without_duplicates_or_gaps(
             messages, pages = await _history(http, token, conv, limit)
             assert [m["id"] for m in messages] == expected, limit
             assert pages == -(-35 // limit)
-            assert all(list(m) == MESSAGE_KEYS for m in messages)
+            assert all(list(m) == [*MESSAGE_KEYS, "delivery"] for m in messages)
     newest, _ = await _history(http, portal, conv, 3)
     assert [m["content"] for m in newest[:3]] == ["tie2", "tie1", "c2"]
 

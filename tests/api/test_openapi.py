@@ -82,7 +82,7 @@ async def test_every_api_and_rest_route_of_the_app_is_in_it(
     spec = await _spec(http)
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert registered == documented
-    assert len(documented) == 21
+    assert len(documented) == 22
 
 
 async def test_every_route_reading_a_json_body_declares_it(http: Http) -> None:

@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .public_url import PublicUrl, listen_url
 from .realtime import RealtimeServer
+from .web import WebAssets
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
 FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
@@ -181,6 +182,7 @@ async def build_app(
     app.router.add_get("/socket/websocket", realtime.handle)
     app.router.add_routes(BroadcastApi(realtime).routes())
     app.router.add_routes(api.aiohttp_routes())
+    app.router.add_routes(WebAssets(public_url, anon_key(secret)).routes())
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(spec)

@@ -126,6 +126,19 @@ MESSAGE = _object(
     attachments={"type": "array"},
     clientMessageId={"type": ["string", "null"]},
 )
+HISTORY_MESSAGE = {
+    **MESSAGE,
+    "required": [*MESSAGE["required"], "delivery"],
+    "properties": {
+        **MESSAGE["properties"],
+        "delivery": {
+            "anyOf": [
+                _object(status={"enum": ["sent", "delivered", "read", "failed"]}),
+                {"type": "null"},
+            ]
+        },
+    },
+}
 PRESENCE = _object(
     id=_UUID,
     userId=_UUID_OR_NULL,
@@ -249,6 +262,25 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
                 "customerId": str(caller.customer_id) if caller.customer_id else None,
                 "conversationId": str(body.conversation_id) if body.conversation_id else None,
             },
+        }
+
+    @api.route(
+        "GET",
+        "/api/me",
+        summary="Who the token is: a staff user or a customer (the web pages ask this first)",
+        response=envelope(
+            _object(
+                kind={"enum": ["staff", "customer"]}, userId=_UUID_OR_NULL, customerId=_UUID_OR_NULL
+            )
+        ),
+        tags=("realtime",),
+    )
+    async def me(ctx: Context, _: None) -> dict[str, Any]:
+        user, customer = _reader(ctx)
+        return {
+            "kind": "staff" if user else "customer",
+            "userId": str(user) if user else None,
+            "customerId": str(customer) if customer else None,
         }
 
     @api.route(
@@ -427,7 +459,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
         summary="Message history, newest first, by cursor",
         query=ListQuery,
         response=envelope(
-            _object(messages={"type": "array", "items": MESSAGE}, nextCursor=_CURSOR)
+            _object(messages={"type": "array", "items": HISTORY_MESSAGE}, nextCursor=_CURSOR)
         ),
         tags=("messages",),
     )
@@ -437,17 +469,31 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
         where = ""
         if query.before:
             created, row_id = _decode_cursor(query.before)
-            where = "AND (created_at, id) < ($3, $4)"
+            where = "AND (m.created_at, m.id) < ($3, $4)"
             args += [created, row_id]
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await _require_conversation(conn, conversation_id)
+            # Each message with its recipient's delivery status (the first recipient's, should
+            # there be several): the initial state of the ✓ marks, which then change live.
             rows = await conn.fetch(
-                "SELECT * FROM public.customer_messages WHERE conversation_id = $1 "
-                f"{where} ORDER BY created_at DESC, id DESC LIMIT $2",
+                "SELECT m.*, d.status AS delivery_status FROM public.customer_messages m "
+                "LEFT JOIN LATERAL (SELECT s.status FROM public.message_delivery_status s "
+                "WHERE s.message_id = m.id ORDER BY s.recipient_type, s.recipient_id LIMIT 1) d "
+                f"ON true WHERE m.conversation_id = $1 {where} "
+                "ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
                 *args,
             )
         page, cursor = _page(rows, query.limit)
-        return {"messages": [message_json(r) for r in page], "nextCursor": cursor}
+        return {
+            "messages": [
+                {
+                    **message_json(r),
+                    "delivery": {"status": r["delivery_status"]} if r["delivery_status"] else None,
+                }
+                for r in page
+            ],
+            "nextCursor": cursor,
+        }
 
     def _reader(ctx: Context) -> tuple[UUID | None, UUID | None]:
         if ctx.caller.user_id is None and ctx.caller.customer_id is None:
