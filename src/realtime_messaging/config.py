@@ -52,6 +52,9 @@ class Settings:
     #: Behind a reverse proxy that sets them: take X-Forwarded-Proto/-Host over ``public_url``
     #: (``RTM_TRUST_PROXY_HEADERS``).
     trust_proxy_headers: bool = False
+    #: Origins of other sites that may show the customer chat (``/portal``) in an iframe
+    #: (``RTM_EMBED_ORIGINS``, separated by spaces or commas); none by default.
+    embed_origins: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(".rtm"))
     #: Largest client WebSocket message; bigger ones close the socket with 1009.
     max_frame_bytes: int = 1024 * 1024
@@ -104,6 +107,7 @@ class Settings:
             port=int(_env("RTM_PORT", "4000") or "4000"),
             public_url=_env("RTM_PUBLIC_URL"),
             trust_proxy_headers=_flag("RTM_TRUST_PROXY_HEADERS"),
+            embed_origins=tuple((_env("RTM_EMBED_ORIGINS") or "").replace(",", " ").split()),
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
             max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),

@@ -182,7 +182,8 @@ async def build_app(
     app.router.add_get("/socket/websocket", realtime.handle)
     app.router.add_routes(BroadcastApi(realtime).routes())
     app.router.add_routes(api.aiohttp_routes())
-    app.router.add_routes(WebAssets(public_url, anon_key(secret)).routes())
+    web_assets = WebAssets(public_url, anon_key(secret), embed_origins=settings.embed_origins)
+    app.router.add_routes(web_assets.routes())
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(spec)

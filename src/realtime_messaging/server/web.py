@@ -10,11 +10,13 @@ directory are served, by name: a request path never becomes a file path.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .public_url import PublicUrl
+from ..exceptions import ConfigurationError
+from .public_url import PublicUrl, valid_host
 
 #: Where the built assets live inside the package.
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -39,14 +41,43 @@ def _listing(directory: Path) -> dict[str, Path]:
     return {p.name: p for p in directory.iterdir() if p.is_file() and p.suffix in _TYPES}
 
 
-class WebAssets:
-    """Routes for the pages and scripts; ``public_url`` and ``anon_key`` go to the pages."""
+def _valid_origin(origin: str) -> str:
+    """An origin as a browser sends it (``https://shop.example.com[:port]``), or ValueError."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not valid_host(parts.netloc):
+        raise ValueError(f"not an origin: {origin!r}")
+    if parts.path or parts.query or parts.fragment or "@" in origin:
+        raise ValueError(f"an origin has no path, query or credentials: {origin!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
-    def __init__(self, public_url: PublicUrl, anon_key: str, root: Path = WEB_ROOT) -> None:
+
+class WebAssets:
+    """Routes for the pages and scripts; ``public_url`` and ``anon_key`` go to the pages.
+
+    The staff inbox is never shown inside another site's frame (clickjacking); the customer
+    chat may be, by the origins listed in ``embed_origins`` only (docs/web.md).
+    """
+
+    def __init__(
+        self,
+        public_url: PublicUrl,
+        anon_key: str,
+        *,
+        embed_origins: tuple[str, ...] = (),
+        root: Path = WEB_ROOT,
+    ) -> None:
         self._public_url = public_url
         self._anon_key = anon_key
         self._app = _listing(root / "app")
         self._js = _listing(root / "js")
+        try:
+            origins = " ".join(_valid_origin(o) for o in embed_origins)
+        except ValueError as exc:
+            raise ConfigurationError(f"RTM_EMBED_ORIGINS: {exc}") from exc
+        self._frames = {
+            "inbox.html": "frame-ancestors 'none'",
+            "portal.html": f"frame-ancestors 'self' {origins}".strip(),
+        }
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -58,8 +89,12 @@ class WebAssets:
         ]
 
     def _page(self, name: str) -> Handler:
+        policy = {"Content-Security-Policy": self._frames[name]}
+
         async def page(request: web.Request) -> web.StreamResponse:
-            return _file(self._app.get(name))
+            response = _file(self._app.get(name))
+            response.headers.update(policy)
+            return response
 
         return page
 
