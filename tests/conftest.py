@@ -12,9 +12,10 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -160,6 +161,33 @@ async def running_server(database_url: str, **overrides: object) -> AsyncIterato
         )
     finally:
         await running.close()
+
+
+class RestartableServer:
+    """A server that can be stopped and started again on the same port (a restart)."""
+
+    def __init__(self, database_url: str, **settings: object) -> None:
+        self.database_url = database_url
+        self.settings = settings
+        self.port = 0
+        self.server: RunningServer | None = None
+        self._running: AbstractAsyncContextManager[RunningServer] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> RunningServer:
+        async with self._lock:
+            if self.server is None:
+                running = running_server(self.database_url, port=self.port, **self.settings)
+                self.server = await running.__aenter__()
+                self._running = running
+                self.port = urlsplit(self.server.http_url).port or 0
+            return self.server
+
+    async def stop(self) -> None:
+        async with self._lock:
+            running, self._running, self.server = self._running, None, None
+            if running is not None:
+                await running.__aexit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

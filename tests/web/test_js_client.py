@@ -19,14 +19,13 @@ import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 
-from tests.conftest import RunningServer, running_server
+from tests.conftest import RestartableServer, running_server
 
 JS_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
 TYPING_LIMIT = 4
@@ -66,32 +65,6 @@ async def js_build() -> Path:
     return JS_DIR / "dist"
 
 
-class RestartableServer:
-    """A server that can be stopped and started again on the same port (a restart)."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        self.port = 0
-        self.server: RunningServer | None = None
-        self._running: AbstractAsyncContextManager[RunningServer] | None = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> RunningServer:
-        async with self._lock:
-            if self.server is None:
-                running = running_server(self.database_url, port=self.port, **SERVER_SETTINGS)
-                self.server = await running.__aenter__()
-                self._running = running
-                self.port = urlsplit(self.server.http_url).port or 0
-            return self.server
-
-    async def stop(self) -> None:
-        async with self._lock:
-            running, self._running, self.server = self._running, None, None
-            if running is not None:
-                await running.__aexit__(None, None, None)
-
-
 @asynccontextmanager
 async def control_server(restartable: RestartableServer) -> AsyncIterator[str]:
     """``POST /stop`` and ``POST /start`` for the restartable server, answered once done."""
@@ -120,7 +93,7 @@ async def control_server(restartable: RestartableServer) -> AsyncIterator[str]:
 
 async def test_js_client(js_build: Path, database_url: str) -> None:
     """``node --test clients/js/tests/``: every JS test passes against the real servers."""
-    restartable = RestartableServer(database_url)
+    restartable = RestartableServer(database_url, **SERVER_SETTINGS)
     async with (
         running_server(database_url, **SERVER_SETTINGS) as server,
         control_server(restartable) as control_url,
