@@ -116,6 +116,24 @@ async def test_messages_typing_delivery_and_read_marks_both_ways(
         await expect(_messages(page).get_by_text("It was order 42")).to_have_count(1)
 
 
+async def test_a_staff_message_turns_delivered_then_read(browser: Browser, world: World) -> None:
+    """Delivered when it reaches the customer's page, read once it is on their screen."""
+    staff_link, customer_link = world.links()
+    _, staff = await open_page(browser, staff_link)
+    _, customer = await open_page(browser, customer_link, PHONE)
+    await staff.get_by_role("button", name="My order has not arrived").first.click()
+    # On a phone the customer goes back to the list: the conversation is off screen.
+    await customer.get_by_role("button", name="Conversations").click()
+    await expect(customer.get_by_role("region", name="Messages")).to_have_count(0)
+    await _send(staff, "Message to the customer", "Your parcel is on its way")
+    own = staff.locator(".msg-own").filter(has_text="Your parcel is on its way")
+    await expect(own.locator(".status-delivered")).to_be_visible(timeout=5_000)
+    await screenshot(staff, "inbox-delivered")
+    await customer.get_by_role("button", name="My order has not arrived").first.click()
+    await expect(_messages(customer).get_by_text("Your parcel is on its way")).to_be_visible()
+    await expect(own.locator(".status-read")).to_be_visible(timeout=5_000)
+
+
 async def test_unread_count_rises_and_returns_to_zero(browser: Browser, world: World) -> None:
     staff_link, customer_link = world.links()
     _, staff = await open_page(browser, staff_link)
