@@ -11,7 +11,7 @@ import asyncpg
 
 from tests.conftest import Seed
 
-from .conftest import UNKNOWN, Http, assert_error, assert_ok, count
+from .conftest import UNKNOWN, Http, assert_error, assert_ok, count, insert_message
 
 CONVERSATION_KEYS = {
     "id",
@@ -22,6 +22,8 @@ CONVERSATION_KEYS = {
     "createdAt",
     "updatedAt",
 }
+#: A conversation as lists and GET show it: with its customer's name and its latest message.
+ENTRY_KEYS = CONVERSATION_KEYS | {"customerName", "lastMessage"}
 
 
 async def test_customer_opens_their_own(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
@@ -142,7 +144,7 @@ async def test_list_pages_newest_first_without_duplicates_or_gaps(
         seen = [c["id"] for page in pages for c in page]
         assert seen == expected, limit
         assert all(len(p) == limit for p in pages[:-1]) and 0 < len(pages[-1]) <= limit
-        assert all(set(c) == CONVERSATION_KEYS for page in pages for c in page)
+        assert all(set(c) == ENTRY_KEYS for page in pages for c in page)
     # The default page is 50; a page exactly filling the rest has no next cursor.
     status, reply, _ = await http.call("GET", "/api/conversations", portal)
     assert len(assert_ok(status, reply)["conversations"]) == 17
@@ -196,8 +198,9 @@ async def test_get_one_and_never_a_hint_that_anothers_exists(http: Http, seed: S
     conv_a, conv_b = await seed.conversation(a), await seed.conversation(b)
     status, reply, _ = await http.call("GET", f"/api/conversations/{conv_a}", token_a)
     data = assert_ok(status, reply)
-    assert set(data) == CONVERSATION_KEYS and data["id"] == str(conv_a)
+    assert set(data) == ENTRY_KEYS and data["id"] == str(conv_a)
     assert data["customerId"] == str(a)
+    assert data["customerName"] == "Customer" and data["lastMessage"] is None
 
     status, theirs, _ = await http.call("GET", f"/api/conversations/{conv_b}", token_a)
     assert_error(status, theirs, 404, "not_found", "conversation not found")
@@ -259,3 +262,24 @@ async def test_staff_assign_and_change_a_conversation(
     # Unassigning with null.
     status, reply, _ = await http.call("PATCH", path, staff_token, json={"assignedUserId": None})
     assert assert_ok(status, reply)["assignedUserId"] is None
+
+
+async def test_entries_carry_the_customers_name_and_the_latest_message(
+    http: Http, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    customer, portal = await seed.customer()
+    user, staff = await seed.staff()
+    conv = await seed.conversation(customer)
+    await insert_message(pool, conv, "customer", customer, "first")
+    last = await insert_message(pool, conv, "staff", user, "latest")
+    for token in (portal, staff):
+        status, reply, _ = await http.call("GET", f"/api/conversations/{conv}", token)
+        data = assert_ok(status, reply)
+        assert data["customerName"] == "Customer"
+        assert data["lastMessage"]["id"] == str(last)
+        assert data["lastMessage"]["content"] == "latest"
+        assert data["lastMessage"]["senderType"] == "staff"
+        assert data["lastMessage"]["senderId"] == str(user)
+    status, reply, _ = await http.call("GET", "/api/conversations", portal)
+    [entry] = [c for c in assert_ok(status, reply)["conversations"] if c["id"] == str(conv)]
+    assert entry["lastMessage"]["content"] == "latest"

@@ -26,6 +26,11 @@ interface LastMessage {
   createdAt: string;
 }
 
+/** The customer's name, or "Customer 3f2a9c" when the server gives none. */
+function customerLabel(conversation: Conversation, otherLabel: string): string {
+  return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
+}
+
 function isWide(): boolean {
   return window.matchMedia('(min-width: 721px)').matches;
 }
@@ -127,8 +132,13 @@ export function ChatApp({ session }: { session: Session }) {
     async (items: Conversation[]) => {
       await eachLimited(items, DETAIL_CONCURRENCY, async (conversation) => {
         try {
-          const [page, rows] = await Promise.all([api.messages(conversation.id, 1), api.presence(conversation.id)]);
-          const last: HistoryMessage | undefined = page.items[0];
+          // The list carries each conversation's latest message; older servers did not.
+          const [last, rows] = await Promise.all([
+            conversation.lastMessage !== undefined
+              ? conversation.lastMessage
+              : api.messages(conversation.id, 1).then((page): HistoryMessage | undefined => page.items[0]),
+            api.presence(conversation.id),
+          ]);
           if (last) noteLast(conversation.id, last);
           notePresence(rows);
           const staffIds = rows.map((r) => r.userId).filter((id): id is string => Boolean(id));
@@ -261,7 +271,7 @@ export function ChatApp({ session }: { session: Session }) {
     (conversation: Conversation | undefined) =>
       conversation
         ? staff
-          ? (conversation.subject ?? `${otherLabel} ${shortId(conversation.customerId)}`)
+          ? (conversation.subject ?? customerLabel(conversation, otherLabel))
           : customerTitle(conversation)
         : 'a conversation',
     [staff, otherLabel],
@@ -387,7 +397,7 @@ export function ChatApp({ session }: { session: Session }) {
 
   const subtitleOf = (conversation: Conversation): string | null => {
     const parts: string[] = [];
-    if (staff && conversation.subject) parts.push(`${otherLabel} ${shortId(conversation.customerId)}`);
+    if (staff && conversation.subject) parts.push(customerLabel(conversation, otherLabel));
     if (conversation.status !== 'open') parts.push(conversation.status);
     return parts.length > 0 ? parts.join(' · ') : null;
   };

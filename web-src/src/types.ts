@@ -19,6 +19,9 @@ export interface Conversation {
   assignedUserId: string | null;
   createdAt: string;
   updatedAt: string | null;
+  /** In lists and `GET /api/conversations/{id}`: the customer's name and the latest message. */
+  customerName?: string | null;
+  lastMessage?: { content: string; senderType: SenderType; createdAt: string } | null;
 }
 
 /** A message of `GET /api/conversations/{id}/messages` (with the recipient's delivery row). */

@@ -50,6 +50,35 @@ def conversation_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+#: A conversation with its customer's name and its latest message, for a list of them (one
+#: query: a client that draws an inbox need not ask once per conversation).
+_CONVERSATION_ENTRY = """
+SELECT c.*, cu.name AS customer_name, lm.id AS last_id, lm.content AS last_content,
+       lm.sender_type AS last_sender_type, lm.sender_id AS last_sender_id,
+       lm.created_at AS last_created_at
+FROM public.conversations c
+LEFT JOIN public.customers cu ON cu.id = c.customer_id
+LEFT JOIN LATERAL (
+    SELECT m.id, m.content, m.sender_type, m.sender_id, m.created_at
+    FROM public.customer_messages m WHERE m.conversation_id = c.id
+    ORDER BY m.created_at DESC, m.id DESC LIMIT 1
+) lm ON true
+"""
+
+
+def conversation_entry_json(row: asyncpg.Record) -> dict[str, Any]:
+    last = None
+    if row["last_id"] is not None:
+        last = {
+            "id": str(row["last_id"]),
+            "content": row["last_content"],
+            "senderType": row["last_sender_type"],
+            "senderId": str(row["last_sender_id"]),
+            "createdAt": _iso(row["last_created_at"]),
+        }
+    return {**conversation_json(row), "customerName": row["customer_name"], "lastMessage": last}
+
+
 def message_json(row: asyncpg.Record) -> dict[str, Any]:
     """The documented MessageEvent fields, plus the client message id."""
     attachments = row["attachments"]
@@ -116,6 +145,26 @@ CONVERSATION = _object(
     createdAt=_TIME,
     updatedAt=_TIME,
 )
+CONVERSATION_ENTRY = {
+    **CONVERSATION,
+    "required": [*CONVERSATION["required"], "customerName", "lastMessage"],
+    "properties": {
+        **CONVERSATION["properties"],
+        "customerName": {"type": ["string", "null"]},
+        "lastMessage": {
+            "anyOf": [
+                _object(
+                    id=_UUID,
+                    content={"type": "string"},
+                    senderType={"enum": ["customer", "staff"]},
+                    senderId=_UUID,
+                    createdAt=_TIME,
+                ),
+                {"type": "null"},
+            ]
+        },
+    },
+}
 MESSAGE = _object(
     id=_UUID,
     conversationId=_UUID,
@@ -331,7 +380,9 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
         summary="Conversations the caller can see, newest first",
         query=ListQuery,
         response=envelope(
-            _object(conversations={"type": "array", "items": CONVERSATION}, nextCursor=_CURSOR)
+            _object(
+                conversations={"type": "array", "items": CONVERSATION_ENTRY}, nextCursor=_CURSOR
+            )
         ),
         tags=("conversations",),
     )
@@ -340,33 +391,33 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
         where = ""
         if query.before:
             created, row_id = _decode_cursor(query.before)
-            where = "WHERE (created_at, id) < ($2, $3)"
+            where = "WHERE (c.created_at, c.id) < ($2, $3)"
             args += [created, row_id]
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             rows = await conn.fetch(
-                f"SELECT * FROM public.conversations {where} "
-                "ORDER BY created_at DESC, id DESC LIMIT $1",
+                f"{_CONVERSATION_ENTRY} {where} ORDER BY c.created_at DESC, c.id DESC LIMIT $1",
                 *args,
             )
         page, cursor = _page(rows, query.limit)
-        return {"conversations": [conversation_json(r) for r in page], "nextCursor": cursor}
+        return {
+            "conversations": [conversation_entry_json(r) for r in page],
+            "nextCursor": cursor,
+        }
 
     @api.route(
         "GET",
         "/api/conversations/{conversation_id}",
         summary="One conversation",
-        response=envelope(CONVERSATION),
+        response=envelope(CONVERSATION_ENTRY),
         tags=("conversations",),
     )
     async def get_conversation(ctx: Context, _: None) -> dict[str, Any]:
         conversation_id = ctx.uuid_param("conversation_id")
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            row = await conn.fetchrow(
-                "SELECT * FROM public.conversations WHERE id = $1", conversation_id
-            )
+            row = await conn.fetchrow(f"{_CONVERSATION_ENTRY} WHERE c.id = $1", conversation_id)
         if row is None:
             raise not_found("conversation not found")
-        return conversation_json(row)
+        return conversation_entry_json(row)
 
     @api.route(
         "PATCH",

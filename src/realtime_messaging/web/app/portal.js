@@ -1460,6 +1460,9 @@ function StartConversation({ api, first, onStarted, onCancel, onExpired }) {
 var PAGE = 30;
 var DETAIL_CONCURRENCY = 4;
 var PRESENCE_REFRESH_MS = 6e4;
+function customerLabel(conversation, otherLabel) {
+  return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
+}
 function isWide() {
   return window.matchMedia("(min-width: 721px)").matches;
 }
@@ -1547,8 +1550,10 @@ function ChatApp({ session }) {
     async (items) => {
       await eachLimited(items, DETAIL_CONCURRENCY, async (conversation) => {
         try {
-          const [page, rows] = await Promise.all([api.messages(conversation.id, 1), api.presence(conversation.id)]);
-          const last = page.items[0];
+          const [last, rows] = await Promise.all([
+            conversation.lastMessage !== void 0 ? conversation.lastMessage : api.messages(conversation.id, 1).then((page) => page.items[0]),
+            api.presence(conversation.id)
+          ]);
           if (last) noteLast(conversation.id, last);
           notePresence(rows);
           const staffIds = rows.map((r3) => r3.userId).filter((id) => Boolean(id));
@@ -1651,7 +1656,7 @@ function ChatApp({ session }) {
   const selectedRef = T2(selectedId);
   selectedRef.current = selectedId;
   const titleOf = b(
-    (conversation) => conversation ? staff ? conversation.subject ?? `${otherLabel} ${shortId(conversation.customerId)}` : customerTitle(conversation) : "a conversation",
+    (conversation) => conversation ? staff ? conversation.subject ?? customerLabel(conversation, otherLabel) : customerTitle(conversation) : "a conversation",
     [staff, otherLabel]
   );
   A2(
@@ -1755,7 +1760,7 @@ function ChatApp({ session }) {
   };
   const subtitleOf = (conversation) => {
     const parts = [];
-    if (staff && conversation.subject) parts.push(`${otherLabel} ${shortId(conversation.customerId)}`);
+    if (staff && conversation.subject) parts.push(customerLabel(conversation, otherLabel));
     if (conversation.status !== "open") parts.push(conversation.status);
     return parts.length > 0 ? parts.join(" · ") : null;
   };
