@@ -65,6 +65,7 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
     return [
         ("POST", "/api/messages/realtime/subscribe", w.portal, {"conversationId": c}),
         ("DELETE", "/api/messages/realtime/subscribe", w.portal, {"channels": []}),
+        ("GET", "/api/me", w.portal, None),
         ("POST", "/api/conversations", w.portal, {"subject": "s"}),
         ("GET", "/api/conversations", w.portal, None),
         ("GET", "/api/conversations/{conversation_id}", w.portal, None),

@@ -13,17 +13,26 @@ import uuid
 from typing import Any
 
 import asyncpg
+import jwt
 
-from realtime_messaging.tokens import mint_staff_token
+from realtime_messaging.keys import ISSUER
 from tests.conftest import TEST_SECRET, RunningServer, Seed
 
 from .wsclient import RawSocket
 
 
 def _expiring_soon(user_id: uuid.UUID) -> tuple[str, float]:
-    """A staff token valid now that expires within 0.3 to 1.3 seconds, and its expiry."""
+    """A staff token valid now that expires within 0.3 to 1.3 seconds, and its expiry (issued
+    in the past: a token issued in the future is refused as not yet valid)."""
     exp = math.ceil(time.time() + 0.3)
-    return mint_staff_token(TEST_SECRET, user_id, ttl_seconds=1, now=exp - 1), float(exp)
+    claims = {
+        "iss": ISSUER,
+        "sub": str(user_id),
+        "role": "authenticated",
+        "iat": exp - 60,
+        "exp": exp,
+    }
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256"), float(exp)
 
 
 async def _past(exp: float) -> None:
