@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from realtime_messaging.protocol.frames import Vsn, encode_user_broadcast_push
 from tests.conftest import TEST_SECRET, RunningServer, Seed, fresh_database, running_server
 from tests.server.wsclient import RawSocket
 
@@ -504,6 +505,29 @@ async def test_activity_through_the_api_counts(admin_url: str) -> None:
                 ) as response:
                     assert response.status == 201
             await watch.expect(_status("online"))
+        finally:
+            await device.close()
+            await watch.close()
+
+
+async def test_typing_as_a_binary_frame_with_json_is_typing_too(admin_url: str) -> None:
+    """realtime-js 2.x under vsn 2.0.0 sends a broadcast as a binary kind-3 frame."""
+    async with _world(admin_url) as (srv, seed):
+        customer, portal = await seed.customer()
+        conv = await seed.conversation(customer)
+        watch = await _watch(srv, seed, customer)
+        device = await RawSocket.connect(srv.ws_url, portal, Vsn.V2)
+        try:
+            topic = f"realtime:conversation:{conv}"
+            reply = await device.join(topic.removeprefix("realtime:"), {"broadcast": {"ack": True}})
+            assert reply["status"] == "ok"
+            ref = device.next_ref()
+            await device.send_raw(
+                encode_user_broadcast_push("1", ref, topic, "typing", b'{"isTyping": true}')
+            )
+            assert (await device.reply_to(ref))["payload"]["status"] == "ok"
+            started = await watch.expect(is_change("message_typing_indicators", "INSERT"))
+            assert _record(started)["customer_id"] == str(customer)
         finally:
             await device.close()
             await watch.close()

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import __version__
-from ..broker import LocalBroker
+from ..broker import Broker, LocalBroker
 from ..config import Settings
 from ..keys import anon_key, load_or_create_secret, service_role_key
 from ..store.changefeed import Change, ChangeFeed
@@ -97,7 +97,11 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "reason": "change feed down"}, status=503
         )
-    return web.json_response({"status": "ok"})
+    # A process cut off from Redis still serves its own clients: it stays in rotation, and
+    # says so (docs/realtime.md, "Several processes").
+    broker = request.app[REALTIME].broker.status()
+    state = "local" if broker.name == "local" else "up" if broker.up else "degraded"
+    return web.json_response({"status": "ok", "broker": state})
 
 
 async def build_app(
@@ -132,9 +136,12 @@ async def build_app(
             settle_interval=settings.presence_settle_interval,
         ),
     )
-    realtime = RealtimeServer(
-        settings, authenticator, LocalBroker(), router, pool, liveness, limiter
-    )
+    broker: Broker = LocalBroker()
+    if settings.redis_url:
+        from ..broker.redis import RedisBroker
+
+        broker = RedisBroker(settings.redis_url, process_id)
+    realtime = RealtimeServer(settings, authenticator, broker, router, pool, liveness, limiter)
     metrics = Metrics(realtime, router)
 
     def route(changes: Sequence[Change]) -> None:
@@ -201,6 +208,7 @@ async def build_app(
         await feed.stop()
         await realtime.stop()
         await liveness.stop()
+        await limiter.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
@@ -263,6 +271,7 @@ async def serve(settings: Settings, db: Database) -> None:
     gc.set_threshold(50_000, 20, 20)
     print(
         f"realtime-messaging is running.\n"
+        f"  Staff inbox: {running.url}/ (sign-in links: rtm demo)\n"
         f"  API URL: {running.url}\n"
         f"  Realtime URL: {running.url.replace('http', 'ws', 1)}/realtime/v1/websocket\n"
         f"  DB URL: {db.url}\n"

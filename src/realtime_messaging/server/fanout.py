@@ -83,15 +83,30 @@ class Member(Protocol):
     def outbox(self) -> Outbox: ...
 
 
+class TopicWatcher(Protocol):
+    """Told when this process gains its first member of a topic and loses its last: a broker
+    between processes subscribes to just those topics."""
+
+    def topic_added(self, topic: str) -> None: ...
+
+    def topic_removed(self, topic: str) -> None: ...
+
+
 class Hub:
     """Joined channels by topic, in this process; the broker's sink."""
 
-    def __init__(self) -> None:
+    def __init__(self, watcher: TopicWatcher | None = None) -> None:
         self._topics: dict[str, dict[str, Member]] = {}
+        self._watcher = watcher
         self.deliveries = 0
 
     def add(self, topic: str, member: Member) -> None:
-        self._topics.setdefault(topic, {})[member.key] = member
+        members = self._topics.get(topic)
+        if members is None:
+            members = self._topics[topic] = {}
+            if self._watcher is not None:
+                self._watcher.topic_added(topic)
+        members[member.key] = member
 
     def remove(self, topic: str, member: Member) -> None:
         members = self._topics.get(topic)
@@ -101,6 +116,8 @@ class Hub:
             del members[member.key]
         if not members:
             del self._topics[topic]
+            if self._watcher is not None:
+                self._watcher.topic_removed(topic)
 
     def members(self, topic: str) -> list[Member]:
         return list(self._topics.get(topic, {}).values())

@@ -61,6 +61,22 @@ class _Live(Collector):
         for kind, count in sorted(realtime.errors.items()):
             errors.add_metric([kind], count)
         yield errors
+        broker = realtime.broker.status()
+        yield GaugeMetricFamily(
+            "rtm_broker_up",
+            "1 while other server processes can be reached (always 1 for one process)",
+            value=int(broker.up),
+        )
+        moved = CounterMetricFamily(
+            "rtm_broker_envelopes",
+            "Envelopes between processes: published, received, or dropped (not sent: Redis "
+            "down or the send queue full)",
+            labels=["outcome"],
+        )
+        moved.add_metric(["published"], broker.published)
+        moved.add_metric(["received"], broker.received)
+        moved.add_metric(["dropped"], broker.dropped)
+        yield moved
         feed = self.feed
         if feed is not None:
             yield GaugeMetricFamily(

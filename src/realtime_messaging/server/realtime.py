@@ -163,7 +163,7 @@ class RealtimeServer:
         self.router = router
         self.pool = pool
         self.node_id = secrets.token_hex(4)
-        self.hub = Hub()
+        self.hub = Hub(broker)
         self._ref_counter = itertools.count(1)
         self.presence = PresenceRegistry(self._make_ref)
         self.sessions: set[Session] = set()
@@ -423,7 +423,9 @@ class Session:
                 return
             if isinstance(event, PresenceReceived):
                 await self._presence(event, channel)
-            elif event.event == "typing" and event.binary is None:
+            elif event.event == "typing" and (event.binary is None or event.binary.json_encoded):
+                # realtime-js under vsn 2.0.0 sends every broadcast as a binary frame with a
+                # JSON payload: a typing push all the same.
                 await self._typing(event, channel)
             else:
                 self._broadcast(event, channel)
@@ -512,6 +514,9 @@ class Session:
         if join.config.private and identity.kind is Kind.ANON:
             self._refuse(join, "Unauthorized: Private channels need an authenticated token")
             return
+        # Subscribed across processes before the reply: whatever any process publishes after
+        # the client sees its join accepted reaches it (immediate with one process).
+        await server.broker.ready(join.topic)
         if self.outbox.closed:
             return
         old = self.channels.get(join.topic)

@@ -341,7 +341,10 @@ class ChangeFeed:
                         await asyncio.sleep(LAST_LOOK)
                         continue
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                    # arrives as a notification wakes it, and stop() then waited forever.
+                    async with asyncio.timeout(self._poll):
+                        await self._wake.wait()
                     if self.stamper:
                         last_change = loop.time()  # woken by a writer: stay awake a while
                 except TimeoutError:

@@ -3,25 +3,37 @@ window's length, so a burst at a window edge cannot double a limit, and a client
 own exact count (the SDK's helpers do).
 
 Shared through Redis when ``RTM_REDIS_URL`` is set (the ``limits`` library's moving window, a
-Lua script on the server), so that several processes enforce one budget. In one process the
-hits are kept here, per key, oldest first: ``limits``' in-memory storage sweeps every key
-through a worker thread after each hit, which was measured at a quarter of the server's CPU at
-100 requests per second (benchmarks/README.md, the SDK benchmark).
+Lua script on the server, through redis-py's asyncio client), so that several processes enforce
+one budget. While Redis cannot be reached each process counts on its own (logged once per
+change): a request is never refused or failed because Redis is away. In one process the hits
+are kept here, per key, oldest first: ``limits``' in-memory storage sweeps every key through a
+worker thread after each hit, which was measured at a quarter of the server's CPU at 100
+requests per second (benchmarks/README.md, the SDK benchmark).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from ...exceptions import ConfigurationError
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+#: How long a request may wait on Redis (connecting or answering) before it counts locally.
+REDIS_TIMEOUT = 0.5
+#: After Redis failed, how long requests count locally before Redis is tried again.
+REDIS_RETRY_AFTER = 1.0
 
 _KINDS = ("typing", "presence", "read_receipts", "requests")
 
@@ -72,9 +84,39 @@ class MovingWindows:
 class RateLimiter:
     def __init__(self, limits: Limits, redis_url: str | None = None) -> None:
         self._shared: MovingWindowRateLimiter | None = None
+        self._pool: Any = None
+        #: While Redis is away: the monotonic time before which it is not tried again.
+        self._shared_down_until: float | None = None
         if redis_url:
-            url = redis_url if redis_url.startswith("async+") else "async+" + redis_url
-            self._shared = MovingWindowRateLimiter(RedisStorage(url))
+            # redis-py's asyncio client (the ``redis`` extra): coredis, limits' default, is not
+            # a dependency. A pool of our own: short timeouts and no retries, so a request never
+            # waits long on a Redis that is away, and closed with the server.
+            try:
+                from redis.asyncio import ConnectionPool
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
+
+                from ...broker.redis import check_url
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "RTM_REDIS_URL needs the redis package: pip install 'realtime-messaging[redis]'"
+                ) from exc
+            check_url(redis_url)
+            self._pool = ConnectionPool.from_url(
+                redis_url,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+            options: dict[str, Any] = {"connection_pool": self._pool}
+            storage = RedisStorage(
+                "async+" + redis_url,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix="rtm:limits",
+                **options,
+            )
+            self._shared = MovingWindowRateLimiter(storage)
         self._local = MovingWindows()
         self._items: dict[str, RateLimitItem] = {
             name: parse(getattr(limits, name)) for name in _KINDS
@@ -111,11 +153,11 @@ class RateLimiter:
                 f"{name}: {cost} at once is over the limit of {item.amount} per {per}",
                 headers={"Retry-After": str(item.get_expiry())},
             )
-        if self._shared is not None:
-            if await self._shared.hit(item, kind, key, cost=cost):
+        shared = await self._shared_wait(item, kind, key, cost)
+        if shared is not None:
+            wait = shared
+            if wait <= 0:
                 return
-            stats = await self._shared.get_window_stats(item, kind, key)
-            wait = stats.reset_time - time.time()
         else:
             wait = self._local.hit(
                 kind, key, item.amount, float(item.get_expiry()), cost, time.monotonic()
@@ -129,3 +171,40 @@ class RateLimiter:
             f"{name} limit of {item.amount} per {per} reached; retry in {retry} s",
             headers={"Retry-After": str(retry)},
         )
+
+    async def _shared_wait(
+        self, item: RateLimitItem, kind: str, key: str, cost: int
+    ) -> float | None:
+        """Count the hits in Redis: 0 if they fit, else the seconds until they would; None when
+        there is no Redis or it cannot be reached (then the caller counts in-process)."""
+        shared = self._shared
+        if shared is None:
+            return None
+        now = time.monotonic()
+        if self._shared_down_until is not None and now < self._shared_down_until:
+            return None
+        try:
+            if await shared.hit(item, kind, key, cost=cost):
+                wait = 0.0
+            else:
+                stats = await shared.get_window_stats(item, kind, key)
+                wait = max(0.001, stats.reset_time - time.time())
+        except Exception as exc:  # StorageError (wrapped redis errors), timeouts, anything
+            if self._shared_down_until is None:
+                log.warning(
+                    "rate limits: Redis unreachable (%s: %s); counting in this process "
+                    "until it answers again",
+                    type(exc).__name__,
+                    exc,
+                )
+            self._shared_down_until = time.monotonic() + REDIS_RETRY_AFTER
+            return None
+        if self._shared_down_until is not None:
+            log.warning("rate limits: Redis answers again; limits are shared again")
+            self._shared_down_until = None
+        return wait
+
+    async def close(self) -> None:
+        """Close the Redis connections, if any."""
+        if self._pool is not None:
+            await self._pool.disconnect()

@@ -1,0 +1,560 @@
+"""Several processes acting as one through Redis pub/sub: one Redis channel per topic.
+
+Each process keeps two connections to Redis, a publisher and a subscriber: redis-py asyncio
+connections driven directly (made and replaced here, no pool, no hidden retries).
+
+- **Publish** delivers to this process's hub first, then queues the encoded envelope
+  (:mod:`.wire`); a task writes everything queued in one pipelined batch of ``PUBLISH
+  <prefix>:t:<topic>`` commands. One connection and one writer keep each publisher's order; local
+  delivery never waits for Redis. The process's own publications come back from Redis when it
+  has members of the topic and are skipped by node id.
+- **Subscribe** only to topics with a member here: the hub reports the first member and the
+  last (``topic_added``/``topic_removed``); a join awaits :meth:`RedisBroker.ready`, which
+  returns once Redis has confirmed the subscription. A topic is unsubscribed ``linger`` seconds
+  after its last member left, so a client that reconnects at once costs no churn.
+- **Faults**: either connection failing marks the broker degraded (logged once per transition,
+  ``status().up``); this process keeps delivering to its own clients, publications meanwhile
+  reach only them (pub/sub is at most once; nothing is replayed). Each connection comes back on
+  its own with capped, jittered backoff and the subscriber re-subscribes every wanted topic, so
+  delivery between processes resumes within a few seconds of Redis answering again, emptied or
+  not. An idle subscriber is probed with ``PING``; one that stays silent is reconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..exceptions import ConfigurationError
+from . import BrokerStatus, Envelope, Sink
+from .wire import decode, encode
+
+log = logging.getLogger(__name__)
+
+#: URL schemes of one Redis server: plain, TLS, Unix socket.
+SCHEMES = ("redis", "rediss", "unix")
+#: Schemes naming Sentinel or Cluster deployments, refused with a clear message for now.
+_LATER = ("sentinel", "cluster")
+#: Topics per SUBSCRIBE/UNSUBSCRIBE command when many change at once (a reconnect).
+_BATCH = 512
+#: PUBLISH commands per pipelined write.
+_PIPELINE = 1024
+
+
+def check_url(url: str) -> None:
+    """Refuse a Redis URL this broker cannot use, naming what it accepts."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port raises for "host:port,host:port" lists
+    except ValueError as exc:
+        raise ConfigurationError(f"RTM_REDIS_URL is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if any(word in scheme for word in _LATER):
+        raise ConfigurationError(
+            f"RTM_REDIS_URL: {scheme}:// (Redis Sentinel or Cluster) is not supported yet; "
+            "give one server as redis://host:port/db, rediss://host:port/db (TLS) or "
+            "unix:///path/to/redis.sock (a managed Redis's primary endpoint works)"
+        )
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"RTM_REDIS_URL: unsupported scheme {scheme or '(none)'!r}; expected redis://, "
+            "rediss:// (TLS) or unix://"
+        )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def _without_protocol(url: str) -> str:
+    """The URL without a ``protocol`` query parameter (which would override ours)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "protocol"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class _Backoff:
+    """Capped exponential backoff with jitter: 0.05 s doubling to ``cap`` (each delay drawn
+    between half and all of its step, so that processes do not retry in step)."""
+
+    def __init__(self, cap: float) -> None:
+        self._cap = cap
+        self._step = 0.05
+
+    def reset(self) -> None:
+        self._step = 0.05
+
+    def next(self) -> float:
+        step = self._step
+        self._step = min(self._cap, step * 2)
+        return random.uniform(step / 2, step)
+
+
+class RedisBroker:
+    """The :class:`~realtime_messaging.broker.Broker` of several processes, through Redis.
+
+    ``node_id`` must be unique per process (the composition root draws one at random).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        prefix: str = "rtm",
+        max_backoff: float = 2.0,
+        io_timeout: float = 2.0,
+        linger: float = 1.0,
+        probe_interval: float = 5.0,
+        max_queue: int = 10_000,
+    ) -> None:
+        check_url(url)
+        self.url = url
+        self._node = node_id.encode()
+        if not 0 < len(self._node) < 256:
+            raise ValueError("node_id must be 1 to 255 bytes")
+        self._topic_prefix = f"{prefix}:t:".encode()
+        self._control = f"{prefix}:n:{node_id}".encode()
+        self._max_backoff = max_backoff
+        self._io_timeout = io_timeout
+        self._linger = linger
+        self._probe_interval = probe_interval
+        self._max_queue = max_queue
+        common: dict[str, Any] = {
+            "socket_connect_timeout": io_timeout,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            # RESP2 whatever the client's default (RESP3 in redis-py 8): pub/sub messages are
+            # then plain replies, read in order with everything else.
+            "protocol": 2,
+        }
+        # No socket timeout: redis-py would apply it with asyncio.wait_for, which on Python
+        # 3.11 can swallow a cancellation (seen here: a stopped broker's task carrying on).
+        # Every operation is bounded here with asyncio.timeout instead; the subscriber's reads
+        # are not bounded at all (silence is caught by the PING probe).
+        resp2 = _without_protocol(url)
+        self._sub_pool = ConnectionPool.from_url(
+            resp2, socket_timeout=None, client_name=f"rtm-{node_id}-sub", **common
+        )
+        self._pub_pool = ConnectionPool.from_url(
+            resp2, socket_timeout=None, client_name=f"rtm-{node_id}-pub", **common
+        )
+        self._sink: Sink | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # -- what to subscribe to
+        self._local: set[str] = set()  # topics with a member in this process (the hub says)
+        self._pending: dict[str, int] = {}  # topics joins are waiting on (ready())
+        self._active: set[str] = set()  # SUBSCRIBE sent on the current connection
+        self._confirmed: set[str] = set()  # ... and answered by Redis
+        self._to_subscribe: set[str] = set()
+        self._to_release: dict[str, float] = {}  # topic -> when to UNSUBSCRIBE it
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._changed = asyncio.Event()
+        # -- what to publish
+        self._queue: deque[tuple[bytes, bytes]] = deque()
+        self._wake = asyncio.Event()
+        # -- health
+        self._sub_up = False
+        self._pub_up = False
+        self._pub_stale = False
+        self._closing = False
+        self._state = "starting"  # then "up" or "degraded", logged on each change
+        self._settled = asyncio.Event()  # both connections tried once
+        self._sub_tried = False
+        self._pub_tried = False
+        self._last_heard = 0.0
+        self._ping_sent: float | None = None
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.malformed = 0
+
+    # -- Broker ------------------------------------------------------------------------
+
+    async def start(self, sink: Sink) -> None:
+        """Connect in the background; return once both connections were tried (bounded)."""
+        self._sink = sink
+        self._tasks = [
+            asyncio.create_task(self._subscriber(), name="rtm-redis-subscriber"),
+            asyncio.create_task(self._publisher(), name="rtm-redis-publisher"),
+        ]
+        try:
+            async with asyncio.timeout(self._io_timeout + 0.5):
+                await self._settled.wait()
+        except TimeoutError:
+            pass  # still connecting: the process serves its own clients meanwhile
+
+    async def stop(self) -> None:
+        """Send what is queued (bounded), then close both connections."""
+        loop = asyncio.get_running_loop()
+        if self._pub_up and self._queue:
+            deadline = loop.time() + self._io_timeout
+            while self._queue and self._pub_up and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        self._closing = True
+        self._wake.set()
+        self._changed.set()
+        pending = set(self._tasks)
+        deadline = loop.time() + self._io_timeout
+        while pending:
+            # Cancelled again until done: a cancellation can be lost in a library.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+            if pending and loop.time() > deadline:
+                log.warning("Redis broker tasks did not stop: %s", pending)
+                break
+        self._tasks = []
+        self._sink = None
+        self._release_waiters(self._waiters)
+        await self._sub_pool.disconnect()
+        await self._pub_pool.disconnect()
+
+    def publish(self, envelope: Envelope) -> None:
+        """Deliver here at once; queue for the other processes (never blocks)."""
+        sink = self._sink
+        if sink is None:
+            return
+        sink.deliver(envelope)
+        if not self._pub_up or len(self._queue) >= self._max_queue:
+            self.dropped += 1
+            return
+        try:
+            data = encode(envelope, self._node)
+        except (TypeError, ValueError):  # not JSON: local delivery could not have encoded it
+            log.exception("cannot forward an envelope on %s", envelope.topic)
+            self.dropped += 1
+            return
+        self._queue.append((self._channel(envelope.topic), data))
+        self._wake.set()
+
+    def topic_added(self, topic: str) -> None:
+        self._local.add(topic)
+        self._want(topic)
+
+    def topic_removed(self, topic: str) -> None:
+        self._local.discard(topic)
+        self._unwant(topic)
+
+    async def ready(self, topic: str) -> None:
+        """Return once publications on ``topic`` from every process reach this one: at once
+        when subscribed already or when Redis cannot be reached, else after one round trip
+        (at most ``io_timeout``)."""
+        if topic in self._confirmed or not self._sub_up or self._sink is None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(topic, []).append(future)
+        self._pending[topic] = self._pending.get(topic, 0) + 1
+        self._want(topic)
+        try:
+            async with asyncio.timeout(self._io_timeout):
+                await future
+        except TimeoutError:
+            log.warning("Redis did not confirm the subscription to %s in time", topic)
+        finally:
+            left = self._pending[topic] - 1
+            if left:
+                self._pending[topic] = left
+            else:
+                del self._pending[topic]
+            waiting = self._waiters.get(topic)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiters[topic]
+            self._unwant(topic)
+
+    def status(self) -> BrokerStatus:
+        return BrokerStatus(
+            "redis",
+            up=self._state == "up",
+            published=self.published,
+            received=self.received,
+            dropped=self.dropped,
+        )
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def _want(self, topic: str) -> None:
+        self._to_release.pop(topic, None)
+        if topic not in self._active and topic not in self._to_subscribe:
+            self._to_subscribe.add(topic)
+            self._changed.set()
+
+    def _unwant(self, topic: str) -> None:
+        if topic in self._local or topic in self._pending:
+            return
+        self._to_subscribe.discard(topic)
+        if topic in self._active and topic not in self._to_release:
+            self._to_release[topic] = asyncio.get_running_loop().time() + self._linger
+            self._changed.set()
+
+    def _channel(self, topic: str) -> bytes:
+        """The Redis channel of a topic (any string: lone surrogates pass, never raise)."""
+        return self._topic_prefix + topic.encode("utf-8", "surrogatepass")
+
+    def _channels(self, topics: Iterable[str]) -> list[bytes]:
+        return [self._channel(topic) for topic in topics]
+
+    async def _subscriber(self) -> None:
+        backoff = _Backoff(self._max_backoff)
+        while not self._closing:
+            conn: AbstractConnection | None = None
+            try:
+                conn = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+                await self._subscribe_session(conn, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._sub_lost(exc)
+            finally:
+                if conn is not None:
+                    await conn.disconnect(nowait=True)
+            await asyncio.sleep(backoff.next())
+
+    async def _subscribe_session(self, conn: AbstractConnection, backoff: _Backoff) -> None:
+        """One subscriber connection, from connecting to its failure."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._io_timeout):
+            await conn.connect()  # type: ignore[no-untyped-call]
+        self._active = set()
+        self._confirmed = set()
+        self._to_release = {}
+        self._to_subscribe = self._local | set(self._pending)
+        # The node's own channel first: it keeps the connection in subscribed mode (so PING
+        # answers as a pub/sub message), and its reply proves the connection works.
+        async with asyncio.timeout(self._io_timeout):
+            await conn.send_command("SUBSCRIBE", self._control)
+        self._last_heard = loop.time()
+        self._ping_sent = None
+        reader = asyncio.create_task(self._read(conn), name="rtm-redis-reader")
+        try:
+            while not self._closing:
+                if reader.done():
+                    reader.result()
+                    raise ConnectionError("the subscriber connection ended")
+                if self._sub_up:
+                    backoff.reset()
+                async with asyncio.timeout(self._io_timeout):
+                    await self._sync(conn)
+                now = loop.time()
+                wake = self._probe(now)
+                if self._to_release:
+                    wake = min(wake, min(self._to_release.values()))
+                try:
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+                self._changed.clear()
+                probe_at = loop.time()
+                if (
+                    self._ping_sent is not None
+                    and probe_at - self._ping_sent >= self._probe_interval
+                ):
+                    raise ConnectionError(f"no answer to PING within {self._probe_interval:g} s")
+                if self._ping_sent is None and probe_at - self._last_heard >= self._probe_interval:
+                    self._ping_sent = probe_at
+                    async with asyncio.timeout(self._io_timeout):
+                        await conn.send_command("PING", check_health=False)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    def _probe(self, now: float) -> float:
+        """When the subscriber next needs looking at for liveness."""
+        if self._ping_sent is not None:
+            return self._ping_sent + self._probe_interval
+        return self._last_heard + self._probe_interval
+
+    async def _sync(self, conn: AbstractConnection) -> None:
+        """Send the SUBSCRIBE and UNSUBSCRIBE commands the wanted topics call for."""
+        while self._to_subscribe:
+            batch = [self._to_subscribe.pop() for _ in range(min(_BATCH, len(self._to_subscribe)))]
+            self._active.update(batch)
+            await conn.send_command("SUBSCRIBE", *self._channels(batch), check_health=False)
+        if self._to_release:
+            now = asyncio.get_running_loop().time()
+            due = [t for t, at in self._to_release.items() if at <= now]
+            for topic in due:
+                del self._to_release[topic]
+                self._active.discard(topic)
+                self._confirmed.discard(topic)
+            for start in range(0, len(due), _BATCH):
+                channels = self._channels(due[start : start + _BATCH])
+                await conn.send_command("UNSUBSCRIBE", *channels, check_health=False)
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        """Every reply of the subscriber connection, in order; ends on its failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                reply = await conn.read_response()
+                self._last_heard = loop.time()
+                self._ping_sent = None
+                if isinstance(reply, list) and len(reply) >= 2:
+                    self._on_reply(reply)
+        finally:
+            self._changed.set()
+
+    def _on_reply(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            self._on_message(reply[2])
+        elif kind == b"subscribe":
+            channel: bytes = reply[1]
+            if channel == self._control:
+                self._sub_tried = True
+                self._sub_up = True
+                self._health_changed(None)
+                return
+            topic = channel[len(self._topic_prefix) :].decode("utf-8", "surrogatepass")
+            if topic in self._active:
+                self._confirmed.add(topic)
+                waiting = self._waiters.pop(topic, None)
+                if waiting is not None:
+                    for future in waiting:
+                        if not future.done():
+                            future.set_result(None)
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            node, envelope = decode(data)
+        except ValueError as exc:
+            self.malformed += 1
+            if self.malformed == 1 or self.malformed % 1000 == 0:
+                log.warning("skipped %d malformed broker message(s): %s", self.malformed, exc)
+            return
+        if node == self._node:
+            return  # delivered here when it was published
+        self.received += 1
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.deliver(envelope)
+        except Exception:  # a bug delivering one envelope must not cut the subscription
+            log.exception("error delivering a broker message on %s", envelope.topic)
+
+    def _sub_lost(self, exc: BaseException) -> None:
+        self._sub_tried = True
+        self._sub_up = False
+        if self._pub_up:
+            # The publisher's connection went through the same fault, most likely (a Redis
+            # restart): replace it now rather than lose the next batch on it.
+            self._pub_stale = True
+            self._wake.set()
+        self._active = set()
+        self._confirmed = set()
+        self._release_waiters(self._waiters)
+        self._waiters = {}
+        self._health_changed(exc)
+
+    @staticmethod
+    def _release_waiters(waiters: dict[str, list[asyncio.Future[None]]]) -> None:
+        for waiting in waiters.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        backoff = _Backoff(self._max_backoff)
+        timeout = self._io_timeout
+        while not self._closing:
+            conn: AbstractConnection | None = None
+            batch: list[tuple[bytes, bytes]] = []
+            try:
+                conn = self._pub_pool.make_connection()  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(timeout):
+                    await conn.connect()
+                self._pub_stale = False
+                self._pub_tried = True
+                self._pub_up = True
+                self._health_changed(None)
+                backoff.reset()
+                while not self._closing:
+                    if self._pub_stale:
+                        raise ConnectionError("the subscriber connection was lost")
+                    if not self._queue:
+                        self._wake.clear()
+                        try:
+                            async with asyncio.timeout(self._probe_interval):
+                                await self._wake.wait()
+                        except TimeoutError:
+                            # Idle: prove the connection still works (and keep it from
+                            # an idle timeout), so a dead one is replaced before it is needed.
+                            async with asyncio.timeout(timeout):
+                                await conn.send_command("PING", check_health=False)
+                                await conn.read_response()
+                        continue
+                    queue = self._queue
+                    batch = [queue.popleft() for _ in range(min(_PIPELINE, len(queue)))]
+                    commands = [("PUBLISH", channel, data) for channel, data in batch]
+                    async with asyncio.timeout(timeout):
+                        await conn.send_packed_command(
+                            conn.pack_commands(commands), check_health=False
+                        )
+                        for _ in batch:
+                            await conn.read_response()
+                    self.published += len(batch)
+                    batch = []
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._pub_tried = True
+                self._pub_up = False
+                # Unconfirmed or unsent: counted as not forwarded (some may have been).
+                self.dropped += len(batch) + len(self._queue)
+                self._queue.clear()
+                self._health_changed(exc)
+            finally:
+                if conn is not None:
+                    await conn.disconnect(nowait=True)
+            await asyncio.sleep(backoff.next())
+
+    # -- health ------------------------------------------------------------------------
+
+    def _health_changed(self, exc: BaseException | None) -> None:
+        """Log each change between up and degraded once (not every failed attempt)."""
+        if self._sub_tried and self._pub_tried:
+            self._settled.set()
+        if self._sub_up and self._pub_up:
+            if self._state != "up":
+                # Recovery is logged as loudly as the fault (no logging setup shows INFO).
+                level = logging.WARNING if self._state == "degraded" else logging.INFO
+                log.log(
+                    level,
+                    "Redis broker %s: connected to %s; delivery between processes on",
+                    self._node.decode(),
+                    redacted(self.url),
+                )
+                self._state = "up"
+            return
+        if exc is not None and self._state != "degraded":
+            self._state = "degraded"
+            log.warning(
+                "Redis broker %s: %s unreachable (%s: %s); degraded: this process serves "
+                "its own clients only, and reconnects in the background",
+                self._node.decode(),
+                redacted(self.url),
+                type(exc).__name__,
+                exc,
+            )

@@ -1,0 +1,218 @@
+"""Several server processes on one database and one real ``redis-server``.
+
+Each test gets its own ``redis-server`` (a subprocess on a free loopback port, no persistence),
+which it may kill and start again on the same port; servers run in this event loop, each with its
+own node id, hub and Redis connections. Without ``redis-server`` on PATH the tests are skipped,
+except under CI (``CI`` set), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import RunningServer, running_server
+from tests.server.wsclient import RawSocket
+
+#: Bound of every wait for something to happen between processes.
+WAIT = 5.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One ``redis-server`` child process on a fixed loopback port; kill and start at will.
+
+    With ``tls`` (a certificate and its key, the certificate also being the CA) it listens
+    for TLS only, and ``url`` is a ``rediss://`` URL that verifies the certificate.
+    """
+
+    def __init__(self, binary: str, tls: tuple[str, str] | None = None) -> None:
+        self.binary = binary
+        self.port = _free_port()
+        self.tls = tls
+        if tls is None:
+            self.url = f"redis://127.0.0.1:{self.port}"
+        else:
+            self.url = (
+                f"rediss://127.0.0.1:{self.port}?ssl_cert_reqs=required&ssl_ca_certs={tls[0]}"
+            )
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start it and wait (bounded) until it answers PING."""
+        assert self.proc is None
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            listen += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert]
+        self.proc = await asyncio.create_subprocess_exec(
+            self.binary,
+            *listen,
+            "--bind",
+            "127.0.0.1",
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            try:
+                await self.command("PING")
+                return
+            except (OSError, aioredis.RedisError):
+                if self.proc.returncode is not None or loop.time() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                await asyncio.sleep(0.02)
+
+    async def kill(self) -> None:
+        """SIGKILL it (by pid) and reap it."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to it (SIGSTOP: it hangs with its connections open; SIGCONT)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def command(self, *args: Any) -> Any:
+        """One command on a connection of its own (none of the servers')."""
+        client = aioredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return await client.execute_command(*args)
+        finally:
+            await client.aclose()
+
+    async def numsub(self, channel: str) -> int:
+        reply = await self.command("PUBSUB", "NUMSUB", channel)
+        return int(reply[1])
+
+    async def commandstats(self) -> dict[str, int]:
+        """Calls per command since the server started (INFO commandstats)."""
+        info = await self.command("INFO", "commandstats")
+        return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not on PATH (CI installs the redis-server package)")
+        pytest.skip("redis-server is not on PATH (apt-get install redis-server)")
+    return binary
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer(_redis_binary())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+@pytest.fixture
+async def tls_redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A ``redis-server`` speaking only TLS, with a self-signed certificate made here."""
+    binary = _redis_binary()
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not on PATH")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    made = await asyncio.create_subprocess_exec(
+        openssl,
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1"),
+        *("-addext", "subjectAltName=IP:127.0.0.1"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(made.wait(), 30) == 0
+    server = RedisServer(binary, tls=(cert, key))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+@asynccontextmanager
+async def servers(
+    database_url: str, redis_url: str, n: int, **overrides: Any
+) -> AsyncIterator[list[RunningServer]]:
+    """``n`` servers on one database and one Redis, stopped on exit."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                running_server(database_url, redis_url=redis_url, **overrides)
+            )
+            for _ in range(n)
+        ]
+
+
+@asynccontextmanager
+async def sockets() -> AsyncIterator[Callable[..., Any]]:
+    """``open(server, vsn=...)`` connects a raw socket with the anon key; all closed on exit."""
+    opened: list[RawSocket] = []
+
+    async def open_socket(server: RunningServer, *args: Any, **kwargs: Any) -> RawSocket:
+        sock = await RawSocket.connect(server.ws_url, server.anon_key, *args, **kwargs)
+        opened.append(sock)
+        return sock
+
+    try:
+        yield open_socket
+    finally:
+        for sock in opened:
+            await sock.close()
+
+
+async def ready(http: aiohttp.ClientSession, server: RunningServer) -> tuple[int, Any]:
+    async with http.get(server.http_url + "/readyz") as response:
+        return response.status, await response.json()
+
+
+async def metric(http: aiohttp.ClientSession, server: RunningServer, name: str) -> float:
+    """One sample of ``/metrics`` (``name`` with its labels, as printed)."""
+    async with http.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02
+) -> float:
+    """Poll the async ``check`` until it returns true; fail after ``timeout`` seconds. Returns
+    how long it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        if await check():
+            return loop.time() - started
+        if loop.time() - started > timeout:
+            raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
+        await asyncio.sleep(interval)
