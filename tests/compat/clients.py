@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import RealtimeAcknowledgementStatus, RealtimeChannelOptions
 
@@ -576,3 +577,22 @@ async def stamped_head(pool: Any, timeout: float = WAIT) -> int:
         await asyncio.sleep(0.02)
     head: int = await pool.fetchval("SELECT last_pos FROM rtm.change_feed_state")
     return head
+
+
+async def routed_head(pool: Any, http_url: str, timeout: float = WAIT) -> int:
+    """:func:`stamped_head`, once the server's change feed has also routed up to it: a channel
+    joined after this starts live past every change committed so far (an earlier change could
+    otherwise still arrive live, just after "Subscribed to PostgreSQL")."""
+    head = await stamped_head(pool, timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{http_url}/metrics") as response:
+                text = await response.text()
+            line = next(x for x in text.splitlines() if x.startswith("rtm_change_feed_position"))
+            if float(line.split()[-1]) >= head:
+                return head
+            if loop.time() > deadline:
+                raise AssertionError(f"the change feed did not route up to {head} in {timeout} s")
+            await asyncio.sleep(0.02)

@@ -18,6 +18,7 @@ from .clients import (
     binding,
     first_status,
     insert_message,
+    routed_head,
     sql_row,
     stamped_head,
     unique,
@@ -78,6 +79,8 @@ async def test_changes_written_with_sql_reach_the_callbacks(
     conv = await seed.conversation(customer_id)
     _, staff_jwt = await seed.staff()
     topic = f"conversation:{conv}"
+    # The conversation's own INSERT is routed before the join: the changes below come alone.
+    await routed_head(pool, server.http_url)
 
     py = clients.py(server.anon_key)
     await py.set_auth(staff_jwt)
