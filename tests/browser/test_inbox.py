@@ -200,3 +200,33 @@ async def test_both_pages_recover_from_a_server_restart(browser: Browser, world:
         for text in ("Before the restart", "Written during the restart"):
             await expect(_messages(page).get_by_text(text)).to_have_count(1)
     await screenshot(customer, "portal-after-restart")
+
+
+async def test_a_page_imports_the_client_with_no_bundler(browser: Browser, world: World) -> None:
+    """``import('/js/realtime-messaging.js')`` in a plain page, then a message sent and received
+    through the imported manager."""
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(world.url + "/web-config.json")
+        received = await page.evaluate(
+            """async ([token, conversationId]) => {
+                const { RealtimeMessagingManager } = await import('/js/realtime-messaging.js')
+                const config = await (await fetch('/web-config.json')).json()
+                const manager = new RealtimeMessagingManager(config.url, config.anonKey,
+                                                             { accessToken: token })
+                const got = new Promise((resolve) => {
+                  const sub = manager.subscribeToConversation(conversationId, {
+                    onMessage: (message) => resolve(message.content),
+                  })
+                  sub.ready.then(() => manager.sendMessage(conversationId, 'from a plain page'))
+                })
+                const content = await got
+                await manager.close()
+                return content
+            }""",
+            [world.demo.staff_token, str(world.demo.conversation_id)],
+        )
+        assert received == "from a plain page"
+    finally:
+        await context.close()
