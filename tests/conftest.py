@@ -152,8 +152,9 @@ async def running_server(database_url: str, **overrides: object) -> AsyncIterato
     try:
         yield RunningServer(
             http_url=running.url,
-            realtime_url=running.url.replace("http://", "ws://") + "/realtime/v1",
-            ws_url=running.url.replace("http://", "ws://") + "/realtime/v1/websocket",
+            # http -> ws, https (settings with tls_cert and tls_key) -> wss
+            realtime_url=running.url.replace("http", "ws", 1) + "/realtime/v1",
+            ws_url=running.url.replace("http", "ws", 1) + "/realtime/v1/websocket",
             anon_key=anon_key(TEST_SECRET),
             service_key=service_role_key(TEST_SECRET),
             secret=TEST_SECRET,

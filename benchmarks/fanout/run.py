@@ -19,7 +19,18 @@ uvloop) runs pinned to CPU 1. Traffic goes to 127.0.0.1 only. For each server:
 Every message carries a sequence number; every phase checks that each member other than the
 sender got it exactly once (lost / duplicated / misrouted deliveries).
 
+``--multi`` runs the same workload against several server-side set-ups instead (``--configs``):
+one process; one process on Redis; two ``rtm serve`` processes on one Redis with the clients
+alternating between them (``spread``) or with each room's publisher on one and its other members
+on the other (``cross``); ``rtm serve --workers 2`` on Redis (``workers2``) or on the PostgreSQL
+broker (``workers2-pg``), when this ``rtm serve`` has ``--workers``. They share one embedded
+PostgreSQL and one ``redis-server`` started here on a free loopback port, all pinned to the
+server CPU. In every set-up each room's first member publishes, so the messages are the same.
+Per phase it also reports the CPU of each process, of Redis and of PostgreSQL, CPU per delivery,
+and the Redis commands per published message (``INFO commandstats`` before and after).
+
     python benchmarks/fanout/run.py [--clients 10000] [--quick] [--profile DIR] [--json FILE]
+    python benchmarks/fanout/run.py --multi [--configs one,spread,cross] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +64,7 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     CLIENT_CPU,
     NOISY_PCT,
     SERVER_CPU,
+    EmbeddedDatabase,
     RtmServer,
     ServerProcess,
     busy_pct,
@@ -64,6 +77,7 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     heartbeats,
     pct_ms,
     pin_load_process,
+    postgres_procs,
     print_log_problems,
     proc_cpu,
     raise_fd_limit,
@@ -103,6 +117,8 @@ class Plan:
     idle_s: float
     drain_s: float
     seed: int
+    #: the member that publishes in each room: random (None) or always this position
+    sender: int | None = None
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -115,6 +131,9 @@ class RtmFanoutServer(RtmServer):
 
     def url(self, room: int) -> str:
         return self.ws_url(self.anon_key)
+
+    def client_url(self, client: Client) -> str:
+        return self.url(client.room)
 
 
 class BaselineServer(ServerProcess):
@@ -133,6 +152,9 @@ class BaselineServer(ServerProcess):
 
     def url(self, room: int) -> str:
         return f"ws://127.0.0.1:{self.port}/ws?room=room-{room}"
+
+    def client_url(self, client: Client) -> str:
+        return self.url(client.room)
 
 
 Server = RtmFanoutServer | BaselineServer
@@ -301,11 +323,11 @@ class Client(WSListener):
 
 
 class LoadGen:
-    def __init__(self, plan: Plan, server: Server, probe: Probe) -> None:
+    def __init__(self, plan: Plan, server: Server | Cluster, probe: Probe | ClusterProbe) -> None:
         self.plan = plan
         self.server = server
         self.probe = probe
-        self.rtm = server.kind == "rtm"
+        self.rtm = not isinstance(server, BaselineServer)
         self.me = psutil.Process()
         self.rng = random.Random(plan.seed)
         # rooms of 2..5 members, the same partition for both servers (same seed)
@@ -373,7 +395,7 @@ class LoadGen:
 
     async def _connect(self, client: Client, batch: int) -> None:
         started = time.monotonic()
-        url = self.server.url(client.room)
+        url = self.server.client_url(client)
         await connect_ws(client, url, self.connect_errors, f"client {client.index}", 2048)
         self.upgrade_s.append(time.monotonic() - started)
         if self.rtm:
@@ -486,7 +508,7 @@ class LoadGen:
         rng = self.rng
         room = rng.randrange(len(self.rooms))
         members = self.rooms[room]
-        pos = rng.randrange(len(members))
+        pos = rng.randrange(len(members)) if self.plan.sender is None else self.plan.sender
         sender = members[pos]
         seq = len(self.pending)
         self.pending.append(((1 << len(members)) - 1) & ~(1 << pos))
@@ -682,6 +704,529 @@ def summarize_profile(path: Path, top: int = 20) -> str:
     return "\n".join(out)
 
 
+# -- several processes (--multi) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """One server-side set-up of the multi-process mode (all of it pinned to ``SERVER_CPU``)."""
+
+    name: str
+    processes: int  # separate ``rtm serve`` processes
+    redis: bool  # RTM_REDIS_URL set
+    workers: int = 1  # ``rtm serve --workers N``
+    #: which process each client connects to: ``all`` (the only one), ``alternate`` (by client
+    #: index, so every room spans both), ``cross`` (each room's publisher on the first
+    #: process, its other members on the second)
+    placement: str = "all"
+    broker: str | None = None  # RTM_BROKER
+    text: str = ""
+
+
+CONFIGS = {
+    c.name: c
+    for c in (
+        Config("one", 1, False, text="1 process, in-process broker"),
+        Config("one-redis", 1, True, text="1 process on Redis"),
+        Config(
+            "spread", 2, True, placement="alternate", text="2 processes on Redis, rooms span both"
+        ),
+        Config(
+            "cross",
+            2,
+            True,
+            placement="cross",
+            text="2 processes on Redis, publisher on A, subscribers on B",
+        ),
+        Config("workers2", 1, True, workers=2, text="rtm serve --workers 2 on Redis"),
+        Config(
+            "workers2-pg",
+            1,
+            False,
+            workers=2,
+            broker="postgres",
+            text="rtm serve --workers 2, PostgreSQL broker",
+        ),
+    )
+}
+
+
+class RedisProcess(ServerProcess):
+    """A throwaway ``redis-server`` on a free loopback port, no persistence."""
+
+    def __init__(self, binary: str, workdir: Path, cpu: int | None) -> None:
+        super().__init__("redis", workdir, cpu)
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        cmd += ["--dir", str(self.workdir)]  # should it ever write a file, not in the cwd
+        return cmd, dict(os.environ)
+
+    def ready(self, output: str) -> bool:
+        return "Ready to accept connections" in output
+
+
+class ClusterMember(RtmFanoutServer):
+    """One ``rtm serve`` of a :class:`Cluster`: the shared database, Redis or not, and
+    nothing inherited from the caller's environment about brokers and workers."""
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        cpu: int | None,
+        rtm_cmd: list[str],
+        *,
+        database_url: str,
+        env: dict[str, str],
+        workers: int,
+    ) -> None:
+        super().__init__(workdir, cpu, rtm_cmd, JWT_SECRET)
+        self.name = name
+        self.out = workdir / f"{name}.out"
+        self.err = workdir / f"{name}.err"
+        self.database_url = database_url
+        self.extra_env = env
+        self.workers = workers
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        cmd, env = super().command()
+        for key in ("RTM_REDIS_URL", "RTM_BROKER", "RTM_WORKERS"):
+            if key not in self.extra_env:
+                env.pop(key, None)
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
+        return cmd, env
+
+
+class Cluster:
+    """The rtm processes of one :class:`Config`, on one database (and one Redis)."""
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        cpu: int | None,
+        rtm_cmd: list[str],
+        database_url: str,
+        redis_url: str | None,
+    ) -> None:
+        self.config = config
+        self.kind = config.name
+        env: dict[str, str] = {}
+        if config.redis:
+            assert redis_url is not None
+            env["RTM_REDIS_URL"] = redis_url
+        if config.broker:
+            env["RTM_BROKER"] = config.broker
+        self.members = []
+        for i in range(config.processes):
+            name = "AB"[i] if config.processes > 1 else "rtm"
+            member_dir = workdir / name
+            member_dir.mkdir()
+            self.members.append(
+                ClusterMember(
+                    name,
+                    member_dir,
+                    cpu,
+                    rtm_cmd,
+                    database_url=database_url,
+                    env=env,
+                    workers=config.workers,
+                )
+            )
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start()
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    @property
+    def anon_key(self) -> str:
+        return self.members[0].anon_key
+
+    def member_of(self, client: Client) -> int:
+        placement = self.config.placement
+        if placement == "alternate":
+            return client.index % 2
+        if placement == "cross":
+            return 0 if client.pos == 0 else 1
+        return 0
+
+    def client_url(self, client: Client) -> str:
+        return self.members[self.member_of(client)].ws_url(self.anon_key)
+
+    def problems(self) -> list[str]:
+        return [f"{m.name}: {line}" for m in self.members for line in m.problems()]
+
+
+class ClusterProbe:
+    """CPU time and RSS of a cluster's rtm processes (``--workers`` children included), and
+    the CPU time of Redis, each part on its own too."""
+
+    def __init__(
+        self, cluster: Cluster, redis_pid: int | None, postmaster: psutil.Process | None
+    ) -> None:
+        self.members = {}
+        for m in cluster.members:
+            assert m.proc is not None
+            self.members[m.name] = Probe(m.proc.pid, children=True)
+        self.redis = psutil.Process(redis_pid) if redis_pid is not None else None
+        self.postmaster = postmaster
+
+    def cpu(self) -> float:
+        return sum(p.cpu() for p in self.members.values())
+
+    def parts(self) -> dict[str, float]:
+        out = {name: p.cpu() for name, p in self.members.items()}
+        if self.redis is not None:
+            out["redis"] = proc_cpu(self.redis)
+        # approximate: the CPU of backends that exited during the interval is not counted
+        out["pg"] = sum(proc_cpu(p) for p in postgres_procs(self.postmaster))
+        return out
+
+    def processes(self) -> int:
+        return sum(len(p._procs()) for p in self.members.values())
+
+    def threads(self) -> int:
+        return sum(p.threads() for p in self.members.values())
+
+    def rss(self) -> int:
+        return sum(p.rss() for p in self.members.values())
+
+
+def workers_supported(rtm_cmd: list[str]) -> bool:
+    """Whether this ``rtm serve`` has ``--workers``."""
+    try:
+        done = subprocess.run(
+            [*rtm_cmd, "serve", "--help"], capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--workers" in done.stdout
+
+
+class RedisStats:
+    """``INFO commandstats`` of the benchmark's Redis, on a connection of its own."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis  # the [redis] extra, needed by rtm serve too
+
+        self.client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    async def calls(self) -> dict[str, int]:
+        info = await self.client.execute_command("INFO", "commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def bench_cluster(
+    config: Config,
+    plan: Plan,
+    workdir: Path,
+    pin: bool,
+    rtm_cmd: list[str],
+    database_url: str,
+    redis: RedisProcess | None,
+    stats: RedisStats | None,
+    postmaster: psutil.Process | None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """The fan-out phases against one :class:`Config`; per phase also the CPU of each process,
+    of Redis and of PostgreSQL, and the Redis commands it took. ``profile``: py-spy each rtm
+    process at saturation (``--workers``: the workers)."""
+    cpu = SERVER_CPU if pin else None
+    cluster = Cluster(config, workdir, cpu, rtm_cmd, database_url, redis.url if redis else None)
+    result: dict[str, Any] = {"server": config.name, "config": config.text, "clients": plan.clients}
+    gen: LoadGen | None = None
+    hb: asyncio.Task[None] | None = None
+    uses_redis = config.redis and redis is not None and stats is not None
+    try:
+        print(f"[{config.name}] starting: {config.text}", flush=True)
+        started = time.monotonic()
+        await asyncio.to_thread(cluster.start)
+        result["startup_s"] = round(time.monotonic() - started, 1)
+        probe = ClusterProbe(
+            cluster, redis.proc.pid if uses_redis and redis and redis.proc else None, postmaster
+        )
+        await asyncio.sleep(1.0)
+        result["server_processes"] = probe.processes()
+        rss0 = probe.rss()
+        gen = LoadGen(plan, cluster, probe)
+        result["placement"] = dict(
+            Counter(cluster.members[cluster.member_of(c)].name for c in gen.clients)
+        )
+        hb = asyncio.create_task(gen.heartbeats())
+        print(
+            f"[{config.name}] connecting {plan.clients} clients in {len(gen.rooms)} rooms",
+            flush=True,
+        )
+        cpu0 = probe.cpu()
+        result["connect"] = await gen.connect_all()
+        result["connect"]["server_cpu_ms_per_connect"] = round(
+            1e3 * (probe.cpu() - cpu0) / plan.clients, 3
+        )
+        await asyncio.sleep(plan.idle_s)
+        rss1 = probe.rss()
+        result["rss_per_conn_kb"] = round((rss1 - rss0) / plan.clients / 1024, 2)
+
+        async def measured(run: Any) -> dict[str, Any]:
+            parts0 = probe.parts()
+            calls0 = await stats.calls() if uses_redis and stats else {}
+            wall0 = time.monotonic()
+            summary: dict[str, Any] = await run()
+            summary["measured_wall_s"] = round(time.monotonic() - wall0, 3)
+            parts1 = probe.parts()
+            calls1 = await stats.calls() if uses_redis and stats else {}
+            summary["cpu_s"] = {k: round(parts1[k] - parts0[k], 4) for k in parts1}
+            if uses_redis:
+                delta = {k: calls1.get(k, 0) - calls0.get(k, 0) for k in calls1}
+                delta = {k: n for k, n in delta.items() if n and k != "info"}
+                summary["redis_commands"] = delta
+            print(f"[{config.name}] {_line(summary)}; {_cluster_line(summary)}", flush=True)
+            return summary
+
+        phases = [await measured(lambda: gen.fixed_rate("fixed", plan.rate, plan.fixed_s))]
+        spies = []
+        if profile is not None:
+            for name, member in probe.members.items():
+                procs = member._procs()
+                for proc in procs[1:] if len(procs) > 1 else procs:
+                    out = profile / f"{config.name}-{name}-{proc.pid}-sat.txt"
+                    spies.append(start_py_spy(proc.pid, out, **SPY))
+        sat = await measured(lambda: gen.saturate("sat", plan.window, plan.sat_s))
+        for spy in spies:
+            await stop_py_spy(spy)
+        phases.append(sat)
+        half_rate = max(1.0, sat["msgs_per_s"] / 2)
+        phases.append(await measured(lambda: gen.fixed_rate("half", half_rate, plan.half_s)))
+        result["phases"] = phases
+        result["disconnects"] = gen.disconnects
+        result["close_codes"] = dict(gen.close_codes)
+        result["control_frames"] = dict(gen.control)
+        result["control_samples"] = gen.control_samples
+        result["stray_deliveries"] = gen.stray
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"[{config.name}] ERROR {result['error']}", flush=True)
+    finally:
+        if hb is not None:
+            hb.cancel()
+        if gen is not None:
+            gen.close_all()
+            await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.stop)
+        result["server_log_problems"] = cluster.problems()[:20]
+    return result
+
+
+def _cluster_figures(p: dict[str, Any]) -> dict[str, Any]:
+    """Per-delivery costs of one phase of a cluster run."""
+    cpu = p.get("cpu_s", {})
+    delivered, sent = p["delivered"], p["sent"]
+    rtm = sum(v for k, v in cpu.items() if k not in ("redis", "pg"))
+    out: dict[str, Any] = {
+        "rtm_us": round(1e6 * rtm / delivered, 2) if delivered else None,
+        "redis_us": round(1e6 * cpu["redis"] / delivered, 2)
+        if delivered and "redis" in cpu
+        else None,
+        "pg_us": round(1e6 * cpu["pg"] / delivered, 2) if delivered and "pg" in cpu else None,
+    }
+    if delivered and {"A", "B"} <= set(cpu):
+        out["A_us_per_msg"] = round(1e6 * cpu["A"] / sent, 2) if sent else None
+        out["B_us_per_delivery"] = round(1e6 * cpu["B"] / delivered, 2)
+    commands = p.get("redis_commands")
+    if commands is not None and sent:
+        out["redis_cmds_per_msg"] = round(sum(commands.values()) / sent, 3)
+    return out
+
+
+def _cluster_line(p: dict[str, Any]) -> str:
+    f = _cluster_figures(p)
+    cpu = ", ".join(f"{k} {v:.2f} s" for k, v in p.get("cpu_s", {}).items())
+    text = f"CPU {cpu}; rtm {f['rtm_us']} µs/delivery"
+    if f.get("redis_us") is not None:
+        text += f", redis {f['redis_us']} µs/delivery"
+    if "redis_cmds_per_msg" in f:
+        text += f", {f['redis_cmds_per_msg']} Redis commands/msg {p['redis_commands']}"
+    return text
+
+
+def cluster_metrics(r: dict[str, Any]) -> dict[str, Any]:
+    """:func:`metrics`, with the other load of CPU 0 net of all the server side pinned there
+    (the rtm processes, Redis and PostgreSQL)."""
+    m = metrics(r)
+    worst = 0.0
+    for p in r["phases"]:
+        busy = p["cpu_busy_pct"].get(SERVER_CPU) or p["cpu_busy_pct"].get(str(SERVER_CPU)) or {}
+        wall = p.get("measured_wall_s") or 0.0
+        ours = 100 * sum(p.get("cpu_s", {}).values()) / wall if wall else 0.0
+        worst = max(worst, float(busy.get("busy", 0.0)) - ours)
+    m["other0"] = round(worst)
+    return m
+
+
+def cluster_table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| config | clients on | sat deliveries/s | rtm CPU µs/delivery @ sat (@ fixed) "
+        "| vs one process @ sat (@ fixed) | Redis / PostgreSQL CPU µs/delivery @ sat "
+        "| Redis commands/msg "
+        "| p50 / p99 ms @ fixed (deliveries/s) | p50 / p99 ms @ half sat (msgs/s) "
+        "| lost / dup | other load CPU0/CPU1 % |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    # each run is compared with the one-process figures of the same run (--repeat)
+    bases: dict[Any, dict[str, Any]] = {}
+    for r in results:
+        if r["server"] == "one" and "phases" in r:
+            bases[r.get("run")] = {p["phase"]: _cluster_figures(p) for p in r["phases"]}
+    for r in results:
+        base = bases.get(r.get("run"))
+        if "phases" not in r:
+            error = " ".join(str(r.get("error")).split())[-200:].replace("|", "/")
+            lines.append(f"| {r['server']} | error: {error} |" + " |" * 9)
+            continue
+        m = cluster_metrics(r)
+        ph = {p["phase"]: p for p in r["phases"]}
+        sat, fixed = _cluster_figures(ph["sat"]), _cluster_figures(ph["fixed"])
+
+        def ratio(figs: dict[str, Any], phase: str, base: dict[str, Any] | None = base) -> str:
+            if base is None or not base[phase]["rtm_us"] or figs["rtm_us"] is None:
+                return "-"
+            return f"{figs['rtm_us'] / base[phase]['rtm_us']:.2f}x"
+
+        placement = ", ".join(f"{k} {v}" for k, v in r.get("placement", {}).items())
+        if r.get("server_processes", 1) > len(r.get("placement", {})):
+            placement += f" ({r['server_processes']} processes)"
+        redis_us = sat["redis_us"] if sat["redis_us"] is not None else "-"
+        redis_us = f"{redis_us} / {sat['pg_us']}"
+        cmds = sat.get("redis_cmds_per_msg", "-")
+        name = r["server"] + (f" (run {r['run']})" if len(bases) > 1 else "")
+        lines.append(
+            f"| {name} | {placement} | {m['sat_dps']:,.0f} "
+            f"| {sat['rtm_us']} ({fixed['rtm_us']}) "
+            f"| {ratio(sat, 'sat')} ({ratio(fixed, 'fixed')}) | {redis_us} | {cmds} "
+            f"| {m['fixed_p50']} / {m['fixed_p99']} ({m['fixed_dps']:,.0f}) "
+            f"| {m['half_p50']} / {m['half_p99']} ({m['half_msgs']:,.0f}) "
+            f"| {m['lost']} / {m['dup']} | {m['other0']}/{m['other1']} |"
+        )
+    return "\n".join(lines)
+
+
+def cluster_verdict(results: list[dict[str, Any]]) -> str:
+    by = {r["server"]: r for r in results if "phases" in r}
+    lines = []
+    one, cross = by.get("one"), by.get("cross")
+    for phase in ("sat", "fixed"):
+        if one and cross:
+            a = _cluster_figures({p["phase"]: p for p in one["phases"]}[phase])["rtm_us"]
+            b = _cluster_figures({p["phase"]: p for p in cross["phases"]}[phase])["rtm_us"]
+            if a and b:
+                ok = "PASS" if b / a <= 1.3 else "FAIL"
+                lines.append(
+                    f"rtm CPU per delivery, every subscriber on the other process, at {phase}: "
+                    f"{b} µs against {a} µs on one process = {b / a:.2f}x (goal <= 1.3x): {ok}"
+                )
+                f = _cluster_figures({p["phase"]: p for p in cross["phases"]}[phase])
+                lines.append(
+                    f"  of which the publishing process A: {f.get('A_us_per_msg')} µs per "
+                    f"message; the subscribers' process B: {f.get('B_us_per_delivery')} µs per "
+                    "delivery"
+                )
+    for r in by.values():
+        bad = sum(
+            p["lost"] + p["duplicated"] + p["misrouted"] + p["self_delivered"] for p in r["phases"]
+        )
+        if bad:
+            lines.append(f"{r['server']}: {bad} lost/duplicated/misrouted deliveries: FAIL")
+        m = cluster_metrics(r)
+        if max(m["other0"], m["other1"]) > NOISY_PCT:
+            lines.append(
+                f"WARNING: other processes used more than 10% of a pinned CPU during {r['server']}"
+            )
+        if m["sat_cli_cpu"] > 85:
+            lines.append(
+                f"NOTE: the load generator was at {m['sat_cli_cpu']:.0f}% CPU while saturating "
+                f"{r['server']}: that figure is bounded by the client"
+            )
+    return "\n".join(lines)
+
+
+async def amain_multi(args: argparse.Namespace, plan: Plan, pin: bool) -> list[dict[str, Any]]:
+    """Each configuration of ``--configs`` in turn, on one database and (when one needs it) one
+    Redis, both started here and pinned with the servers."""
+    rtm_cmd = args.rtm_cmd or default_rtm_cmd()
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown --configs {unknown}; known: {', '.join(CONFIGS)}")
+    configs = [CONFIGS[n] for n in names]
+    if any(c.workers > 1 for c in configs) and not workers_supported(rtm_cmd):
+        print("rtm serve has no --workers here: skipping the workers configurations", flush=True)
+        configs = [c for c in configs if c.workers == 1]
+    results = []
+    cpu = SERVER_CPU if pin else None
+    with tempfile.TemporaryDirectory(prefix="rtm-fanout-multi-") as tmp:
+        db = EmbeddedDatabase(Path(tmp) / "db", cpu, rtm_cmd)
+        database_url = await asyncio.to_thread(db.start)
+        redis: RedisProcess | None = None
+        stats: RedisStats | None = None
+        if any(c.redis for c in configs):
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
+            redis = RedisProcess(binary, Path(tmp), cpu)
+            await asyncio.to_thread(redis.start)
+            stats = RedisStats(redis.url)
+            await stats.calls()  # connect (and its hello) before the first snapshot
+        try:
+            for run in range(args.repeat):
+                for config in configs:
+                    for attempt in range(args.retry_noisy + 1):
+                        workdir = Path(tmp) / f"{config.name}-{run}-{attempt}"
+                        workdir.mkdir()
+                        busy = await wait_quiet(args.quiet_wait)
+                        if busy > 10:
+                            print(f"  machine still busy ({busy:.0f}%); measuring anyway")
+                        result = await bench_cluster(
+                            config,
+                            plan,
+                            workdir,
+                            pin,
+                            rtm_cmd,
+                            database_url,
+                            redis,
+                            stats,
+                            db.postmaster(),
+                            args.profile if run == 0 and attempt == 0 else None,
+                        )
+                        if "phases" not in result:
+                            break
+                        m = cluster_metrics(result)
+                        if max(m["other0"], m["other1"]) <= NOISY_PCT:
+                            break
+                        print(
+                            f"[{config.name}] disturbed by other load ({m['other0']}/{m['other1']}%)"
+                        )
+                    result["run"] = run + 1
+                    results.append(result)
+        finally:
+            if stats is not None:
+                await stats.close()
+    return results
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -846,7 +1391,9 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="1,000 clients, short phases")
     parser.add_argument("--servers", default="rtm,baseline", help="comma-separated, in order")
-    parser.add_argument("--rate", type=float, default=5000.0, help="fixed-rate phase, msgs/s")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="fixed-rate phase, msgs/s (5000; --multi: 2000)"
+    )
     parser.add_argument("--window", type=int, default=200, help="saturation in-flight messages")
     parser.add_argument("--duration", type=float, default=None, help="seconds per phase")
     parser.add_argument("--batch", type=int, default=250, help="clients connecting at once")
@@ -878,6 +1425,16 @@ def main() -> int:
         help="command that runs the rtm CLI (default: rtm beside this python)",
     )
     parser.add_argument("--time-limit", type=float, default=None, help="abort after this many s")
+    parser.add_argument(
+        "--multi",
+        action="store_true",
+        help="several processes: the configurations of --configs instead of --servers",
+    )
+    parser.add_argument(
+        "--configs",
+        default="one,one-redis,spread,cross,workers2",
+        help=f"with --multi, comma-separated, in order; known: {', '.join(CONFIGS)}",
+    )
     args = parser.parse_args()
 
     clients = args.clients or (1000 if args.quick else 10000)
@@ -886,7 +1443,7 @@ def main() -> int:
     duration = args.duration or (2.0 if args.quick else 5.0)
     plan = Plan(
         clients=clients,
-        rate=args.rate,
+        rate=args.rate or (2000.0 if args.multi else 5000.0),
         fixed_s=duration,
         sat_s=duration,
         half_s=duration,
@@ -895,6 +1452,9 @@ def main() -> int:
         idle_s=1.0 if args.quick else 3.0,
         drain_s=5.0,
         seed=args.seed,
+        # --multi: every room's first member publishes (the same messages in every
+        # configuration; with --configs cross, that member is on the other process)
+        sender=0 if args.multi else None,
     )
     limit = raise_fd_limit(clients + 1000)
     if limit < clients + 200:
@@ -902,6 +1462,8 @@ def main() -> int:
         return 2
     pin = pin_load_process()
     runs = args.repeat * (1 + args.retry_noisy)
+    if args.multi:
+        runs = args.repeat * (1 + args.retry_noisy) * len(args.configs.split(","))
     time_limit = args.time_limit or (120.0 if args.quick else 600.0) * runs
     print(
         f"plan: {plan}; fd limit {limit}; pinned server->CPU{SERVER_CPU}, "
@@ -909,18 +1471,24 @@ def main() -> int:
         flush=True,
     )
     exit_on_sigterm()
+    run = amain_multi if args.multi else amain
     try:
-        results = uvloop.run(asyncio.wait_for(amain(args, plan, pin), time_limit))
+        results = uvloop.run(asyncio.wait_for(run(args, plan, pin), time_limit))
     except TimeoutError:
         print(f"aborted: the run took more than {time_limit:.0f} s", file=sys.stderr)
         return 1
     finally:
         stop_started()
-    text, summary = table(results)
     print()
-    print(text)
-    print()
-    print(verdict(summary))
+    if args.multi:
+        print(cluster_table(results))
+        print()
+        print(cluster_verdict(results))
+    else:
+        text, summary = table(results)
+        print(text)
+        print()
+        print(verdict(summary))
     for r in results:
         if r.get("control_frames"):
             print(f"{r['server']} control frames: {r['control_frames']}")

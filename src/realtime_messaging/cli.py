@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -117,13 +119,13 @@ def cleanup(settings: Settings) -> None:
 @click.option("--host", envvar="RTM_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="RTM_PORT", type=int, default=4000, show_default=True)
 @click.option(
-    "--public-url", envvar="RTM_PUBLIC_URL", help="Base of the links; default: http://HOST:PORT."
+    "--public-url", envvar="RTM_PUBLIC_URL", help="Base of the links; default: http(s)://HOST:PORT."
 )
 @click.pass_obj
 def demo(settings: Settings, host: str, port: int, public_url: str | None) -> None:
     """Create a staff user, a customer and a conversation; print the two sign-in links."""
     from .demo import create_demo
-    from .server.public_url import listen_url
+    from .server.listen import base_url
 
     db = _database(settings)
     secret = load_or_create_secret(settings)
@@ -132,7 +134,8 @@ def demo(settings: Settings, host: str, port: int, public_url: str | None) -> No
         await db.migrate()
         async with db.connect() as conn:
             created = await create_demo(conn, secret)
-        return created.links((public_url or listen_url(host, port)).rstrip("/"))
+        default_url = base_url(host, port, tls=settings.tls_cert is not None)
+        return created.links((public_url or default_url).rstrip("/"))
 
     try:
         inbox, portal = _run(run)
@@ -158,6 +161,19 @@ def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from exc
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """``--workers``: a number of processes, or ``auto`` for one per CPU."""
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number or auto, not {value!r}") from None
+    if count < 1:
+        raise click.BadParameter("needs at least 1")
+    return count
+
+
 @cli.command()
 @click.option("--host", envvar="RTM_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="RTM_PORT", type=int, default=4000, show_default=True)
@@ -165,17 +181,75 @@ def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--public-url",
     envvar="RTM_PUBLIC_URL",
     callback=_public_url,
-    help="URL clients reach this server at; default: http://HOST:PORT.",
+    help="URL clients reach this server at; default: http(s)://HOST:PORT.",
 )
+@click.option(
+    "--workers",
+    envvar="RTM_WORKERS",
+    default="1",
+    show_default=True,
+    callback=_workers,
+    help="Processes serving the port (auto: one per CPU); several share a broker.",
+)
+@click.option(
+    "--tls-cert",
+    envvar="RTM_TLS_CERT",
+    type=click.Path(path_type=Path),
+    help="PEM certificate (chain): serve https:// and wss://. Needs --tls-key.",
+)
+@click.option(
+    "--tls-key", envvar="RTM_TLS_KEY", type=click.Path(path_type=Path), help="Its PEM key."
+)
+# Internal: the socket a worker of ``--workers`` shares with its supervisor.
+@click.option("--worker-link", type=int, hidden=True)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, public_url: str | None) -> None:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    public_url: str | None,
+    workers: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    worker_link: int | None,
+) -> None:
     """Run the HTTP and WebSocket server."""
     from .server.app import serve as run_server
+    from .server.listen import tls_context
 
-    settings = settings.with_overrides(host=host, port=port, public_url=public_url)
-    db = _database(settings)
+    settings = settings.with_overrides(
+        host=host,
+        port=port,
+        public_url=public_url,
+        workers=workers,
+        tls_cert=tls_cert or None,
+        tls_key=tls_key or None,
+    )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise click.UsageError(
+            "--tls-cert (RTM_TLS_CERT) and --tls-key (RTM_TLS_KEY) go together: give both"
+        )
     try:
-        _run(lambda: run_server(settings, db))
+        # Checked before anything starts: a bad file is an error now, not a failed handshake
+        # per client later.
+        tls_context(settings.tls_cert, settings.tls_key)
+        _ = settings.broker_kind  # ValueError for an RTM_BROKER that cannot work
+    except (RealtimeMessagingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    db = _database(settings)
+
+    async def main() -> None:
+        if worker_link is not None:
+            await run_server(settings, db, link=socket.socket(fileno=worker_link))
+        elif settings.workers > 1:
+            from .server.supervisor import supervise
+
+            await supervise(settings, db)
+        else:
+            await run_server(settings, db)
+
+    try:
+        _run(main)
     except RealtimeMessagingError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:

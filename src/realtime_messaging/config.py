@@ -28,6 +28,10 @@ def _input_limits() -> InputLimits:
     )
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def _flag(name: str) -> bool:
     value = (_env(name) or "0").strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -43,6 +47,19 @@ class Settings:
 
     database_url: str | None = None
     redis_url: str | None = None
+    #: How processes reach each other (``RTM_BROKER``): ``redis`` (``RTM_REDIS_URL``),
+    #: ``postgres`` (through the database, no Redis needed), ``local`` (one process), or
+    #: ``auto``: redis with a Redis URL, else postgres under ``--workers``, else local.
+    broker: str = "auto"
+    #: Worker processes of ``rtm serve`` (``RTM_WORKERS``); 1 runs in the command's process.
+    workers: int = 1
+    #: How long a stopping process may take to close its sockets and finish its requests
+    #: before it is killed (``RTM_GRACEFUL_TIMEOUT``, seconds).
+    graceful_timeout: float = 30.0
+    #: Serve https:// and wss:// directly with this certificate (chain) and private key, both
+    #: PEM files (``RTM_TLS_CERT``, ``RTM_TLS_KEY``); unset: plain http, or TLS at a proxy.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     jwt_secret: str | None = None
     host: str = "127.0.0.1"
     port: int = 4000
@@ -102,7 +119,11 @@ class Settings:
         return cls(
             database_url=_env("RTM_DATABASE_URL"),
             redis_url=_env("RTM_REDIS_URL"),
+            broker=(_env("RTM_BROKER", "auto") or "auto").strip().lower(),
             jwt_secret=_env("RTM_JWT_SECRET"),
+            graceful_timeout=float(_env("RTM_GRACEFUL_TIMEOUT", "30") or 0),
+            tls_cert=_path(_env("RTM_TLS_CERT")),
+            tls_key=_path(_env("RTM_TLS_KEY")),
             host=_env("RTM_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(_env("RTM_PORT", "4000") or "4000"),
             public_url=_env("RTM_PUBLIC_URL"),
@@ -124,6 +145,18 @@ class Settings:
             max_channels_per_connection=int(_env("RTM_MAX_CHANNELS_PER_SOCKET", "100") or 0),
             input_limits=_input_limits(),
         )
+
+    @property
+    def broker_kind(self) -> str:
+        """The broker ``broker`` names, ``auto`` resolved; ValueError for an unknown one."""
+        kind = self.broker
+        if kind == "auto":
+            return "redis" if self.redis_url else "postgres" if self.workers > 1 else "local"
+        if kind not in ("local", "redis", "postgres"):
+            raise ValueError(f"RTM_BROKER: expected auto, local, redis or postgres, not {kind!r}")
+        if kind == "redis" and not self.redis_url:
+            raise ValueError("RTM_BROKER=redis needs RTM_REDIS_URL")
+        return kind
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with the non-None ``changes`` applied (flags win over the environment)."""

@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import RunningServer, running_server
+from realtime_messaging.keys import anon_key, service_role_key
+from tests.conftest import TEST_SECRET, RunningServer, running_server
 from tests.server.wsclient import RawSocket
 
 #: Bound of every wait for something to happen between processes.
@@ -160,7 +163,7 @@ async def tls_redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 @asynccontextmanager
 async def servers(
-    database_url: str, redis_url: str, n: int, **overrides: Any
+    database_url: str, redis_url: str | None, n: int, **overrides: Any
 ) -> AsyncIterator[list[RunningServer]]:
     """``n`` servers on one database and one Redis, stopped on exit."""
     async with AsyncExitStack() as stack:
@@ -189,12 +192,14 @@ async def sockets() -> AsyncIterator[Callable[..., Any]]:
             await sock.close()
 
 
-async def ready(http: aiohttp.ClientSession, server: RunningServer) -> tuple[int, Any]:
+async def ready(http: aiohttp.ClientSession, server: RunningServer | RtmProcess) -> tuple[int, Any]:
     async with http.get(server.http_url + "/readyz") as response:
         return response.status, await response.json()
 
 
-async def metric(http: aiohttp.ClientSession, server: RunningServer, name: str) -> float:
+async def metric(
+    http: aiohttp.ClientSession, server: RunningServer | RtmProcess, name: str
+) -> float:
     """One sample of ``/metrics`` (``name`` with its labels, as printed)."""
     async with http.get(server.http_url + "/metrics") as response:
         text = await response.text()
@@ -216,3 +221,82 @@ async def eventually(
         if loop.time() - started > timeout:
             raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
         await asyncio.sleep(interval)
+
+
+class RtmProcess:
+    """One ``rtm serve`` child process (a real one, which a test may SIGKILL), with the test
+    suite's secret; ``url`` is its HTTP base, ``ws_url`` its socket endpoint."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.realtime_url = f"ws://127.0.0.1:{port}/realtime/v1"
+        self.ws_url = self.realtime_url + "/websocket"
+        self.anon_key = anon_key(TEST_SECRET)
+        self.service_key = service_role_key(TEST_SECRET)
+        self.secret = TEST_SECRET
+
+    async def kill(self) -> None:
+        """SIGKILL (by pid): no goodbye of any kind reaches anyone."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                await self.kill()
+
+
+@asynccontextmanager
+async def rtm_processes(
+    database_url: str, n: int, env: dict[str, str] | None = None
+) -> AsyncIterator[list[RtmProcess]]:
+    """``n`` ``rtm serve`` processes on one database, each ready (``/readyz`` 200) on return;
+    every one still running is stopped on exit."""
+    rtm = os.path.join(os.path.dirname(sys.executable), "rtm")
+    stack = ExitStack()
+    started: list[RtmProcess] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(n):
+                log = stack.enter_context(tempfile.TemporaryFile())
+                port = _free_port()
+                proc = await asyncio.create_subprocess_exec(
+                    rtm,
+                    *("serve", "--port", str(port)),
+                    env={
+                        **os.environ,
+                        "RTM_DATABASE_URL": database_url,
+                        "RTM_JWT_SECRET": TEST_SECRET,
+                        **(env or {}),
+                    },
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log,
+                )
+                process = RtmProcess(proc, port)
+                started.append(process)
+
+                async def answers(process: RtmProcess = process, log: Any = log) -> bool:
+                    """the process answers /readyz with 200"""
+                    if process.proc.returncode is not None:
+                        log.seek(0)
+                        tail = log.read().decode(errors="replace")[-2000:]
+                        raise RuntimeError(
+                            f"rtm serve exited with {process.proc.returncode}:\n{tail}"
+                        )
+                    try:
+                        status, _ = await ready(http, process)
+                    except aiohttp.ClientError:
+                        return False
+                    return status == 200
+
+                await eventually(answers, timeout=60, interval=0.05)
+        yield started
+    finally:
+        await asyncio.gather(*(process.stop() for process in started))
+        stack.close()

@@ -225,8 +225,8 @@ async def _until_n(sock: RawSocket, last: int) -> None:
 async def test_presence_stays_correct_on_one_process_with_the_redis_broker(
     redis_server: RedisServer, database_url: str
 ) -> None:
-    """Presence is per process for now (docs/realtime.md): its diffs reach local members
-    once, not a second time through Redis."""
+    """A process's own presence diffs reach its local members once, not a second time
+    through Redis."""
     async with servers(database_url, redis_server.url, 2) as (a, _b), sockets() as open_socket:
         alice = await open_socket(a)
         bob = await open_socket(a, Vsn.V2)

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime_messaging.broker.redis import RedisBroker, check_url
+from realtime_messaging.broker.redis import RedisBroker
+from realtime_messaging.broker.redis_urls import check_url
 from realtime_messaging.exceptions import ConfigurationError
 from realtime_messaging.server.api.ratelimit import Limits, RateLimiter
 from tests.conftest import RunningServer, Seed
@@ -256,35 +257,45 @@ async def test_rate_limits_are_shared_and_fall_back_when_redis_is_down(
         await eventually(shared_again)
 
 
-def test_sentinel_and_cluster_urls_are_refused_with_a_clear_message() -> None:
-    for url in (
-        "redis+sentinel://127.0.0.1:26379/mymaster",
-        "rediss+sentinel://h:26379/mymaster",
-        "redis+cluster://h1:7000",
-    ):
-        with pytest.raises(ConfigurationError, match="Sentinel or Cluster.*not supported yet"):
-            check_url(url)
-        with pytest.raises(ConfigurationError, match="not supported yet"):
-            RedisBroker(url, "n1")
-        with pytest.raises(ConfigurationError, match="not supported yet"):
-            RateLimiter(Limits("1/minute", "1/minute", "1/minute", "1/minute"), url)
+def test_cluster_urls_are_refused_with_a_clear_message_and_sentinel_urls_accepted() -> None:
+    def limiter(url: str) -> RateLimiter:
+        return RateLimiter(Limits("1/minute", "1/minute", "1/minute", "1/minute"), url)
+
+    for url in ("redis+cluster://h1:7000", "rediss+cluster://h1:7000,h2:7000", "cluster://h:7000"):
+        for make in (check_url, lambda url: RedisBroker(url, "n1"), limiter):
+            with pytest.raises(ConfigurationError) as raised:
+                make(url)
+            message = str(raised.value)
+            assert "Redis Cluster" in message and "not supported" in message, message
+            assert "single primary" in message and "primary endpoint" in message, message
+            assert "redis+sentinel://" in message, message
     for url in ("http://h:6379", "redis://h1:6379,h2:6379"):
         with pytest.raises(ConfigurationError, match="RTM_REDIS_URL"):
             check_url(url)
-    for url in ("redis://:pw@h:6379/1", "rediss://h:6380", "unix:///run/redis.sock?db=2"):
+    for url in (
+        "redis://:pw@h:6379/1",
+        "rediss://h:6380",
+        "unix:///run/redis.sock?db=2",
+        "redis+sentinel://127.0.0.1:26379/mymaster",
+        "sentinel://:pw@s1,s2:26380/mymaster/1",
+        "rediss+sentinel://h:26379/mymaster",
+    ):
         check_url(url)
+        RedisBroker(url, "n1")  # builds its pools, connects nothing yet
+        limiter(url)
 
 
-def test_rtm_serve_refuses_a_sentinel_url_at_start(database_url: str) -> None:
+def test_rtm_serve_refuses_a_cluster_url_at_start(database_url: str) -> None:
     rtm = os.path.join(os.path.dirname(sys.executable), "rtm")
     env = {
         **os.environ,
         "RTM_DATABASE_URL": database_url,
-        "RTM_REDIS_URL": "redis+sentinel://127.0.0.1:26379/mymaster",
+        "RTM_REDIS_URL": "redis+cluster://127.0.0.1:7000",
         "RTM_JWT_SECRET": "s" * 40,
     }
     done = subprocess.run(
         [rtm, "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert "not supported yet" in done.stderr, done.stderr
+    assert "Redis Cluster" in done.stderr and "not supported" in done.stderr, done.stderr
+    assert "redis+sentinel://" in done.stderr, done.stderr

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
 
 from realtime_messaging.broker import Envelope
-from realtime_messaging.broker.wire import decode, encode
+from realtime_messaging.broker.wire import decode, encode, published_by
 
 ENVELOPES = [
     Envelope(
@@ -46,7 +47,7 @@ ENVELOPES = [
 def test_every_field_round_trips(envelope: Envelope) -> None:
     node, decoded = decode(encode(envelope, b"node-1"))
     assert node == b"node-1"
-    assert decoded == envelope
+    assert decoded == dataclasses.replace(envelope, origin="node-1")
 
 
 def test_binary_payload_travels_raw() -> None:
@@ -81,3 +82,13 @@ def _message(
 def test_malformed_messages_are_refused(data: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         decode(data)
+
+
+def test_a_process_recognises_its_own_messages_without_decoding_them() -> None:
+    data = encode(ENVELOPES[0], b"node-1")
+    assert published_by(data, b"node-1")
+    assert not published_by(data, b"node-2")
+    assert not published_by(data, b"node-10")  # same prefix, other length
+    assert not published_by(data, b"node")
+    assert not published_by(b"", b"node-1")
+    assert not published_by(data[:8], b"node-1")

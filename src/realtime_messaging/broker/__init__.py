@@ -16,7 +16,9 @@ class Envelope:
 
     ``exclude`` names the subscription that sent a broadcast without ``self``, so that it alone
     is skipped. ``binary`` carries the raw payload of a binary (kind 3) user broadcast, and
-    ``json_encoded`` says whether those bytes are JSON.
+    ``json_encoded`` says whether those bytes are JSON. ``origin`` is the node id of the process
+    that published it, set by a broker on receipt from another process (``None``: published
+    here): cross-process presence attributes remote metas to their process by it.
     """
 
     topic: str
@@ -27,6 +29,7 @@ class Envelope:
     binary: bytes | None = None
     json_encoded: bool = True
     meta: Any = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,19 @@ class BrokerStatus:
 
 
 class Sink(Protocol):
+    """Where a broker hands what reaches this process.
+
+    ``deliver`` gets topic traffic (this process's own publications too); ``control`` gets
+    what another process sent with :meth:`Broker.send` (``origin`` set); ``connected`` is
+    called each time delivery between processes (re)starts, after which anything published
+    while it was down may have been missed, so state kept from other processes is resynced.
+    """
+
     def deliver(self, envelope: Envelope) -> None: ...
+
+    def control(self, envelope: Envelope) -> None: ...
+
+    def connected(self) -> None: ...
 
 
 class Broker(Protocol):
@@ -56,9 +71,18 @@ class Broker(Protocol):
     on for the others. The hub reports the topics this process has members of
     (``topic_added``/``topic_removed``), so that a process receives only those topics' traffic;
     a join awaits ``ready(topic)``, after which publications from every process reach it.
+
+    ``send`` carries a control envelope (presence replication, heartbeats) to the sink's
+    ``control`` of every other process (``node`` None) or of the process with that node id;
+    never to this one. It keeps the order of ``publish`` and ``send`` calls from one process:
+    a receiver sees them in the order they were made. ``node`` is this process's id.
     """
 
+    node: str
+
     def publish(self, envelope: Envelope) -> None: ...
+
+    def send(self, envelope: Envelope, node: str | None = None) -> None: ...
 
     def topic_added(self, topic: str) -> None: ...
 
@@ -74,9 +98,10 @@ class Broker(Protocol):
 
 
 class LocalBroker:
-    """One process: publishing is delivering."""
+    """One process: publishing is delivering; there is no other process to send to."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "local") -> None:
+        self.node = node
         self._sink: Sink | None = None
 
     async def start(self, sink: Sink) -> None:
@@ -88,6 +113,9 @@ class LocalBroker:
     def publish(self, envelope: Envelope) -> None:
         if self._sink is not None:
             self._sink.deliver(envelope)
+
+    def send(self, envelope: Envelope, node: str | None = None) -> None:
+        pass
 
     def topic_added(self, topic: str) -> None:
         pass

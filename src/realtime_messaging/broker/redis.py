@@ -18,91 +18,58 @@ connections driven directly (made and replaced here, no pool, no hidden retries)
   its own with capped, jittered backoff and the subscriber re-subscribes every wanted topic, so
   delivery between processes resumes within a few seconds of Redis answering again, emptied or
   not. An idle subscriber is probed with ``PING``; one that stays silent is reconnected.
+- **Sentinel** (``redis+sentinel://``, :data:`.redis_urls.SENTINEL_FORM`): each new connection asks the
+  sentinels for the master's address, and the subscriber asks again every ``topology_interval``
+  (5 s): when the answer changed both connections are replaced, as after a fault. A connection to
+  a demoted master can go on answering (``PUBLISH`` works on a replica) and a failover notice can
+  be missed, so asking is what keeps a process from delivering to an old master forever
+  (centrifugo#766/#1189, go-redis#583). Redis Cluster is refused (:func:`.redis_urls.check_url`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from ..exceptions import ConfigurationError
 from . import BrokerStatus, Envelope, Sink
-from .wire import decode, encode
+from .backoff import Backoff
+from .redis_urls import (
+    check_url,
+    is_sentinel_url,
+    master_pool,
+    parse_sentinel_url,
+    redacted,
+    sentinel_manager,
+    without_protocol,
+)
+from .wire import decode, encode, published_by
 
 log = logging.getLogger(__name__)
 
-#: URL schemes of one Redis server: plain, TLS, Unix socket.
-SCHEMES = ("redis", "rediss", "unix")
-#: Schemes naming Sentinel or Cluster deployments, refused with a clear message for now.
-_LATER = ("sentinel", "cluster")
 #: Topics per SUBSCRIBE/UNSUBSCRIBE command when many change at once (a reconnect).
 _BATCH = 512
 #: PUBLISH commands per pipelined write.
 _PIPELINE = 1024
 
 
-def check_url(url: str) -> None:
-    """Refuse a Redis URL this broker cannot use, naming what it accepts."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port raises for "host:port,host:port" lists
-    except ValueError as exc:
-        raise ConfigurationError(f"RTM_REDIS_URL is not a valid URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if any(word in scheme for word in _LATER):
-        raise ConfigurationError(
-            f"RTM_REDIS_URL: {scheme}:// (Redis Sentinel or Cluster) is not supported yet; "
-            "give one server as redis://host:port/db, rediss://host:port/db (TLS) or "
-            "unix:///path/to/redis.sock (a managed Redis's primary endpoint works)"
-        )
-    if scheme not in SCHEMES:
-        raise ConfigurationError(
-            f"RTM_REDIS_URL: unsupported scheme {scheme or '(none)'!r}; expected redis://, "
-            "rediss:// (TLS) or unix://"
-        )
+def _address(conn: AbstractConnection) -> tuple[str, int] | None:
+    """Where a connection made by a Sentinel pool went (set once it connected)."""
+    host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+    if host is None or port is None:
+        return None
+    return str(host), int(port)
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def _without_protocol(url: str) -> str:
-    """The URL without a ``protocol`` query parameter (which would override ours)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "protocol"]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-class _Backoff:
-    """Capped exponential backoff with jitter: 0.05 s doubling to ``cap`` (each delay drawn
-    between half and all of its step, so that processes do not retry in step)."""
-
-    def __init__(self, cap: float) -> None:
-        self._cap = cap
-        self._step = 0.05
-
-    def reset(self) -> None:
-        self._step = 0.05
-
-    def next(self) -> float:
-        step = self._step
-        self._step = min(self._cap, step * 2)
-        return random.uniform(step / 2, step)
+class MasterMoved(ConnectionError):
+    """The sentinels name another master than the one a connection is on."""
 
 
 class RedisBroker:
@@ -121,6 +88,7 @@ class RedisBroker:
         io_timeout: float = 2.0,
         linger: float = 1.0,
         probe_interval: float = 5.0,
+        topology_interval: float = 5.0,
         max_queue: int = 10_000,
     ) -> None:
         check_url(url)
@@ -128,12 +96,16 @@ class RedisBroker:
         self._node = node_id.encode()
         if not 0 < len(self._node) < 256:
             raise ValueError("node_id must be 1 to 255 bytes")
+        self.node = node_id
         self._topic_prefix = f"{prefix}:t:".encode()
-        self._control = f"{prefix}:n:{node_id}".encode()
+        self._node_prefix = f"{prefix}:n:".encode()
+        self._control = self._node_prefix + self._node
+        self._everyone = f"{prefix}:ctl".encode()
         self._max_backoff = max_backoff
         self._io_timeout = io_timeout
         self._linger = linger
         self._probe_interval = probe_interval
+        self._topology_interval = topology_interval
         self._max_queue = max_queue
         common: dict[str, Any] = {
             "socket_connect_timeout": io_timeout,
@@ -148,13 +120,32 @@ class RedisBroker:
         # 3.11 can swallow a cancellation (seen here: a stopped broker's task carrying on).
         # Every operation is bounded here with asyncio.timeout instead; the subscriber's reads
         # are not bounded at all (silence is caught by the PING probe).
-        resp2 = _without_protocol(url)
-        self._sub_pool = ConnectionPool.from_url(
-            resp2, socket_timeout=None, client_name=f"rtm-{node_id}-sub", **common
-        )
-        self._pub_pool = ConnectionPool.from_url(
-            resp2, socket_timeout=None, client_name=f"rtm-{node_id}-pub", **common
-        )
+        common["socket_timeout"] = None
+        self._sentinel: Sentinel | None = None
+        self._service = ""
+        if is_sentinel_url(url):
+            # Each new connection asks the sentinels for the master's address; the subscriber
+            # also asks every topology_interval and moves when it changed (_watch_master).
+            parsed = parse_sentinel_url(url)
+            parsed.master.pop("protocol", None)
+            self._sentinel = sentinel_manager(parsed, max(0.1, io_timeout / 4))
+            self._service = parsed.service
+            self._sub_pool = master_pool(
+                parsed, self._sentinel, client_name=f"rtm-{node_id}-sub", **common
+            )
+            self._pub_pool = master_pool(
+                parsed, self._sentinel, client_name=f"rtm-{node_id}-pub", **common
+            )
+        else:
+            resp2 = without_protocol(url)
+            self._sub_pool = ConnectionPool.from_url(
+                resp2, client_name=f"rtm-{node_id}-sub", **common
+            )
+            self._pub_pool = ConnectionPool.from_url(
+                resp2, client_name=f"rtm-{node_id}-pub", **common
+            )
+        self._master: tuple[str, int] | None = None  # where the subscriber last connected
+        self._pub_address: tuple[str, int] | None = None  # where the publisher is connected
         self._sink: Sink | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # -- what to subscribe to
@@ -172,7 +163,7 @@ class RedisBroker:
         # -- health
         self._sub_up = False
         self._pub_up = False
-        self._pub_stale = False
+        self._pub_stale: ConnectionError | None = None  # why the publisher must reconnect
         self._closing = False
         self._state = "starting"  # then "up" or "degraded", logged on each change
         self._settled = asyncio.Event()  # both connections tried once
@@ -225,6 +216,9 @@ class RedisBroker:
         self._release_waiters(self._waiters)
         await self._sub_pool.disconnect()
         await self._pub_pool.disconnect()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
 
     def publish(self, envelope: Envelope) -> None:
         """Deliver here at once; queue for the other processes (never blocks)."""
@@ -242,6 +236,21 @@ class RedisBroker:
             self.dropped += 1
             return
         self._queue.append((self._channel(envelope.topic), data))
+        self._wake.set()
+
+    def send(self, envelope: Envelope, node: str | None = None) -> None:
+        """Queue a control envelope for every other process, or for process ``node``."""
+        if self._sink is None or not self._pub_up or len(self._queue) >= self._max_queue:
+            self.dropped += 1
+            return
+        channel = self._everyone if node is None else self._node_prefix + node.encode()
+        try:
+            data = encode(envelope, self._node)
+        except (TypeError, ValueError):
+            log.exception("cannot send a control envelope %s", envelope.event)
+            self.dropped += 1
+            return
+        self._queue.append((channel, data))
         self._wake.set()
 
     def topic_added(self, topic: str) -> None:
@@ -313,7 +322,7 @@ class RedisBroker:
         return [self._channel(topic) for topic in topics]
 
     async def _subscriber(self) -> None:
-        backoff = _Backoff(self._max_backoff)
+        backoff = Backoff(self._max_backoff)
         while not self._closing:
             conn: AbstractConnection | None = None
             try:
@@ -328,27 +337,44 @@ class RedisBroker:
                     await conn.disconnect(nowait=True)
             await asyncio.sleep(backoff.next())
 
-    async def _subscribe_session(self, conn: AbstractConnection, backoff: _Backoff) -> None:
+    async def _subscribe_session(self, conn: AbstractConnection, backoff: Backoff) -> None:
         """One subscriber connection, from connecting to its failure."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._io_timeout):
             await conn.connect()  # type: ignore[no-untyped-call]
+        here = _address(conn) if self._sentinel is not None else None
+        if here is not None:
+            if self._master is not None and here != self._master:
+                log.warning(
+                    "Redis broker %s: Sentinel failover of %r: the master is now %s:%d "
+                    "(was %s:%d); resubscribed there",
+                    self._node.decode(),
+                    self._service,
+                    *here,
+                    *self._master,
+                )
+            self._master = here
         self._active = set()
         self._confirmed = set()
         self._to_release = {}
         self._to_subscribe = self._local | set(self._pending)
-        # The node's own channel first: it keeps the connection in subscribed mode (so PING
-        # answers as a pub/sub message), and its reply proves the connection works.
+        # The control channels first: they keep the connection in subscribed mode (so PING
+        # answers as a pub/sub message), and the reply for the node's own proves it works.
         async with asyncio.timeout(self._io_timeout):
-            await conn.send_command("SUBSCRIBE", self._control)
+            await conn.send_command("SUBSCRIBE", self._everyone, self._control)
         self._last_heard = loop.time()
         self._ping_sent = None
         reader = asyncio.create_task(self._read(conn), name="rtm-redis-reader")
+        watcher = None
+        if here is not None:
+            watcher = asyncio.create_task(self._watch_master(here), name="rtm-redis-sentinel")
         try:
             while not self._closing:
                 if reader.done():
                     reader.result()
                     raise ConnectionError("the subscriber connection ended")
+                if watcher is not None and watcher.done():
+                    watcher.result()  # raises MasterMoved
                 if self._sub_up:
                     backoff.reset()
                 async with asyncio.timeout(self._io_timeout):
@@ -374,8 +400,39 @@ class RedisBroker:
                     async with asyncio.timeout(self._io_timeout):
                         await conn.send_command("PING", check_health=False)
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            tasks = [reader] if watcher is None else [reader, watcher]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch_master(self, here: tuple[str, int]) -> None:
+        """Ask the sentinels every ``topology_interval`` where the master is; raise
+        :class:`MasterMoved` once it is not ``here`` (the subscriber's connection). A connection
+        to a demoted master may go on answering, and a failover notice can be missed
+        (centrifugo#766/#1189, go-redis#583): asking is what guarantees the move."""
+        assert self._sentinel is not None
+        try:
+            while True:
+                await asyncio.sleep(self._topology_interval)  # a period, not a wait for an event
+                try:
+                    async with asyncio.timeout(self._io_timeout):
+                        found = await self._sentinel.discover_master(self._service)
+                except Exception as exc:  # no sentinel answers, or none knows a master: stay
+                    log.debug("Sentinel: no master for %r (%s)", self._service, exc)
+                    continue
+                master = (str(found[0]), int(found[1]))
+                if self._pub_address is not None and self._pub_address != master:
+                    self._pub_stale = MasterMoved(
+                        f"Sentinel names {master[0]}:{master[1]} the master of {self._service!r}"
+                    )
+                    self._wake.set()
+                if master != here:
+                    raise MasterMoved(
+                        f"Sentinel names {master[0]}:{master[1]} the master of {self._service!r}"
+                        f", not {here[0]}:{here[1]}"
+                    )
+        finally:
+            self._changed.set()
 
     def _probe(self, now: float) -> float:
         """When the subscriber next needs looking at for liveness."""
@@ -416,13 +473,17 @@ class RedisBroker:
     def _on_reply(self, reply: list[Any]) -> None:
         kind = reply[0]
         if kind == b"message":
-            self._on_message(reply[2])
+            self._on_message(reply[1], reply[2])
         elif kind == b"subscribe":
             channel: bytes = reply[1]
+            if channel == self._everyone:
+                return
             if channel == self._control:
                 self._sub_tried = True
                 self._sub_up = True
                 self._health_changed(None)
+                if self._sink is not None:
+                    self._sink.connected()
                 return
             topic = channel[len(self._topic_prefix) :].decode("utf-8", "surrogatepass")
             if topic in self._active:
@@ -433,7 +494,9 @@ class RedisBroker:
                         if not future.done():
                             future.set_result(None)
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if published_by(data, self._node):
+            return  # delivered here when it was published
         try:
             node, envelope = decode(data)
         except ValueError as exc:
@@ -447,18 +510,26 @@ class RedisBroker:
         sink = self._sink
         if sink is None:
             return
+        control = channel == self._everyone or channel == self._control
         try:
-            sink.deliver(envelope)
+            if control:
+                sink.control(envelope)
+            else:
+                sink.deliver(envelope)
         except Exception:  # a bug delivering one envelope must not cut the subscription
             log.exception("error delivering a broker message on %s", envelope.topic)
 
     def _sub_lost(self, exc: BaseException) -> None:
         self._sub_tried = True
         self._sub_up = False
-        if self._pub_up:
+        if self._pub_up and self._pub_stale is None:
             # The publisher's connection went through the same fault, most likely (a Redis
-            # restart): replace it now rather than lose the next batch on it.
-            self._pub_stale = True
+            # restart, a failover): replace it now rather than lose the next batch on it.
+            self._pub_stale = (
+                exc
+                if isinstance(exc, MasterMoved)
+                else ConnectionError("the subscriber connection was lost")
+            )
             self._wake.set()
         self._active = set()
         self._confirmed = set()
@@ -476,7 +547,7 @@ class RedisBroker:
     # -- publishing --------------------------------------------------------------------
 
     async def _publisher(self) -> None:
-        backoff = _Backoff(self._max_backoff)
+        backoff = Backoff(self._max_backoff)
         timeout = self._io_timeout
         while not self._closing:
             conn: AbstractConnection | None = None
@@ -485,14 +556,15 @@ class RedisBroker:
                 conn = self._pub_pool.make_connection()  # type: ignore[no-untyped-call]
                 async with asyncio.timeout(timeout):
                     await conn.connect()
-                self._pub_stale = False
+                self._pub_address = _address(conn) if self._sentinel is not None else None
+                self._pub_stale = None
                 self._pub_tried = True
                 self._pub_up = True
                 self._health_changed(None)
                 backoff.reset()
                 while not self._closing:
-                    if self._pub_stale:
-                        raise ConnectionError("the subscriber connection was lost")
+                    if self._pub_stale is not None:
+                        raise self._pub_stale
                     if not self._queue:
                         self._wake.clear()
                         try:
@@ -526,6 +598,7 @@ class RedisBroker:
                 self._queue.clear()
                 self._health_changed(exc)
             finally:
+                self._pub_address = None
                 if conn is not None:
                     await conn.disconnect(nowait=True)
             await asyncio.sleep(backoff.next())
@@ -551,10 +624,11 @@ class RedisBroker:
         if exc is not None and self._state != "degraded":
             self._state = "degraded"
             log.warning(
-                "Redis broker %s: %s unreachable (%s: %s); degraded: this process serves "
+                "Redis broker %s: %s %s (%s: %s); degraded: this process serves "
                 "its own clients only, and reconnects in the background",
                 self._node.decode(),
                 redacted(self.url),
+                "left for the new master" if isinstance(exc, MasterMoved) else "unreachable",
                 type(exc).__name__,
                 exc,
             )

@@ -44,8 +44,20 @@ def encode(envelope: Envelope, node: bytes) -> bytes:
     return b"".join((head, node, header, envelope.binary or b""))
 
 
+def published_by(data: bytes, node: bytes) -> bool:
+    """Whether ``data`` is a message published by ``node``, read without decoding it: a process
+    drops the echo of its own publications for the cost of one slice."""
+    start = _HEAD.size  # the node follows the fixed head; its length is the head's third byte
+    return (
+        len(data) >= start + len(node)
+        and data[2] == len(node)
+        and (data[start : start + len(node)] == node)
+    )
+
+
 def decode(data: bytes) -> tuple[bytes, Envelope]:
-    """The publishing node and the envelope; ValueError for anything else."""
+    """The publishing node and the envelope (its ``origin`` that node); ValueError for anything
+    else."""
     if len(data) < _HEAD.size:
         raise ValueError("message too short")
     version, flags, node_len, header_len = _HEAD.unpack_from(data)
@@ -81,5 +93,6 @@ def decode(data: bytes) -> tuple[bytes, Envelope]:
         binary=binary,
         json_encoded=bool(flags & _JSON_ENCODED),
         meta=meta,
+        origin=node.decode("utf-8", "replace"),
     )
     return node, envelope

@@ -95,3 +95,104 @@ def _same(a: Any, b: Any) -> bool:
     return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
         b, option=orjson.OPT_SORT_KEYS
     )
+
+
+def _by_ref(state: State) -> dict[str, tuple[str, Meta]]:
+    return {
+        meta["phx_ref"]: (key, meta)
+        for key, entry in state.items()
+        for meta in entry["metas"]
+        if isinstance(meta.get("phx_ref"), str)
+    }
+
+
+def _grouped(entries: dict[str, tuple[str, Meta]]) -> State:
+    result: State = {}
+    for key, meta in entries.values():
+        result.setdefault(key, {"metas": []})["metas"].append(meta)
+    return result
+
+
+def well_formed(state: Any) -> State | None:
+    """``state`` when it has the shape of a presence state (key -> {"metas": [meta...]}, each
+    meta a map with a string ``phx_ref``), else ``None``: what another process sends is checked
+    before it is kept."""
+    if not isinstance(state, dict):
+        return None
+    for key, entry in state.items():
+        if not isinstance(key, str) or not isinstance(entry, dict):
+            return None
+        metas = entry.get("metas")
+        if not isinstance(metas, list):
+            return None
+        for meta in metas:
+            if not isinstance(meta, dict) or not isinstance(meta.get("phx_ref"), str):
+                return None
+    return state
+
+
+class RemotePresence:
+    """The presences other processes track, by topic and by process (node).
+
+    Each process owns its metas; this replica keeps what the others last said about theirs:
+    a full state per (topic, node) from a sync, moved on by that node's diffs. Replacing a
+    node's state or dropping a node yields the diff this process's clients must see. Pure.
+    """
+
+    def __init__(self) -> None:
+        #: topic -> node -> phx_ref -> (key, meta)
+        self._topics: dict[str, dict[str, dict[str, tuple[str, Meta]]]] = {}
+
+    def apply(self, node: str, topic: str, joins: State, leaves: State) -> None:
+        """Move a node's part of a topic on by one of its diffs."""
+        entries = self._topics.setdefault(topic, {}).setdefault(node, {})
+        for ref in _by_ref(leaves):
+            entries.pop(ref, None)
+        entries.update(_by_ref(joins))
+        self._prune(topic, node)
+
+    def replace(self, node: str, topic: str, state: State) -> Diff | None:
+        """Set a node's whole part of a topic; the diff from what was known, if any."""
+        nodes = self._topics.setdefault(topic, {})
+        old = nodes.get(node, {})
+        new = _by_ref(state)
+        nodes[node] = new
+        self._prune(topic, node)
+        joins = {ref: entry for ref, entry in new.items() if ref not in old}
+        leaves = {ref: entry for ref, entry in old.items() if ref not in new}
+        if not joins and not leaves:
+            return None
+        return Diff(topic, _grouped(joins), _grouped(leaves))
+
+    def drop_node(self, node: str) -> list[Diff]:
+        """Forget a process that died: the leaves of every meta it had."""
+        diffs = []
+        for topic in list(self._topics):
+            entries = self._topics[topic].pop(node, None)
+            if not self._topics[topic]:
+                del self._topics[topic]
+            if entries:
+                diffs.append(Diff(topic, {}, _grouped(entries)))
+        return diffs
+
+    def drop_topic(self, topic: str) -> None:
+        """Forget a topic this process no longer follows."""
+        self._topics.pop(topic, None)
+
+    def nodes(self) -> set[str]:
+        """Every process with a meta known here."""
+        return {node for nodes in self._topics.values() for node in nodes}
+
+    def add_to(self, topic: str, state: State) -> State:
+        """``state`` (this process's own) with every other process's metas of ``topic``."""
+        for entries in self._topics.get(topic, {}).values():
+            for key, meta in entries.values():
+                state.setdefault(key, {"metas": []})["metas"].append(meta)
+        return state
+
+    def _prune(self, topic: str, node: str) -> None:
+        nodes = self._topics[topic]
+        if not nodes[node]:
+            del nodes[node]
+            if not nodes:
+                del self._topics[topic]

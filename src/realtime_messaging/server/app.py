@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -18,7 +19,8 @@ from aiohttp.typedefs import Handler
 from .. import __version__
 from ..broker import Broker, LocalBroker
 from ..config import Settings
-from ..keys import anon_key, load_or_create_secret, service_role_key
+from ..exceptions import ConfigurationError
+from ..keys import anon_key, load_or_create_secret
 from ..store.changefeed import Change, ChangeFeed
 from ..store.database import SERVER_SETTINGS, Database
 from .api import admin, messaging, rpc
@@ -27,12 +29,14 @@ from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
 from .http import database_unavailable, error, internal_error, unavailable
+from .listen import BACKLOG, banner, base_url, listening_socket, tls_context
 from .liveness import LivenessPolicy, LivenessTracker
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .public_url import PublicUrl, listen_url
 from .realtime import RealtimeServer
+from .supervisor import serve_as_worker
 from .web import WebAssets
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
@@ -104,6 +108,24 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "broker": state})
 
 
+def _broker(settings: Settings, database_url: str, process_id: str) -> Broker:
+    """The broker the settings name; its library is imported only when it is used."""
+    try:
+        kind = settings.broker_kind
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if kind == "redis":
+        from ..broker.redis import RedisBroker
+
+        assert settings.redis_url is not None
+        return RedisBroker(settings.redis_url, process_id)
+    if kind == "postgres":
+        from ..broker.postgres import PostgresBroker
+
+        return PostgresBroker(database_url, process_id)
+    return LocalBroker(process_id)
+
+
 async def build_app(
     settings: Settings,
     pool: asyncpg.Pool,
@@ -136,11 +158,7 @@ async def build_app(
             settle_interval=settings.presence_settle_interval,
         ),
     )
-    broker: Broker = LocalBroker()
-    if settings.redis_url:
-        from ..broker.redis import RedisBroker
-
-        broker = RedisBroker(settings.redis_url, process_id)
+    broker = _broker(settings, database_url, process_id)
     realtime = RealtimeServer(settings, authenticator, broker, router, pool, liveness, limiter)
     metrics = Metrics(realtime, router)
 
@@ -217,11 +235,28 @@ async def build_app(
 
 @dataclass(frozen=True, slots=True)
 class Running:
+    """A started server."""
+
     url: str
     runner: web.AppRunner
     pool: asyncpg.Pool
 
     async def close(self) -> None:
+        """Drain: stop listening (new connections go to the other workers), close idle
+        keep-alive connections, close the WebSockets with 1012 (``on_shutdown``), let requests
+        in flight finish within the runner's shutdown timeout, then release the pool."""
+        for site in list(self.runner.sites):
+            await site.stop()
+        server = self.runner.server
+        if server is not None:
+            await asyncio.sleep(0)  # requests already received start being handled
+            # Close the connections waiting for their next request. aiohttp (3.14) means to
+            # close them before on_shutdown but only stops reading them, and closes them after
+            # it: a request sent on one while the WebSockets drain would wait seconds, then be
+            # cut off unanswered, instead of going to another worker at once.
+            for conn in server.connections:
+                if not conn._request_in_progress:
+                    conn.force_close()
         await self.runner.cleanup()
         try:
             await asyncio.wait_for(self.pool.close(), 10)
@@ -235,8 +270,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     (``as_caller``) and leave no session state. An open transaction is still rolled back."""
 
 
-async def start(settings: Settings, database_url: str, secret: str) -> Running:
-    """Start serving on ``settings.host:port`` (port 0: any free port) and return at once."""
+async def start(
+    settings: Settings, database_url: str, secret: str, *, worker: bool = False
+) -> Running:
+    """Start serving on ``settings.host:port`` (port 0: any free port) and return at once;
+    https/wss when ``settings`` name a TLS certificate.
+
+    ``worker``: one of the processes of ``rtm serve --workers``: the port is shared with the
+    others (SO_REUSEPORT), and every response names the process that answered in an
+    ``X-Rtm-Worker`` header (its pid), for operators and tests."""
+    ssl_context = tls_context(settings.tls_cert, settings.tls_key)
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,
@@ -245,45 +288,65 @@ async def start(settings: Settings, database_url: str, secret: str) -> Running:
         server_settings=dict(SERVER_SETTINGS),
     )
     # Bound first: with port 0 the public URL's port is only known from the socket.
-    sock = socket.create_server((settings.host, settings.port), backlog=4096)
+    sock = listening_socket(settings.host, settings.port, reuse_port=worker)
     try:
-        url = listen_url(settings.host, sock.getsockname()[1])
+        url = base_url(settings.host, sock.getsockname()[1], tls=ssl_context is not None)
         app = await build_app(settings, pool, database_url, secret, bound_url=url)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        if worker:
+            pid = str(os.getpid())
+
+            async def name_worker(request: web.Request, response: web.StreamResponse) -> None:
+                response.headers["X-Rtm-Worker"] = pid
+
+            app.on_response_prepare.append(name_worker)
+        # Requests in flight at shutdown get half the graceful timeout: the rest is for the
+        # WebSockets, the change feed and the pool, before a supervisor's SIGKILL.
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=settings.graceful_timeout / 2,
+        )
         await runner.setup()
-        site = web.SockSite(runner, sock, backlog=4096)
+        site = web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=ssl_context)
         await site.start()
     except BaseException:
         sock.close()
+        pool.terminate()
         raise
     return Running(url, runner, pool)
 
 
-async def serve(settings: Settings, db: Database) -> None:
-    """Migrate, then serve until SIGINT or SIGTERM."""
-    await db.migrate()
+async def serve(settings: Settings, db: Database, *, link: socket.socket | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then drain (:meth:`Running.close`).
+
+    Alone, migrate first and print the banner. As a worker of ``rtm serve --workers`` (``link``:
+    its end of a socket pair with the supervisor), the supervisor has done both: share the
+    port, say when serving over ``link``, and stop when the supervisor is gone."""
+    if link is None:
+        await db.migrate()
     secret = load_or_create_secret(settings)
-    running = await start(settings, db.url, secret)
+    running = await start(settings, db.url, secret, worker=link is not None)
     # Everything built so far lives as long as the process: keep the collector off it, and
     # collect young objects less often. Measured: full collections while 10,000 sockets
     # connected paused the loop for up to half a second (benchmarks/README.md).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    print(
-        f"realtime-messaging is running.\n"
-        f"  Staff inbox: {running.url}/ (sign-in links: rtm demo)\n"
-        f"  API URL: {running.url}\n"
-        f"  Realtime URL: {running.url.replace('http', 'ws', 1)}/realtime/v1/websocket\n"
-        f"  DB URL: {db.url}\n"
-        f"  anon key: {anon_key(secret)}\n"
-        f"  service_role key: {service_role_key(secret)}",
-        flush=True,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch: asyncio.Task[None] | None = None
+    if link is None:
+        print(banner(running.url, db.url, secret), flush=True)
+    else:
+        # SIGHUP is the supervisor's (it replaces the workers): a terminal's hangup, sent to
+        # the whole process group, must not kill the workers without a drain.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        watch = asyncio.create_task(serve_as_worker(link, stop))
     try:
         await stop.wait()
     finally:
+        if watch is not None:
+            watch.cancel()
         await running.close()

@@ -77,6 +77,17 @@ class _Live(Collector):
         moved.add_metric(["received"], broker.received)
         moved.add_metric(["dropped"], broker.dropped)
         yield moved
+        cluster = realtime.cluster
+        yield GaugeMetricFamily(
+            "rtm_cluster_peers",
+            "Other server processes heard from (heartbeats through the broker)",
+            value=cluster.peers,
+        )
+        yield CounterMetricFamily(
+            "rtm_cluster_peers_dead",
+            "Processes declared dead (silent for RTM_PROCESS_DEAD_AFTER): their presences left",
+            value=cluster.reaped,
+        )
         feed = self.feed
         if feed is not None:
             yield GaugeMetricFamily(

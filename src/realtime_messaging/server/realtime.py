@@ -56,7 +56,8 @@ from .api.framework import caller_of, map_database_error
 from .api.ratelimit import RateLimiter
 from .auth import Authenticator, AuthError, AuthUnavailable, expired_message
 from .batching import Coalesced
-from .fanout import Hub, Outbox, broadcast_payload
+from .cluster import ClusterPresence
+from .fanout import Outbox, broadcast_payload
 from .liveness import LivenessTracker, participant_of
 from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
 
@@ -65,6 +66,13 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER = 1008
 CLOSE_POLICY = 1008
 CLOSE_PROTOCOL_ERROR = 1007
+#: "Service restart": the close code of a stopping server (clients reconnect).
+CLOSE_SERVICE_RESTART = 1012
+#: Sockets closed at once when the server stops (as Centrifuge does), the pause between two
+#: batches (10,000 sockets: 4 s), and the bound on the close handshakes once all are sent.
+DRAIN_BATCH = 128
+DRAIN_INTERVAL = 0.05
+DRAIN_TIMEOUT = 5.0
 
 
 class SocketTokenExpired(AuthError):
@@ -163,9 +171,15 @@ class RealtimeServer:
         self.router = router
         self.pool = pool
         self.node_id = secrets.token_hex(4)
-        self.hub = Hub(broker)
         self._ref_counter = itertools.count(1)
         self.presence = PresenceRegistry(self._make_ref)
+        self.cluster = ClusterPresence(
+            broker,
+            self.presence,
+            heartbeat_interval=settings.process_heartbeat_interval,
+            dead_after=settings.process_dead_after,
+        )
+        self.hub = self.cluster.hub
         self.sessions: set[Session] = set()
         #: Socket-side errors by kind, for the metrics.
         self.errors: Counter[str] = Counter()
@@ -198,20 +212,41 @@ class RealtimeServer:
         return may_join(identity, topic, owner)
 
     async def start(self) -> None:
-        await self.broker.start(self.hub)
+        await self.cluster.start()
         self._sweepers = [
             asyncio.create_task(self._sweep_tokens(), name="rtm-token-sweeper"),
             asyncio.create_task(self._sweep_idle(), name="rtm-idle-sweeper"),
         ]
 
     async def stop(self) -> None:
+        """Close every socket with 1012 ("service restart"), :data:`DRAIN_BATCH` at a time.
+
+        1012, never 1000, after which phoenix.js does not reconnect: clients come back to
+        another process (or this one restarted) and resume. A batch starts every
+        :data:`DRAIN_INTERVAL` without waiting for the previous one's close handshakes, so
+        that thousands of clients (realtime-js retries after a fixed second) do not all come
+        back in the same instant; the handshakes are bounded together by
+        :data:`DRAIN_TIMEOUT`, then cut.
+        """
         for task in self._sweepers:
             task.cancel()
         await asyncio.gather(*self._sweepers, return_exceptions=True)
         self._sweepers = []
-        for session in list(self.sessions):
-            await session.shutdown(1001, "server shutting down")
-        await self.broker.stop()
+        sessions = list(self.sessions)
+        closing: list[asyncio.Task[None]] = []
+        for start in range(0, len(sessions), DRAIN_BATCH):
+            if start:
+                await asyncio.sleep(DRAIN_INTERVAL)
+            closing += [
+                asyncio.create_task(session.shutdown(CLOSE_SERVICE_RESTART, "service restart"))
+                for session in sessions[start : start + DRAIN_BATCH]
+            ]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=DRAIN_TIMEOUT)
+            for task in late:
+                task.cancel()  # aiohttp then closes the transport
+            await asyncio.gather(*closing, return_exceptions=True)
+        await self.cluster.stop()
 
     async def _sweep_tokens(self) -> None:
         """Close what revoked or expired portal tokens hold, within one check interval.
@@ -514,9 +549,13 @@ class Session:
         if join.config.private and identity.kind is Kind.ANON:
             self._refuse(join, "Unauthorized: Private channels need an authenticated token")
             return
+        topic = parse_topic(subtopic(join.topic))
+        participant = participant_of(identity) if topic.kind is TopicKind.PRESENCE else None
+        wants_presence = join.config.presence_enabled or participant is not None
         # Subscribed across processes before the reply: whatever any process publishes after
-        # the client sees its join accepted reaches it (immediate with one process).
-        await server.broker.ready(join.topic)
+        # the client sees its join accepted reaches it, and the presence state holds every
+        # process's metas (immediate with one process).
+        await server.cluster.ready(join.topic, presence=wants_presence)
         if self.outbox.closed:
             return
         old = self.channels.get(join.topic)
@@ -532,10 +571,8 @@ class Session:
         self._arm_expiry(channel)
         response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
         self.outbox.text(self.proto.accept(join, response))
-        topic = parse_topic(subtopic(join.topic))
-        participant = participant_of(identity) if topic.kind is TopicKind.PRESENCE else None
-        if join.config.presence_enabled or participant is not None:
-            state = server.presence.state(join.topic)
+        if wants_presence:
+            state = server.cluster.state(join.topic)
             self.outbox.text(self.proto.push(join.topic, "presence_state", state, join.join_ref))
         if participant is not None:
             # The participant is present on the conversation's presence topic while this

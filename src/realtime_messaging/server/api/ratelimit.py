@@ -4,11 +4,12 @@ own exact count (the SDK's helpers do).
 
 Shared through Redis when ``RTM_REDIS_URL`` is set (the ``limits`` library's moving window, a
 Lua script on the server, through redis-py's asyncio client), so that several processes enforce
-one budget. While Redis cannot be reached each process counts on its own (logged once per
-change): a request is never refused or failed because Redis is away. In one process the hits
-are kept here, per key, oldest first: ``limits``' in-memory storage sweeps every key through a
-worker thread after each hit, which was measured at a quarter of the server's CPU at 100
-requests per second (benchmarks/README.md, the SDK benchmark).
+one budget (with a Sentinel URL, on the server the sentinels name the master). While Redis
+cannot be reached each process counts on its own (logged once per change): a request is never
+refused or failed because Redis is away. In one process the hits are kept here, per key, oldest
+first: ``limits``' in-memory storage sweeps every key through a worker thread after each hit,
+which was measured at a quarter of the server's CPU at 100 requests per second
+(benchmarks/README.md, the SDK benchmark).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class RateLimiter:
     def __init__(self, limits: Limits, redis_url: str | None = None) -> None:
         self._shared: MovingWindowRateLimiter | None = None
         self._pool: Any = None
+        self._sentinel: Any = None
         #: While Redis is away: the monotonic time before which it is not tried again.
         self._shared_down_until: float | None = None
         if redis_url:
@@ -96,21 +98,37 @@ class RateLimiter:
                 from redis.asyncio.retry import Retry
                 from redis.backoff import NoBackoff
 
-                from ...broker.redis import check_url
+                from ...broker.redis_urls import (
+                    check_url,
+                    is_sentinel_url,
+                    master_pool,
+                    parse_sentinel_url,
+                    sentinel_manager,
+                )
             except ImportError as exc:
                 raise ConfigurationError(
                     "RTM_REDIS_URL needs the redis package: pip install 'realtime-messaging[redis]'"
                 ) from exc
             check_url(redis_url)
-            self._pool = ConnectionPool.from_url(
-                redis_url,
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
+            bounds: dict[str, Any] = {
+                "socket_timeout": REDIS_TIMEOUT,
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "retry": Retry(NoBackoff(), 0),
+            }
+            if is_sentinel_url(redis_url):
+                # The broker's Sentinel deployment, through a pool of the same kind: each new
+                # connection asks the sentinels for the master; one on a demoted master fails
+                # (READONLY, or closed by Sentinel) and the next asks again.
+                parsed = parse_sentinel_url(redis_url)
+                self._sentinel = sentinel_manager(parsed, REDIS_TIMEOUT)
+                self._pool = master_pool(parsed, self._sentinel, **bounds)
+            else:
+                self._pool = ConnectionPool.from_url(redis_url, **bounds)
             options: dict[str, Any] = {"connection_pool": self._pool}
             storage = RedisStorage(
-                "async+" + redis_url,
+                # Given the pool, limits uses its URI only to pick its plain Redis storage
+                # (the URL itself would not do: limits takes unix:// for Valkey's).
+                "async+redis://",
                 implementation="redispy",
                 wrap_exceptions=True,
                 key_prefix="rtm:limits",
@@ -208,3 +226,6 @@ class RateLimiter:
         """Close the Redis connections, if any."""
         if self._pool is not None:
             await self._pool.disconnect()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
