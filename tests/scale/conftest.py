@@ -57,10 +57,14 @@ class RedisServer:
                 f"rediss://127.0.0.1:{self.port}?ssl_cert_reqs=required&ssl_ca_certs={tls[0]}"
             )
         self.proc: asyncio.subprocess.Process | None = None
+        # Its working directory while it runs: a replica's full sync writes dump.rdb there,
+        # whatever --save says.
+        self._dir: str | None = None
 
     async def start(self) -> None:
         """Start it and wait (bounded) until it answers PING."""
         assert self.proc is None
+        self._dir = tempfile.mkdtemp(prefix="rtm-redis-")
         if self.tls is None:
             listen = ["--port", str(self.port)]
         else:
@@ -72,7 +76,7 @@ class RedisServer:
             *listen,
             "--bind",
             "127.0.0.1",
-            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", self._dir),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -93,6 +97,9 @@ class RedisServer:
         if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to it (SIGSTOP: it hangs with its connections open; SIGCONT)."""
