@@ -332,6 +332,47 @@ async def test_a_drained_worker_closes_with_1012_and_the_sdk_resumes_on_another(
             await customer.close()
 
 
+async def test_the_sdk_of_a_killed_worker_resumes_on_another_with_nothing_lost(
+    tmp_path: Path, database_url: str, seed: Seed
+) -> None:
+    """SIGKILL: no close frame, no goodbye. The SDK notices, reconnects to the port (another
+    worker takes it), and the messages sent while it was away arrive, in order, once each."""
+    customer_id, portal_token = await seed.customer()
+    conversation = await seed.conversation(customer_id)
+    _, staff_token = await seed.staff()
+    async with supervised(tmp_path, database_url) as server:
+        manager = RealtimeMessagingManager(
+            server.http_url, anon_key(TEST_SECRET), access_token=staff_token
+        )
+        customer = RealtimeMessagingManager(
+            server.http_url, anon_key(TEST_SECRET), access_token=portal_token
+        )
+        try:
+            sub = await manager.subscribe_to_conversation(conversation)
+            socket = manager.socket._ws
+            assert socket is not None and socket.response is not None
+            victim = int(socket.response.headers["X-Rtm-Worker"])
+            before = await customer.send_message(conversation, "before")
+            await _next_message(sub, before["id"])
+
+            server.signal_worker(victim, signal.SIGKILL)
+            sent = [await customer.send_message(conversation, f"away {n}") for n in range(3)]
+            got: list[str] = []
+            async with asyncio.timeout(15):
+                async for event in sub:
+                    if isinstance(event, MessageEvent):
+                        got.append(event.id)
+                        if event.id == sent[-1]["id"]:
+                            break
+            assert got == [m["id"] for m in sent]
+            socket = manager.socket._ws
+            assert socket is not None and socket.response is not None
+            assert int(socket.response.headers["X-Rtm-Worker"]) != victim
+        finally:
+            await manager.close()
+            await customer.close()
+
+
 async def _next_message(sub: Any, message_id: str, timeout: float = WAIT) -> None:
     async with asyncio.timeout(timeout):
         async for event in sub:

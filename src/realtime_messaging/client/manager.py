@@ -453,6 +453,17 @@ class RealtimeMessagingManager:
         headers = {"apikey": self.key}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
+        try:
+            return await self._call(method, path, body, headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # A kept-alive connection whose server went away (a restarted or killed process
+            # behind the same address): once more, on a new connection. Every call is
+            # idempotent (sends carry a clientMessageId), so a request that did arrive is
+            # answered the same way the second time.
+            return await self._call(method, path, body, headers)
+
+    async def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        assert self._http is not None
         async with self._http.request(
             method, self.url + path, json=body, headers=headers
         ) as response:
@@ -479,12 +490,16 @@ class RealtimeMessagingManager:
         attachments: list[Any] | None = None,
         client_message_id: str | None = None,
     ) -> Any:
-        """Send a message as the token's owner; returns the created message (camelCase)."""
-        body: dict[str, Any] = {"content": content}
+        """Send a message as the token's owner; returns the created message (camelCase).
+
+        Without a ``client_message_id`` one is drawn here, so that a send retried after a
+        dropped connection is stored once."""
+        body: dict[str, Any] = {
+            "content": content,
+            "clientMessageId": client_message_id or str(uuid.uuid4()),
+        }
         if attachments is not None:
             body["attachments"] = attachments
-        if client_message_id is not None:
-            body["clientMessageId"] = client_message_id
         return await self._api("POST", f"/api/conversations/{conversation_id}/messages", body)
 
     async def send_typing_indicator(

@@ -23,6 +23,7 @@ from ..exceptions import ConfigurationError
 from ..keys import anon_key, load_or_create_secret
 from ..store.changefeed import Change, ChangeFeed
 from ..store.database import SERVER_SETTINGS, Database
+from ..store.liveness import other_live_processes
 from .api import admin, messaging, rpc
 from .api.framework import Api, openapi
 from .api.ratelimit import Limits, RateLimiter
@@ -126,6 +127,20 @@ def _broker(settings: Settings, database_url: str, process_id: str) -> Broker:
     return LocalBroker(process_id)
 
 
+async def _warn_if_not_alone(pool: asyncpg.Pool, process_id: str, dead_after: float) -> None:
+    """Several processes on one database without a broker between them serve their clients
+    apart (a broadcast on one never reaches the other): say so, with the fix."""
+    async with pool.acquire() as conn:
+        others = await other_live_processes(conn, process_id, dead_after)
+    if others:
+        log.warning(
+            "%d other server process(es) use this database, but RTM_BROKER is local: "
+            "broadcasts and presence will not cross between them. Set RTM_REDIS_URL, or "
+            "RTM_BROKER=postgres on every process (docs/deployment.md)",
+            others,
+        )
+
+
 async def build_app(
     settings: Settings,
     pool: asyncpg.Pool,
@@ -217,6 +232,8 @@ async def build_app(
 
     async def start(app: web.Application) -> None:
         await liveness.start()
+        if isinstance(broker, LocalBroker):
+            await _warn_if_not_alone(pool, process_id, settings.process_dead_after)
         await realtime.start()
         await feed.start()
         await maintenance.start()

@@ -48,6 +48,19 @@ async def heartbeat(conn: asyncpg.Connection, process_id: str) -> bool:
     return False
 
 
+async def other_live_processes(
+    conn: asyncpg.Connection, process_id: str, dead_after: float
+) -> int:
+    """How many other server processes heartbeat on this database."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM rtm.server_processes WHERE id <> $1 "
+        "AND heartbeat_at > now() - make_interval(secs => $2)",
+        process_id,
+        dead_after,
+    )
+    return count
+
+
 async def open_connections(
     conn: asyncpg.Connection, process_id: str, connections: Sequence[Connection]
 ) -> None:
