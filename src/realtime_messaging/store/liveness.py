@@ -48,9 +48,7 @@ async def heartbeat(conn: asyncpg.Connection, process_id: str) -> bool:
     return False
 
 
-async def other_live_processes(
-    conn: asyncpg.Connection, process_id: str, dead_after: float
-) -> int:
+async def other_live_processes(conn: asyncpg.Connection, process_id: str, dead_after: float) -> int:
     """How many other server processes heartbeat on this database."""
     count: int = await conn.fetchval(
         "SELECT count(*) FROM rtm.server_processes WHERE id <> $1 "
