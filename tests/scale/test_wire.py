@@ -6,8 +6,10 @@ import dataclasses
 import struct
 
 import pytest
+from redis.asyncio.connection import Connection
 
 from realtime_messaging.broker import Envelope
+from realtime_messaging.broker.redis import _publishes
 from realtime_messaging.broker.wire import decode, encode, published_by
 
 ENVELOPES = [
@@ -92,3 +94,16 @@ def test_a_process_recognises_its_own_messages_without_decoding_them() -> None:
     assert not published_by(data, b"node")
     assert not published_by(b"", b"node-1")
     assert not published_by(data[:8], b"node-1")
+
+
+def test_the_publisher_writes_exactly_what_redis_py_would() -> None:
+    """The broker packs its PUBLISH batches itself: byte for byte what redis-py's packer makes
+    (binary data, empty payloads, long ones past the packer's buffer size)."""
+    batch = [
+        (b"rtm:t:realtime:room", encode(ENVELOPES[2], b"n1")),
+        (b"rtm:ctl", b""),
+        (b"rtm:t:x", b"\r\n$3\r\n" * 5000),
+    ]
+    connection = Connection()
+    expected = b"".join(connection.pack_commands([("PUBLISH", c, d) for c, d in batch]))
+    assert _publishes(batch) == expected

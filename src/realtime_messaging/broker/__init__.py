@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
-    """One event for every subscriber of ``topic``, in every process.
+    """One event for every subscriber of ``topic``, in every process; never changed once
+    made (not frozen only because a frozen dataclass costs four times as much to build, and
+    one is built per message on the hot path).
 
     ``exclude`` names the subscription that sent a broadcast without ``self``, so that it alone
     is skipped. ``binary`` carries the raw payload of a binary (kind 3) user broadcast, and

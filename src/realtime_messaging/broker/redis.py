@@ -60,6 +60,21 @@ _BATCH = 512
 _PIPELINE = 1024
 
 
+def _publishes(batch: list[tuple[bytes, bytes]]) -> bytes:
+    """``PUBLISH channel data`` for each pair, as one RESP write: built in one join, half the
+    cost of redis-py's general packer at this volume (benchmarks/README.md)."""
+    parts: list[bytes] = []
+    for channel, data in batch:
+        parts += (
+            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n" % len(channel),
+            channel,
+            b"\r\n$%d\r\n" % len(data),
+            data,
+            b"\r\n",
+        )
+    return b"".join(parts)
+
+
 def _address(conn: AbstractConnection) -> tuple[str, int] | None:
     """Where a connection made by a Sentinel pool went (set once it connected)."""
     host, port = getattr(conn, "host", None), getattr(conn, "port", None)
@@ -579,11 +594,8 @@ class RedisBroker:
                         continue
                     queue = self._queue
                     batch = [queue.popleft() for _ in range(min(_PIPELINE, len(queue)))]
-                    commands = [("PUBLISH", channel, data) for channel, data in batch]
                     async with asyncio.timeout(timeout):
-                        await conn.send_packed_command(
-                            conn.pack_commands(commands), check_health=False
-                        )
+                        await conn.send_packed_command(_publishes(batch), check_health=False)
                         for _ in batch:
                             await conn.read_response()
                     self.published += len(batch)
