@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from realtime_messaging.broker.redis import RedisBroker
+from realtime_messaging.broker.redis_cluster import RedisClusterBroker
 from realtime_messaging.broker.redis_urls import check_url
 from realtime_messaging.exceptions import ConfigurationError
 from realtime_messaging.server.api.ratelimit import Limits, RateLimiter
@@ -257,18 +258,20 @@ async def test_rate_limits_are_shared_and_fall_back_when_redis_is_down(
         await eventually(shared_again)
 
 
-def test_cluster_urls_are_refused_with_a_clear_message_and_sentinel_urls_accepted() -> None:
+def test_cluster_and_sentinel_urls_accepted_other_cluster_schemes_refused_clearly() -> None:
     def limiter(url: str) -> RateLimiter:
         return RateLimiter(Limits("1/minute", "1/minute", "1/minute", "1/minute"), url)
 
-    for url in ("redis+cluster://h1:7000", "rediss+cluster://h1:7000,h2:7000", "cluster://h:7000"):
-        for make in (check_url, lambda url: RedisBroker(url, "n1"), limiter):
+    for url in ("redis+cluster://h1:7000", "rediss+cluster://h1:7000,h2:7000/0"):
+        check_url(url)
+        RedisClusterBroker(url, "n1")  # connects nothing yet
+        limiter(url)
+    for url in ("cluster://h:7000", "redis+cluster://h1:7000/2"):
+        for make in (check_url, lambda url: RedisClusterBroker(url, "n1"), limiter):
             with pytest.raises(ConfigurationError) as raised:
                 make(url)
             message = str(raised.value)
-            assert "Redis Cluster" in message and "not supported" in message, message
-            assert "single primary" in message and "primary endpoint" in message, message
-            assert "redis+sentinel://" in message, message
+            assert "RTM_REDIS_URL" in message and "redis+cluster://" in message, message
     for url in ("http://h:6379", "redis://h1:6379,h2:6379"):
         with pytest.raises(ConfigurationError, match="RTM_REDIS_URL"):
             check_url(url)
@@ -285,17 +288,17 @@ def test_cluster_urls_are_refused_with_a_clear_message_and_sentinel_urls_accepte
         limiter(url)
 
 
-def test_rtm_serve_refuses_a_cluster_url_at_start(database_url: str) -> None:
+def test_rtm_serve_refuses_a_malformed_cluster_url_at_start(database_url: str) -> None:
     rtm = os.path.join(os.path.dirname(sys.executable), "rtm")
     env = {
         **os.environ,
         "RTM_DATABASE_URL": database_url,
-        "RTM_REDIS_URL": "redis+cluster://127.0.0.1:7000",
+        "RTM_REDIS_URL": "redis+cluster://127.0.0.1:7000/3",
         "RTM_JWT_SECRET": "s" * 40,
     }
     done = subprocess.run(
         [rtm, "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert "Redis Cluster" in done.stderr and "not supported" in done.stderr, done.stderr
-    assert "redis+sentinel://" in done.stderr, done.stderr
+    assert "malformed Redis Cluster URL" in done.stderr, done.stderr
+    assert "database 0 only" in done.stderr and "redis+cluster://" in done.stderr, done.stderr

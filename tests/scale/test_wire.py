@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio.connection import Connection
 
 from realtime_messaging.broker import Envelope
-from realtime_messaging.broker.redis import _publishes
+from realtime_messaging.broker.redis import publishes
 from realtime_messaging.broker.wire import decode, encode, published_by
 
 ENVELOPES = [
@@ -97,7 +97,7 @@ def test_a_process_recognises_its_own_messages_without_decoding_them() -> None:
 
 
 def test_the_publisher_writes_exactly_what_redis_py_would() -> None:
-    """The broker packs its PUBLISH batches itself: byte for byte what redis-py's packer makes
+    """The brokers pack their PUBLISH and SPUBLISH batches themselves: byte for byte what redis-py's packer makes
     (binary data, empty payloads, long ones past the packer's buffer size)."""
     batch = [
         (b"rtm:t:realtime:room", encode(ENVELOPES[2], b"n1")),
@@ -106,4 +106,6 @@ def test_the_publisher_writes_exactly_what_redis_py_would() -> None:
     ]
     connection = Connection()
     expected = b"".join(connection.pack_commands([("PUBLISH", c, d) for c, d in batch]))
-    assert _publishes(batch) == expected
+    assert publishes(batch) == expected
+    sharded = b"".join(connection.pack_commands([("SPUBLISH", c, d) for c, d in batch]))
+    assert publishes(batch, b"SPUBLISH") == sharded

@@ -1,7 +1,9 @@
 """Fan-out between server processes: what a process publishes reaches every process's hub.
 
-The in-process broker is the default; :class:`~realtime_messaging.broker.redis.RedisBroker`
-(for several processes, ``RTM_REDIS_URL``) implements the same :class:`Broker` protocol.
+The in-process broker is the default for one process. Several processes use one of the others,
+each implementing the same :class:`Broker` protocol: :class:`~.redis.RedisBroker` (one Redis
+server or Sentinel), :class:`~.redis_cluster.RedisClusterBroker` (Redis Cluster, sharded pub/sub)
+and :class:`~.postgres.PostgresBroker` (through the database, no Redis).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ connections driven directly (made and replaced here, no pool, no hidden retries)
   (5 s): when the answer changed both connections are replaced, as after a fault. A connection to
   a demoted master can go on answering (``PUBLISH`` works on a replica) and a failover notice can
   be missed, so asking is what keeps a process from delivering to an old master forever
-  (centrifugo#766/#1189, go-redis#583). Redis Cluster is refused (:func:`.redis_urls.check_url`).
+  (centrifugo#766/#1189, go-redis#583). Redis Cluster has its own broker (:mod:`.redis_cluster`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from ..exceptions import ConfigurationError
 from . import BrokerStatus, Envelope, Sink
 from .backoff import Backoff
 from .redis_urls import (
     check_url,
+    is_cluster_url,
     is_sentinel_url,
     master_pool,
     parse_sentinel_url,
@@ -60,13 +62,14 @@ _BATCH = 512
 _PIPELINE = 1024
 
 
-def _publishes(batch: list[tuple[bytes, bytes]]) -> bytes:
-    """``PUBLISH channel data`` for each pair, as one RESP write: built in one join, half the
-    cost of redis-py's general packer at this volume (benchmarks/README.md)."""
+def publishes(batch: list[tuple[bytes, bytes]], command: bytes = b"PUBLISH") -> bytes:
+    """``PUBLISH channel data`` (or ``SPUBLISH``) for each pair, as one RESP write: built in
+    one join, half the cost of redis-py's general packer at this volume (benchmarks/README.md)."""
+    head = b"*3\r\n$%d\r\n%s\r\n" % (len(command), command)
     parts: list[bytes] = []
     for channel, data in batch:
         parts += (
-            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n" % len(channel),
+            head + b"$%d\r\n" % len(channel),
             channel,
             b"\r\n$%d\r\n" % len(data),
             data,
@@ -107,6 +110,8 @@ class RedisBroker:
         max_queue: int = 10_000,
     ) -> None:
         check_url(url)
+        if is_cluster_url(url):
+            raise ConfigurationError("a Redis Cluster URL needs the cluster broker (redis_cluster)")
         self.url = url
         self._node = node_id.encode()
         if not 0 < len(self._node) < 256:
@@ -595,7 +600,7 @@ class RedisBroker:
                     queue = self._queue
                     batch = [queue.popleft() for _ in range(min(_PIPELINE, len(queue)))]
                     async with asyncio.timeout(timeout):
-                        await conn.send_packed_command(_publishes(batch), check_health=False)
+                        await conn.send_packed_command(publishes(batch), check_health=False)
                         for _ in batch:
                             await conn.read_response()
                     self.published += len(batch)

@@ -1,9 +1,10 @@
-"""What ``RTM_REDIS_URL`` may say, and the connection pools it makes: one Redis server or a
-Sentinel deployment (Redis Cluster is refused, naming what works). Shared by the broker and the
-rate limiter; passwords never reach a log (:func:`redacted`)."""
+"""What ``RTM_REDIS_URL`` may say, and the connection pools it makes: one Redis server, a
+Sentinel deployment, or a Redis Cluster (``redis+cluster://``, :func:`parse_cluster_url`). Shared
+by the brokers and the rate limiter; passwords never reach a log (:func:`redacted`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -25,6 +26,13 @@ SENTINEL_FORM = (
     "redis+sentinel://[[user]:password@]host:26379[,host:26379,...]/<service_name>[/<db>]"
     "[?sentinel_password=...] (also sentinel://, or rediss+sentinel:// for TLS)"
 )
+#: URL schemes of a Redis Cluster (``rediss+cluster``: TLS to every node).
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+#: The form of a Cluster URL, as error messages name it.
+CLUSTER_FORM = (
+    "redis+cluster://[[user]:password@]host:port[,host:port,...][?options] "
+    "(rediss+cluster:// for TLS; any node of the cluster will do as a seed)"
+)
 #: A sentinel's port when its address gives none.
 SENTINEL_PORT = 26379
 #: The options of a Sentinel URL's query meant for the sentinels rather than the master.
@@ -39,11 +47,12 @@ def check_url(url: str) -> None:
     if head in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
         return
+    if head in CLUSTER_SCHEMES:
+        parse_cluster_url(url)
+        return
     if "cluster" in head:
         raise ConfigurationError(
-            f"RTM_REDIS_URL: {head}:// (Redis Cluster) is not supported; give a single primary "
-            "(redis://host:port/db, rediss://host:port/db for TLS, a managed Redis's primary "
-            f"endpoint) or a Sentinel deployment: {SENTINEL_FORM}"
+            f"RTM_REDIS_URL: unsupported scheme {head!r}; a Redis Cluster's URL is {CLUSTER_FORM}"
         )
     try:
         parts = urlsplit(url)
@@ -51,18 +60,23 @@ def check_url(url: str) -> None:
     except ValueError as exc:
         raise ConfigurationError(
             f"RTM_REDIS_URL is not a valid URL: {exc} (several hosts are a Sentinel "
-            f"deployment's: {SENTINEL_FORM})"
+            f"deployment's: {SENTINEL_FORM}; or a Redis Cluster's: {CLUSTER_FORM})"
         ) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(
             f"RTM_REDIS_URL: unsupported scheme {scheme or '(none)'!r}; expected redis://, "
-            "rediss:// (TLS), unix:// or redis+sentinel:// (rediss+sentinel:// for TLS)"
+            "rediss:// (TLS), unix://, redis+sentinel:// (rediss+sentinel:// for TLS) or "
+            "redis+cluster:// (rediss+cluster:// for TLS)"
         )
 
 
 def is_sentinel_url(url: str) -> bool:
     return url.split(":", 1)[0].lower() in SENTINEL_SCHEMES
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,22 +119,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
-    sentinels: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        if item.startswith("["):  # [IPv6]:port
-            host, bracket, port = item[1:].partition("]")
-            if not bracket or (port and not port.startswith(":")):
-                raise malformed(f"bad sentinel address {item!r}")
-            port = port[1:]
-        else:
-            host, _, port = item.partition(":")
-            if ":" in port:
-                raise malformed(f"bad sentinel address {item!r} (write an IPv6 one as [addr]:port)")
-        if not host:
-            raise malformed(f"a sentinel address without a host: {item!r}")
-        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            raise malformed(f"bad port in sentinel address {item!r}")
-        sentinels.append((unquote(host), int(port) if port else SENTINEL_PORT))
+    sentinels = _addresses(hosts, "sentinel address", SENTINEL_PORT, malformed)
     segments = path.split("/")
     if len(segments) > 1 and segments[-1] == "":
         segments.pop()  # a trailing slash
@@ -159,6 +158,75 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     if tls:
         sentinel.update({k: v for k, v in master.items() if k.startswith("ssl_")}, ssl=True)
     return SentinelURL(tuple(sentinels), service, tls, master, sentinel)
+
+
+def _addresses(
+    hosts: str, what: str, default_port: int, malformed: Callable[[str], ConfigurationError]
+) -> list[tuple[str, int]]:
+    """``host[:port],[IPv6]:port,...`` as (host, port) pairs."""
+    found: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        if item.startswith("["):  # [IPv6]:port
+            host, bracket, port = item[1:].partition("]")
+            if not bracket or (port and not port.startswith(":")):
+                raise malformed(f"bad {what} {item!r}")
+            port = port[1:]
+        else:
+            host, _, port = item.partition(":")
+            if ":" in port:
+                raise malformed(f"bad {what} {item!r} (write an IPv6 one as [addr]:port)")
+        if not host:
+            raise malformed(f"a {what} without a host: {item!r}")
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise malformed(f"bad port in {what} {item!r}")
+        found.append((unquote(host), int(port) if port else default_port))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    """A parsed Redis Cluster URL (:func:`parse_cluster_url`)."""
+
+    #: The seed nodes' addresses, in the URL's order: any one answering names the others.
+    seeds: tuple[tuple[str, int], ...]
+    #: redis-py connection options for every node: user, password, TLS (``connection_class``
+    #: and the ``ssl_*`` options), the query's options.
+    node: dict[str, Any]
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Parse ``redis+cluster://[[user]:password@]host:port[,host:port...][?options]``
+    (:data:`CLUSTER_FORM`; a Cluster has database 0 only, so the path may be empty or ``/0``);
+    raise :class:`ConfigurationError` naming the form if malformed. The query's options are
+    redis-py connection options, as in a ``redis://`` URL."""
+
+    def malformed(problem: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"RTM_REDIS_URL: malformed Redis Cluster URL ({problem}); expected {CLUSTER_FORM}"
+        )
+
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise malformed(f"the scheme must be one of {', '.join(CLUSTER_SCHEMES)}")
+    if "#" in rest:
+        raise malformed("a '#' fragment")
+    rest, mark, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise malformed(f"a Redis Cluster has database 0 only, not {path!r}")
+    userinfo, at, hosts = netloc.rpartition("@")
+    seeds = _addresses(hosts, "node address", 6379, malformed)
+    single = f"{'rediss' if scheme == 'rediss+cluster' else 'redis'}://{userinfo}{at}localhost"
+    try:
+        if query:
+            parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        node: dict[str, Any] = dict(parse_url(single + mark + query))
+    except ValueError as exc:
+        raise malformed(str(exc)) from None
+    for key in ("host", "port", "db"):
+        node.pop(key, None)
+    return ClusterURL(tuple(seeds), node)
 
 
 def sentinel_manager(parsed: SentinelURL, timeout: float) -> Sentinel:

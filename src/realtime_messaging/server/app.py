@@ -117,8 +117,12 @@ def _broker(settings: Settings, database_url: str, process_id: str) -> Broker:
         raise ConfigurationError(str(exc)) from None
     if kind == "redis":
         from ..broker.redis import RedisBroker
+        from ..broker.redis_cluster import RedisClusterBroker
+        from ..broker.redis_urls import is_cluster_url
 
         assert settings.redis_url is not None
+        if is_cluster_url(settings.redis_url):
+            return RedisClusterBroker(settings.redis_url, process_id)
         return RedisBroker(settings.redis_url, process_id)
     if kind == "postgres":
         from ..broker.postgres import PostgresBroker

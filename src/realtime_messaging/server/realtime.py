@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER = 1008
 CLOSE_POLICY = 1008
 CLOSE_PROTOCOL_ERROR = 1007
+#: How long closing a socket waits for the client's close frame before cutting it.
+CLOSE_HANDSHAKE_TIMEOUT = 1.0
 #: "Service restart": the close code of a stopping server (clients reconnect).
 CLOSE_SERVICE_RESTART = 1012
 #: Sockets closed at once when the server stops (as Centrifuge does), the pause between two
@@ -238,7 +240,7 @@ class RealtimeServer:
             if start:
                 await asyncio.sleep(DRAIN_INTERVAL)
             closing += [
-                asyncio.create_task(session.shutdown(CLOSE_SERVICE_RESTART, "service restart"))
+                asyncio.create_task(session.drain(CLOSE_SERVICE_RESTART, "service restart"))
                 for session in sessions[start : start + DRAIN_BATCH]
             ]
         if closing:
@@ -337,7 +339,9 @@ class RealtimeServer:
             max_msg_size=self.settings.max_frame_bytes,
             compress=False,
             autoping=True,
-            timeout=5.0,
+            # How long a close waits for the client's close frame: a live client answers at
+            # once; one that does not read must not hold a drain up.
+            timeout=CLOSE_HANDSHAKE_TIMEOUT,
         )
         await ws.prepare(request)
         session = Session(self, ws, request.transport, vsn, identity)
@@ -370,6 +374,12 @@ class Session:
         self.outbox = Outbox(transport, server.settings.send_buffer_limit, self._overflow)
         self.channels: dict[str, Channel] = {}
         self._closing: asyncio.Task[None] | None = None
+        self._transport = transport
+        #: Set by :meth:`drain`: the close the session's own task sends once it stops reading.
+        self._drain: tuple[int, str] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._receiving = False
+        self._done = asyncio.Event()
         self._events = PerSecond(server.settings.max_events_per_second)
         self._joins = PerSecond(server.settings.max_joins_per_second)
         self.last_seen = asyncio.get_running_loop().time()
@@ -383,16 +393,55 @@ class Session:
     async def run(self) -> None:
         ws = self.ws
         loop = asyncio.get_running_loop()
-        while not self.outbox.closed:
-            msg = await ws.receive()
-            self.last_seen = loop.time()
-            kind = msg.type
-            if kind is WSMsgType.TEXT:
-                await self._on_frame(msg.data, binary=False)
-            elif kind is WSMsgType.BINARY:
-                await self._on_frame(msg.data, binary=True)
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
-                return
+        self._task = asyncio.current_task()
+        try:
+            while not self.outbox.closed:
+                self._receiving = True
+                try:
+                    msg = await ws.receive()
+                except asyncio.CancelledError:
+                    if self._drain is None:
+                        raise
+                    assert self._task is not None
+                    self._task.uncancel()  # drain() stopped the read, nothing else
+                    break
+                finally:
+                    self._receiving = False
+                self.last_seen = loop.time()
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    await self._on_frame(msg.data, binary=False)
+                elif kind is WSMsgType.BINARY:
+                    await self._on_frame(msg.data, binary=True)
+                else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
+                    return
+            if self._drain is not None:
+                code, reason = self._drain
+                # Sent from the task that reads, so aiohttp waits for the client's close
+                # frame before it closes the connection (bounded by the socket's timeout).
+                await ws.close(code=code, message=reason.encode())
+        finally:
+            self._done.set()
+
+    async def drain(self, code: int, reason: str) -> None:
+        """Close with ``code`` and a complete closing handshake.
+
+        ``ws.close()`` from another task while this session's task waits in ``receive()``
+        makes aiohttp drop the connection as soon as its close frame is written, without
+        waiting for the client's: behind a proxy the client could then get a reset instead of
+        the close frame (1006, not the 1012 it should reconnect after). So the session's own
+        task stops reading and closes; cancelled (the drain's bound), the connection is cut.
+        """
+        self._drain = (code, reason)
+        self.outbox.closed = True
+        if self._receiving and self._task is not None:
+            self._task.cancel()
+        try:
+            await self._done.wait()
+        except asyncio.CancelledError:
+            if self._transport is not None:
+                self._transport.abort()
+            raise
 
     def _overflow(self) -> None:
         self.server.errors["slow_consumer"] += 1

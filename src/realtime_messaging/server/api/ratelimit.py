@@ -4,7 +4,8 @@ own exact count (the SDK's helpers do).
 
 Shared through Redis when ``RTM_REDIS_URL`` is set (the ``limits`` library's moving window, a
 Lua script on the server, through redis-py's asyncio client), so that several processes enforce
-one budget (with a Sentinel URL, on the server the sentinels name the master). While Redis
+one budget (with a Sentinel URL, on the server the sentinels name the master; with a Cluster
+URL, on the cluster through limits' cluster storage). While Redis
 cannot be reached each process counts on its own (logged once per change): a request is never
 refused or failed because Redis is away. In one process the hits are kept here, per key, oldest
 first: ``limits``' in-memory storage sweeps every key through a worker thread after each hit,
@@ -87,6 +88,7 @@ class RateLimiter:
         self._shared: MovingWindowRateLimiter | None = None
         self._pool: Any = None
         self._sentinel: Any = None
+        self._cluster: Any = None
         #: While Redis is away: the monotonic time before which it is not tried again.
         self._shared_down_until: float | None = None
         if redis_url:
@@ -100,6 +102,7 @@ class RateLimiter:
 
                 from ...broker.redis_urls import (
                     check_url,
+                    is_cluster_url,
                     is_sentinel_url,
                     master_pool,
                     parse_sentinel_url,
@@ -115,7 +118,10 @@ class RateLimiter:
                 "socket_connect_timeout": REDIS_TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),
             }
-            if is_sentinel_url(redis_url):
+            if is_cluster_url(redis_url):
+                self._shared = MovingWindowRateLimiter(_cluster_storage(redis_url, bounds))
+                self._cluster = self._shared.storage
+            elif is_sentinel_url(redis_url):
                 # The broker's Sentinel deployment, through a pool of the same kind: each new
                 # connection asks the sentinels for the master; one on a demoted master fails
                 # (READONLY, or closed by Sentinel) and the next asks again.
@@ -124,17 +130,18 @@ class RateLimiter:
                 self._pool = master_pool(parsed, self._sentinel, **bounds)
             else:
                 self._pool = ConnectionPool.from_url(redis_url, **bounds)
-            options: dict[str, Any] = {"connection_pool": self._pool}
-            storage = RedisStorage(
-                # Given the pool, limits uses its URI only to pick its plain Redis storage
-                # (the URL itself would not do: limits takes unix:// for Valkey's).
-                "async+redis://",
-                implementation="redispy",
-                wrap_exceptions=True,
-                key_prefix="rtm:limits",
-                **options,
-            )
-            self._shared = MovingWindowRateLimiter(storage)
+            if self._pool is not None:
+                options: dict[str, Any] = {"connection_pool": self._pool}
+                storage = RedisStorage(
+                    # Given the pool, limits uses its URI only to pick its plain Redis storage
+                    # (the URL itself would not do: limits takes unix:// for Valkey's).
+                    "async+redis://",
+                    implementation="redispy",
+                    wrap_exceptions=True,
+                    key_prefix="rtm:limits",
+                    **options,
+                )
+                self._shared = MovingWindowRateLimiter(storage)
         self._local = MovingWindows()
         self._items: dict[str, RateLimitItem] = {
             name: parse(getattr(limits, name)) for name in _KINDS
@@ -229,3 +236,27 @@ class RateLimiter:
         if self._sentinel is not None:
             for client in self._sentinel.sentinels:
                 await client.aclose()
+        if self._cluster is not None:
+            await self._cluster.bridge.storage.aclose()
+
+
+def _cluster_storage(redis_url: str, bounds: dict[str, Any]) -> Any:
+    """limits' Redis Cluster storage (redis-py's cluster client) for a ``redis+cluster://``
+    URL: each key (one per limit and participant) lives on the master owning its slot."""
+    from limits.aio.storage import RedisClusterStorage
+    from redis.asyncio.connection import SSLConnection
+
+    from ...broker.redis_urls import parse_cluster_url
+
+    parsed = parse_cluster_url(redis_url)
+    node = dict(parsed.node)
+    connection_class = node.pop("connection_class", None)
+    tls = isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in parsed.seeds)
+    return RedisClusterStorage(
+        f"async+redis+cluster://{hosts}",
+        implementation="redispy",
+        wrap_exceptions=True,
+        key_prefix="rtm:limits",
+        **{**bounds, **node, "ssl": tls},
+    )
