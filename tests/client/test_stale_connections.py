@@ -19,19 +19,23 @@ from tests.conftest import RunningServer, Seed
 
 
 class Relay:
-    """Forwards TCP to ``target``; ``cut_next()`` makes it drop the next request it sees."""
+    """Forwards TCP to ``target``; after ``doom()`` the connections open at that moment drop
+    the next request they carry (a process gone behind a connection the client still pools);
+    new connections work."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.cut = False
         self.connections = 0
+        self.open: set[asyncio.StreamWriter] = set()
+        self.doomed: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
 
-    def cut_next(self) -> None:
-        self.cut = True
+    def doom(self) -> None:
+        self.doomed = set(self.open)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open.add(client_w)
         server_r, server_w = await asyncio.open_connection(*self.target)
         await asyncio.gather(
             self._forward(client_r, server_w, client_w), self._back(server_r, client_w)
@@ -46,8 +50,7 @@ class Relay:
         """Client to server; a request to cut resets the client's connection, unanswered."""
         try:
             while data := await reader.read(65536):
-                if self.cut:
-                    self.cut = False
+                if client in self.doomed:
                     client.transport.abort()
                     return
                 upstream.write(data)
@@ -81,7 +84,7 @@ async def relay_to(server: RunningServer) -> AsyncIterator[tuple[Relay, str]]:
         relay.server.close()
 
 
-async def test_a_send_on_a_dead_kept_alive_connection_is_retried_and_stored_once(
+async def test_a_send_on_dead_kept_alive_connections_is_retried_and_stored_once(
     server: RunningServer, seed: Seed, pool: asyncpg.Pool
 ) -> None:
     customer_id, portal = await seed.customer()
@@ -90,14 +93,15 @@ async def test_a_send_on_a_dead_kept_alive_connection_is_retried_and_stored_once
         relay_to(server) as (relay, url),
         RealtimeMessagingManager(url, server.anon_key, access_token=portal) as customer,
     ):
-        await customer.send_message(conversation, "first")
-        assert relay.connections == 1  # kept alive for the next call
-        relay.cut_next()
+        # Two sends at once: the client keeps two connections alive for later calls.
+        await asyncio.gather(*(customer.send_message(conversation, f"first {n}") for n in (1, 2)))
+        assert relay.connections == 2
+        relay.doom()
         sent = await customer.send_message(conversation, "second")
         assert sent["content"] == "second"
-        assert relay.connections == 2  # the retry came on a new connection
+        assert relay.connections == 3  # the retry came on a new connection
         rows = await pool.fetch(
-            "SELECT content FROM customer_messages WHERE conversation_id = $1 ORDER BY created_at",
+            "SELECT content FROM customer_messages WHERE conversation_id = $1",
             conversation,
         )
-        assert [r["content"] for r in rows] == ["first", "second"]
+        assert sorted(r["content"] for r in rows) == ["first 1", "first 2", "second"]

@@ -22,6 +22,7 @@ from .events import (
     PresenceEvent,
     ReadReceiptEvent,
     TypingIndicatorEvent,
+    TypingTransitions,
     event_from_change,
 )
 from .socket import ChannelState, RealtimeSocket, SocketChannel
@@ -100,6 +101,7 @@ class Subscription:
         self._iter: asyncio.Queue[Any] = asyncio.Queue(ITER_BUFFER)
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"rtm-{name}")
         self.channel: SocketChannel | None = None
+        self._typing = TypingTransitions()
 
     @property
     def state(self) -> str:
@@ -116,6 +118,10 @@ class Subscription:
         except (KeyError, TypeError, ValueError) as exc:
             self._on_error(RealtimeError(f"unexpected change from the server: {exc!r}"))
             return
+        if isinstance(event, TypingIndicatorEvent):
+            # One start and one stop per burst, and not this user's own unless asked for.
+            if self.manager._own_typing(event) or not self._typing.accept(event):
+                return
         if event is not None:
             self._inbox.put_nowait(event)
 
@@ -190,6 +196,11 @@ class RealtimeMessagingManager:
     ``url`` is the server's HTTP base URL, ``key`` its anon key (used as the socket's ``apikey``),
     ``access_token`` the user's token (a staff JWT or a customer's portal token): it names the
     channels' identity and authenticates the REST calls.
+
+    Typing events come as a UI wants them: one ``is_typing=True`` when a participant starts
+    and one ``is_typing=False`` when they stop (refreshes and the row's later deletion are not
+    events), and only the others' typing: ``include_own_typing=True`` also reports the typing of
+    the token's owner (from any of their clients).
     """
 
     def __init__(
@@ -200,6 +211,7 @@ class RealtimeMessagingManager:
         access_token: str | None = None,
         on_error: Handler | None = None,
         auto_ack_delivery: bool = True,
+        include_own_typing: bool = False,
         heartbeat_interval: float = 25.0,
         heartbeat_timeout: float = 10.0,
         join_timeout: float = 10.0,
@@ -211,6 +223,7 @@ class RealtimeMessagingManager:
         self.access_token = access_token
         self.on_error = on_error
         self.auto_ack_delivery = auto_ack_delivery
+        self.include_own_typing = include_own_typing
         self.socket = RealtimeSocket(
             socket_url(self.url),
             key,
@@ -394,6 +407,21 @@ class RealtimeMessagingManager:
             return "staff", str(claims["sub"])
         return None
 
+    def _own_typing(self, event: TypingIndicatorEvent) -> bool:
+        """Whether ``event`` is this user's own typing and is not wanted.
+
+        A customer sees only their own conversations, each of which has one customer: any
+        customer's typing there is theirs, even behind an opaque portal token."""
+        if self.include_own_typing:
+            return False
+        me = self._me()
+        if me is None:
+            return False
+        kind, who = me
+        if kind == "customer":
+            return event.customer_id is not None and who in (None, event.customer_id)
+        return event.user_id is not None and event.user_id == who
+
     def _observe(self, event: Event) -> None:
         """Acknowledge what reached this client: the delivery rows addressed to this user.
 
@@ -453,20 +481,29 @@ class RealtimeMessagingManager:
         headers = {"apikey": self.key}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
+        session = self._http
         try:
-            return await self._call(method, path, body, headers)
+            return await self._call(session, method, path, body, headers)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             # A kept-alive connection whose server went away (a restarted or killed process
-            # behind the same address): once more, on a new connection. Every call is
-            # idempotent (sends carry a clientMessageId), so a request that did arrive is
-            # answered the same way the second time.
-            return await self._call(method, path, body, headers)
+            # behind the same address): once more, on new connections (the others kept to that
+            # process are dead too). Every call is idempotent (sends carry a clientMessageId),
+            # so a request that did arrive is answered the same way the second time.
+            if self._http is session:  # not replaced already by a call that failed alike
+                self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+                await session.close()
+            assert self._http is not None
+            return await self._call(self._http, method, path, body, headers)
 
-    async def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
-        assert self._http is not None
-        async with self._http.request(
-            method, self.url + path, json=body, headers=headers
-        ) as response:
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+    ) -> Any:
+        async with session.request(method, self.url + path, json=body, headers=headers) as response:
             try:
                 envelope = await response.json(content_type=None)
             except ValueError:
