@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
 # A conversation through the HTTP API with curl, against a running `rtm serve`:
 # a customer and a staff user, a conversation, two messages, a read receipt, unread going to 0.
-#   RTM_URL=http://127.0.0.1:4000 SERVICE_KEY=$(rtm keys --json | python3 -c 'import sys,json; print(json.load(sys.stdin)["service_role_key"])') bash examples/curl_demo.sh
+#
+#   bash examples/curl_demo.sh                # the server of `rtm serve` (port 4000, RTM_PORT)
+#   bash examples/curl_demo.sh 5000           # the server of `rtm serve --port 5000`
+#   bash examples/curl_demo.sh https://chat.example.com
+#
+# The server: the argument (a URL or a port), else RTM_URL, else RTM_HOST and RTM_PORT as
+# `rtm serve` reads them. The service_role key: SERVICE_KEY, else `rtm keys` (run from the
+# directory `rtm serve` was, so that it finds the same data directory or RTM_JWT_SECRET).
 set -euo pipefail
-URL=${RTM_URL:-http://127.0.0.1:4000}
-: "${SERVICE_KEY:?set SERVICE_KEY to the service_role key (rtm keys)}"
+target=${1:-${RTM_URL:-}}
+if [[ -z $target ]]; then
+    host=${RTM_HOST:-127.0.0.1}
+    [[ $host == 0.0.0.0 || $host == :: || -z $host ]] && host=127.0.0.1
+    [[ $host == *:* ]] && host="[$host]"  # an IPv6 address
+    target="http://$host:${RTM_PORT:-4000}"
+elif [[ $target =~ ^[0-9]+$ ]]; then
+    target="http://127.0.0.1:$target"
+fi
+URL=${target%/}
+
+if [[ -z ${SERVICE_KEY:-} ]]; then
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    rtm=$(command -v rtm || echo "$here/../.venv/bin/rtm")
+    SERVICE_KEY=$("$rtm" keys --json \
+        | python3 -c 'import sys, json; print(json.load(sys.stdin)["service_role_key"])')
+fi
+echo "server: $URL"
 
 get() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 call() {  # call METHOD PATH TOKEN [JSON]

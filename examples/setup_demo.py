@@ -1,5 +1,8 @@
 """Create a customer, a staff user, their tokens and a conversation for the other examples.
 
+The conversation is assigned to the staff user (``PATCH /api/conversations/{id}``), so that
+the staff user receives delivery status for the customer's messages (``read_receipts.py``).
+
 Uses the admin endpoints with the service_role key and prints ``export`` lines for the shell:
 
     eval "$(RTM_URL=http://127.0.0.1:4000 RTM_SERVICE_KEY=... python examples/setup_demo.py)"
@@ -34,6 +37,8 @@ def main() -> None:
     customer_token = call("POST", path, service_key)["token"]
     staff_token = call("POST", f"/api/admin/users/{staff['id']}/tokens", service_key)["token"]
     conversation = call("POST", "/api/conversations", customer_token, {"subject": "My order"})
+    assign = {"assignedUserId": staff["id"]}
+    call("PATCH", f"/api/conversations/{conversation['id']}", staff_token, assign)
     print(f"export RTM_URL={URL}")
     print(f"export RTM_CUSTOMER_ID={customer['id']}")
     print(f"export RTM_USER_ID={staff['id']}")

@@ -6,15 +6,18 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import jwt
 
-from tests.conftest import RunningServer, with_database
+from realtime_messaging.tokens import hash_portal_token
+from tests.conftest import RunningServer, Seed, with_database
 
 RTM = [sys.executable, "-m", "realtime_messaging"]
 
@@ -186,3 +189,88 @@ async def test_demo_prints_two_links_that_sign_in_to_one_conversation(
                     messages = (await response.json())["data"]["messages"]
                 assert [m["senderType"] for m in messages] == ["customer"]
         assert seen == [("staff", True), ("customer", True)]
+
+
+def test_keys_say_when_they_make_a_new_secret(tmp_path: Path) -> None:
+    first = subprocess.run(
+        [*RTM, "keys"], env=_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    assert "made a new JWT secret" in first.stderr
+    assert str(tmp_path / "jwt_secret") in first.stderr
+    assert "anon key: " in first.stdout and "secret" not in first.stdout
+    second = subprocess.run(
+        [*RTM, "keys"], env=_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    assert second.stderr == ""
+
+
+async def test_serve_on_a_port_in_use_is_one_line_and_exit_code_1(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A port another program listens on (plainly, or with SO_REUSEPORT as another
+    ``rtm serve --workers`` does): one line naming it, exit code 1, for one process and for
+    several."""
+    for reuse_port in (False, True):
+        with socket.create_server(("127.0.0.1", 0), reuse_port=reuse_port) as taken:
+            port = taken.getsockname()[1]
+            env = _env(tmp_path, RTM_DATABASE_URL=database_url, RTM_JWT_SECRET="s" * 48)
+            for workers in ("1", "2"):
+                out = await asyncio.to_thread(
+                    subprocess.run,
+                    [*RTM, "serve", "--port", str(port), "--workers", workers],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert out.returncode == 1, (reuse_port, workers, out.stderr)
+                assert out.stderr.strip().splitlines() == [
+                    f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+                ], (reuse_port, workers, out.stderr)
+
+
+async def test_token_staff_and_customer_mint_working_tokens(
+    tmp_path: Path, database_url: str, server: RunningServer, seed: Seed
+) -> None:
+    user, _ = await seed.staff()
+    customer, _ = await seed.customer()
+    env = _env(tmp_path, RTM_DATABASE_URL=database_url, RTM_JWT_SECRET=server.secret)
+
+    def rtm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RTM, *args], env=env, capture_output=True, text=True)
+
+    staff = await asyncio.to_thread(rtm, "token", "staff", str(user), "--ttl", "120")
+    assert staff.returncode == 0, staff.stderr
+    claims = jwt.decode(staff.stdout.strip(), server.secret, algorithms=["HS256"])
+    assert claims["sub"] == str(user) and claims["role"] == "authenticated"
+    assert claims["exp"] - claims["iat"] == 120
+    portal = await asyncio.to_thread(rtm, "token", "customer", str(customer))
+    assert portal.returncode == 0, portal.stderr
+    token = portal.stdout.strip()
+    assert token.startswith("pt_") and "expires" in portal.stderr
+    stored = await asyncpg.connect(database_url)
+    try:
+        row = await stored.fetchrow(
+            "SELECT customer_id, expires_at - now() AS ttl FROM portal_tokens "
+            "WHERE token_hash = $1",
+            hash_portal_token(token),
+        )
+    finally:
+        await stored.close()
+    assert row["customer_id"] == customer
+    assert 29 * 86400 < row["ttl"].total_seconds() <= 30 * 86400
+    async with aiohttp.ClientSession(server.http_url) as http:
+        for value, kind in ((staff.stdout.strip(), "staff"), (token, "customer")):
+            headers = {"Authorization": f"Bearer {value}"}
+            async with http.get("/api/me", headers=headers) as response:
+                assert (await response.json())["data"]["kind"] == kind
+    # Unknown ids and bad arguments: a clear error, no traceback.
+    for args in (
+        ("token", "staff", str(uuid.uuid4())),
+        ("token", "customer", str(uuid.uuid4())),
+        ("token", "staff", "not-a-uuid"),
+        ("token", "staff", str(user), "--ttl", "5"),
+    ):
+        out = await asyncio.to_thread(rtm, *args)
+        assert out.returncode != 0 and "Error" in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stdout == "", args

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
 from realtime_messaging.client import MessageEvent, RealtimeMessagingManager, TypingIndicatorEvent
 from tests.client.test_manager import next_of
@@ -23,18 +25,34 @@ from tests.conftest import RunningServer, Seed
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def test_curl_demo(server: RunningServer) -> None:
-    env = {**os.environ, "RTM_URL": server.http_url, "SERVICE_KEY": server.service_key}
+@pytest.mark.parametrize("named_by", ["RTM_URL", "argument", "RTM_PORT"])
+async def test_curl_demo(server: RunningServer, named_by: str, tmp_path: Path) -> None:
+    """The demo finds the server by URL, by the port given as its argument, or by RTM_PORT as
+    ``rtm serve`` reads it; without SERVICE_KEY it asks ``rtm keys`` (here: RTM_JWT_SECRET)."""
+    port = str(urlsplit(server.http_url).port)
+    env = {k: v for k, v in os.environ.items() if k not in ("RTM_URL", "RTM_PORT", "RTM_HOST")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    args: list[str] = []
+    if named_by == "RTM_URL":
+        env.update(RTM_URL=server.http_url, SERVICE_KEY=server.service_key)
+    elif named_by == "argument":
+        args.append(port)
+        env["SERVICE_KEY"] = server.service_key
+    else:
+        env.update(RTM_PORT=port, RTM_HOST="0.0.0.0", RTM_JWT_SECRET=server.secret)
     proc = await asyncio.create_subprocess_exec(
         "bash",
         str(ROOT / "examples" / "curl_demo.sh"),
+        *args,
         env=env,
+        cwd=tmp_path,  # `rtm keys` must not make a data directory in the project
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
+    assert lines[0] == f"server: http://127.0.0.1:{port}"
     assert "customer unread before: 1" in lines
     assert "customer unread after: 0" in lines
     assert lines[-2:] == ["  customer: Where is my order?", "  staff: It ships today."]
@@ -245,3 +263,7 @@ async def test_setup_demo(server: RunningServer) -> None:
         reply = await staff.send_message(exported["RTM_CONVERSATION_ID"], "hi")
         assert reply["senderId"] == exported["RTM_USER_ID"]
         assert await customer.get_unread_count() == 1
+        conversation = await staff._api(
+            "GET", f"/api/conversations/{exported['RTM_CONVERSATION_ID']}"
+        )
+        assert conversation["assignedUserId"] == exported["RTM_USER_ID"]  # delivery status

@@ -27,7 +27,8 @@ change feed, the WebSocket and the SDK's own dispatch):
   must reach the customer's subscription and every staff subscription exactly once (lost,
   duplicated and misrouted deliveries are counted);
 * typing: ``send_typing_indicator``, alternately by a customer and its staff user; measured at
-  the other side's ``on_typing`` (the first ``is_typing`` event of that typist);
+  the other side's ``on_typing`` (every change with ``is_typing``, refreshes included: the
+  benchmark lets every typing change through, not only the SDK's start and stop);
 * presence: a customer's ``update_presence`` (away / online in turn); measured at its staff
   user's presence subscription (``on_presence`` with that customer and status);
 * read receipts: each customer marks the staff messages of the first phase read
@@ -111,6 +112,15 @@ from realtime_messaging.client import (  # noqa: E402
     Subscription,
     TypingIndicatorEvent,
 )
+from realtime_messaging.client.events import TypingTransitions  # noqa: E402
+
+
+class _EveryTypingChange(TypingTransitions):
+    """Lets every typing change through, not only starts and stops (see ``_watch``)."""
+
+    def accept(self, event: TypingIndicatorEvent) -> bool:
+        return True
+
 
 JWT_SECRET = "sdk-benchmark-secret-0123456789abcdef0123"  # throwaway, for a temp data dir
 PREFIX = "sdk:"
@@ -416,11 +426,15 @@ class Bench:
         return manager
 
     def _watch(self, subscription: Subscription) -> None:
-        """Record when each (re)join's "Subscribed to PostgreSQL" arrives.
+        """Record when each (re)join's "Subscribed to PostgreSQL" arrives, and hand on every
+        typing change.
 
         The SDK has no callback for a channel's (re)subscription, so this wraps the channel's
-        handler of ``system`` messages.
+        handler of ``system`` messages. The SDK reports typing as one start and one stop per
+        burst; the typing phase measures every request (refreshes of a typist who is already
+        typing included), so its subscriptions see every change the feed carries.
         """
+        subscription._typing = _EveryTypingChange()
         channel = subscription.channel
         assert channel is not None
         index = len(self.subscriptions)

@@ -1,4 +1,4 @@
-"""The ``rtm`` command: serve, migrate, keys, cleanup, db-url."""
+"""The ``rtm`` command: serve, migrate, keys, token, cleanup, db-url."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import json
 import os
 import socket
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import click
 
 from .config import Settings
 from .exceptions import RealtimeMessagingError
-from .keys import anon_key, load_or_create_secret, service_role_key
+from .keys import anon_key, load_or_create_secret, secret_file, service_role_key
 from .store.database import Database
 
 T = TypeVar("T")
@@ -77,12 +79,94 @@ def migrate(settings: Settings) -> None:
 @click.pass_obj
 def keys(settings: Settings, as_json: bool) -> None:
     """Print the anon and service_role keys."""
-    secret = load_or_create_secret(settings)
+    secret = _secret(settings)
     anon, service = anon_key(secret), service_role_key(secret)
     if as_json:
         click.echo(json.dumps({"anon_key": anon, "service_role_key": service}))
     else:
         click.echo(f"anon key: {anon}\nservice_role key: {service}")
+
+
+def _secret(settings: Settings) -> str:
+    """The JWT secret; says on stderr when it had to be made (no ``RTM_JWT_SECRET``, none kept
+    in the data directory yet)."""
+    path = secret_file(settings)
+    new = not settings.jwt_secret and not path.exists()
+    secret = load_or_create_secret(settings)
+    if new:
+        click.echo(f"made a new JWT secret in {path} (keys signed with it are new)", err=True)
+    return secret
+
+
+@cli.group()
+def token() -> None:
+    """Mint a token for a staff user or a customer (printed once, on stdout)."""
+
+
+@token.command("staff")
+@click.argument("user_id", type=click.UUID)
+@click.option(
+    "--ttl",
+    type=click.IntRange(60, 365 * 24 * 3600),
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds.",
+)
+@click.pass_obj
+def token_staff(settings: Settings, user_id: UUID, ttl: int) -> None:
+    """A staff JWT (role authenticated, sub USER_ID) signed with the server's secret."""
+    from .tokens import mint_staff_token
+
+    db = _database(settings)
+    secret = _secret(settings)
+
+    async def run() -> bool:
+        await db.migrate()
+        async with db.connect() as conn:
+            return bool(await conn.fetchval("SELECT 1 FROM public.users WHERE id = $1", user_id))
+
+    try:
+        if not _run(run):
+            raise click.ClickException(f"no staff user {user_id} (rtm's users table)")
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    click.echo(mint_staff_token(secret, user_id, ttl_seconds=ttl))
+
+
+@token.command("customer")
+@click.argument("customer_id", type=click.UUID)
+@click.option(
+    "--ttl",
+    type=click.IntRange(60, 365 * 24 * 3600),
+    default=30 * 24 * 3600,
+    show_default=True,
+    help="Lifetime in seconds.",
+)
+@click.pass_obj
+def token_customer(settings: Settings, customer_id: UUID, ttl: int) -> None:
+    """A portal token for CUSTOMER_ID (only its hash is stored; revoke it with the admin API)."""
+    from .server.api.admin import create_portal_token
+
+    db = _database(settings)
+
+    async def run() -> tuple[UUID, str, datetime] | None:
+        await db.migrate()
+        async with db.connect() as conn:
+            return await create_portal_token(conn, customer_id, ttl)
+
+    try:
+        issued = _run(run)
+    except RealtimeMessagingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    if issued is None:
+        raise click.ClickException(f"no customer {customer_id} (rtm's customers table)")
+    token_id, value, expires = issued
+    click.echo(value)
+    click.echo(f"portal token {token_id}, expires {expires.isoformat()}", err=True)
 
 
 @cli.command("db-url")
@@ -200,6 +284,21 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option(
     "--tls-key", envvar="RTM_TLS_KEY", type=click.Path(path_type=Path), help="Its PEM key."
 )
+@click.option(
+    "--log-level",
+    envvar="RTM_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    envvar="RTM_LOG_FORMAT",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line.",
+)
 # Internal: the socket a worker of ``--workers`` shares with its supervisor.
 @click.option("--worker-link", type=int, hidden=True)
 @click.pass_obj
@@ -211,11 +310,18 @@ def serve(
     workers: int,
     tls_cert: Path | None,
     tls_key: Path | None,
+    log_level: str,
+    log_format: str,
     worker_link: int | None,
 ) -> None:
     """Run the HTTP and WebSocket server."""
+    from .logs import configure
     from .server.app import serve as run_server
     from .server.listen import tls_context
+
+    configure(log_level, log_format)
+    # The workers of --workers inherit the environment: the same logging.
+    os.environ["RTM_LOG_LEVEL"], os.environ["RTM_LOG_FORMAT"] = log_level, log_format
 
     settings = settings.with_overrides(
         host=host,

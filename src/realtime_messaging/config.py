@@ -72,6 +72,9 @@ class Settings:
     #: Origins of other sites that may show the customer chat (``/portal``) in an iframe
     #: (``RTM_EMBED_ORIGINS``, separated by spaces or commas); none by default.
     embed_origins: tuple[str, ...] = ()
+    #: Origins whose pages may call the HTTP API from a browser (``RTM_CORS_ORIGINS``, comma
+    #: separated, ``*`` for any); none by default: same origin only (docs/api.md).
+    cors_origins: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(".rtm"))
     #: Largest client WebSocket message; bigger ones close the socket with 1009.
     max_frame_bytes: int = 1024 * 1024
@@ -129,6 +132,9 @@ class Settings:
             public_url=_env("RTM_PUBLIC_URL"),
             trust_proxy_headers=_flag("RTM_TRUST_PROXY_HEADERS"),
             embed_origins=tuple((_env("RTM_EMBED_ORIGINS") or "").replace(",", " ").split()),
+            cors_origins=tuple(
+                o.rstrip("/") for o in (_env("RTM_CORS_ORIGINS") or "").replace(",", " ").split()
+            ),
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
             max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),

@@ -13,11 +13,16 @@ from .config import Settings
 ISSUER = "realtime-messaging"
 
 
+def secret_file(settings: Settings) -> Path:
+    """Where the generated secret is kept (used only when ``RTM_JWT_SECRET`` is unset)."""
+    return Path(settings.data_dir).expanduser() / "jwt_secret"
+
+
 def load_or_create_secret(settings: Settings) -> str:
     """``RTM_JWT_SECRET`` if set, else a secret generated once and kept in the data directory."""
     if settings.jwt_secret:
         return settings.jwt_secret
-    path = Path(settings.data_dir).expanduser() / "jwt_secret"
+    path = secret_file(settings)
     try:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:

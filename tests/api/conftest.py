@@ -63,6 +63,19 @@ def assert_error(status: int, reply: Any, expected: int, code: str, *fragments: 
         assert fragment in message, (fragment, message)
 
 
+def assert_postgrest_error(
+    status: int, reply: Any, expected: int, code: str, *fragments: str
+) -> None:
+    """A 4xx under /rest/v1, in PostgREST's shape: exactly code, message, details and hint."""
+    assert status == expected, (status, reply)
+    assert isinstance(reply, dict) and set(reply) == {"code", "message", "details", "hint"}, reply
+    assert reply["code"] == code, reply
+    message = reply["message"]
+    assert isinstance(message, str) and message, reply
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
 def assert_ok(status: int, reply: Any, expected: int = 200) -> Any:
     """A success in the envelope; returns its data."""
     assert status == expected, (status, reply)

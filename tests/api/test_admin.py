@@ -21,6 +21,8 @@ ADMIN_ROUTES = [
     ("POST", f"/api/admin/customers/{UNKNOWN}/portal-tokens", {}),
     ("DELETE", f"/api/admin/portal-tokens/{UNKNOWN}", None),
     ("POST", f"/api/admin/users/{UNKNOWN}/tokens", {}),
+    ("GET", "/api/admin/users", None),
+    ("GET", "/api/admin/customers", None),
 ]
 
 
@@ -216,3 +218,37 @@ async def test_staff_token_of_a_deleted_user_no_longer_works(
     await pool.execute("DELETE FROM users WHERE id = $1", user)
     status, reply, _ = await http.call("GET", "/api/conversations", token)
     assert_error(status, reply, 401, "unauthorized")
+
+
+async def test_list_users_and_customers_newest_first_by_cursor(
+    http: Http, server: RunningServer, pool: asyncpg.Pool
+) -> None:
+    for path, table in (("/api/admin/users", "users"), ("/api/admin/customers", "customers")):
+        made = []
+        for i in range(5):
+            status, reply, _ = await http.call(
+                "POST", path, server.service_key, json={"name": f"P{i}"}
+            )
+            made.append(assert_ok(status, reply, 201))
+        seen: list[dict[str, object]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": "2", **({"before": cursor} if cursor else {})}
+            status, reply, _ = await http.call("GET", path, server.service_key, params=params)
+            data = assert_ok(status, reply)
+            assert set(data) == {table, "nextCursor"}
+            assert len(data[table]) <= 2
+            seen += data[table]
+            cursor = data["nextCursor"]
+            if cursor is None:
+                break
+        assert seen[:5] == made[::-1]  # newest first, exactly what was created
+        ids = [p["id"] for p in seen]
+        assert len(ids) == len(set(ids)) == await count(pool, table)
+        for params, fragment in (
+            ({"limit": "101"}, "limit"),
+            ({"limit": "0"}, "limit"),
+            ({"before": "bm90IGEgY3Vyc29y"}, "cursor"),
+        ):
+            status, reply, _ = await http.call("GET", path, server.service_key, params=params)
+            assert_error(status, reply, 422, "validation_error", fragment)

@@ -14,7 +14,7 @@ import asyncpg
 
 from tests.conftest import RunningServer, Seed
 
-from .conftest import UNKNOWN, Http, assert_error, assert_ok, insert_message
+from .conftest import UNKNOWN, Http, assert_error, assert_ok, assert_postgrest_error, insert_message
 
 TABLES = (
     "users",
@@ -84,6 +84,8 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
         ("POST", "/api/admin/customers/{customer_id}/portal-tokens", w.service, {}),
         ("DELETE", "/api/admin/portal-tokens/{token_id}", w.service, None),
         ("POST", "/api/admin/users/{user_id}/tokens", w.service, {}),
+        ("GET", "/api/admin/users", w.service, None),
+        ("GET", "/api/admin/customers", w.service, None),
         ("POST", "/rest/v1/rpc/{function}", w.portal, None),
     ]
 
@@ -107,12 +109,13 @@ async def test_the_table_names_every_route(
     w = await _world(seed, pool, server)
     status, spec, _ = await http.call("GET", "/openapi.json")
     assert status == 200
-    # REST broadcast (docs/realtime.md) is tested with the realtime server, not here.
+    # REST broadcast (docs/realtime.md) is tested with the realtime server, not here; tables
+    # over REST (docs/rest.md) in tests/rest, in PostgREST's terms.
     declared = {
         (m.upper(), p)
         for p, ops in spec["paths"].items()
         for m in ops
-        if not p.startswith(("/api/broadcast", "/realtime/"))
+        if not p.startswith(("/api/broadcast", "/realtime/")) and p != "/rest/v1/{table}"
     }
     assert declared == {(method, path) for method, path, _, _ in _routes(w)}
 
@@ -128,10 +131,16 @@ async def test_malformed_and_non_object_bodies(
         path = _fill(template, w)
         for raw in (b"{", b'{"content": "x",}', b"\xff\xfe", b"{'a': 1}", b"NaN"):
             status, reply, _ = await http.call(method, path, token, data=raw)
-            assert_error(status, reply, 400, "invalid_json", "not valid JSON")
+            if "rpc" in template:  # PostgREST's error shape under /rest/v1
+                assert_postgrest_error(status, reply, 400, "PGRST102", "not valid JSON")
+            else:
+                assert_error(status, reply, 400, "invalid_json", "not valid JSON")
         for raw in (b"[]", b"1", b'"s"', b"null", b"true"):
             status, reply, _ = await http.call(method, path, token, data=raw)
-            assert_error(status, reply, 400, "invalid_body", "object")
+            if "rpc" in template:
+                assert_postgrest_error(status, reply, 400, "PGRST102", "object")
+            else:
+                assert_error(status, reply, 400, "invalid_body", "object")
     assert await _snapshot(pool, w) == before
 
 
@@ -310,8 +319,13 @@ async def test_nul_characters_are_refused_with_a_422_not_a_500(
     failures = []
     for method, path, token, body in cases:
         status, reply, _ = await http.call(method, path, token, json=body)
-        if not (400 <= status < 500 and reply["success"] is False):
-            failures.append((method, path, body, status, reply["error"]["code"]))
+        refused = (
+            set(reply) == {"code", "message", "details", "hint"}  # PostgREST's shape
+            if path.startswith("/rest/")
+            else reply["success"] is False
+        )
+        if not (400 <= status < 500 and refused):
+            failures.append((method, path, body, status, reply))
     assert not failures, "\n".join(map(repr, failures))
     assert await _snapshot(pool, w) == before
 
@@ -361,7 +375,6 @@ async def test_unknown_routes_and_methods_use_the_envelope(
     w = await _world(seed, pool, server)
     for method, path, expected, code in (
         ("GET", "/api/nowhere", 404, "not_found"),
-        ("GET", "/rest/v1/nowhere", 404, "not_found"),
         ("PATCH", "/api/conversations", 405, "method_not_allowed"),
         ("DELETE", f"/api/conversations/{w.conversation}", 405, "method_not_allowed"),
         ("GET", "/api/messages/read", 405, "method_not_allowed"),
@@ -369,7 +382,15 @@ async def test_unknown_routes_and_methods_use_the_envelope(
     ):
         status, reply, _ = await http.call(method, path, w.portal)
         assert_error(status, reply, expected, code)
+    # /rest/v1 answers in PostgREST's shape: an unknown table, an unknown path below it.
+    status, reply, _ = await http.call("GET", "/rest/v1/nowhere", w.portal)
+    assert_postgrest_error(status, reply, 404, "PGRST205")
+    status, reply, _ = await http.call("GET", "/rest/v1/a/b/c", w.portal)
+    assert_postgrest_error(status, reply, 404, "PGRST125")
     # No token: 401 before anything else, on every route.
     for method, template, _, body in _routes(w):
         status, reply, _ = await http.call(method, _fill(template, w), None, json=body)
-        assert_error(status, reply, 401, "unauthorized")
+        if template.startswith("/rest/"):
+            assert_postgrest_error(status, reply, 401, "PGRST301")
+        else:
+            assert_error(status, reply, 401, "unauthorized")

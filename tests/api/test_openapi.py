@@ -1,5 +1,5 @@
-"""The served OpenAPI document: valid OpenAPI 3.1, every /api and /rest route of the app in it,
-and responses that match what it declares."""
+"""The served OpenAPI document: valid OpenAPI 3.1, every /api, /rest and REST broadcast route of
+the app in it, and responses that match what it declares."""
 
 from __future__ import annotations
 
@@ -76,13 +76,19 @@ async def test_every_api_and_rest_route_of_the_app_is_in_it(
         (route.method, route.resource.canonical)
         for route in app.router.routes()
         if route.resource is not None
-        and route.resource.canonical.startswith(("/api/", "/rest/"))
+        and route.resource.canonical.startswith(("/api/", "/rest/", "/realtime/v1/api/"))
         and route.method != "HEAD"
     }
     spec = await _spec(http)
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert registered == documented
-    assert len(documented) == 22
+    assert {("GET", "/api/admin/users"), ("GET", "/api/admin/customers")} <= documented
+    assert {
+        ("POST", "/realtime/v1/api/broadcast"),
+        ("POST", "/realtime/v1/api/broadcast/{topic}/events/{event}"),
+    } <= documented
+    # 22 + 2 admin lists + 4 /rest/v1/{table} + 2 REST broadcast
+    assert len(documented) == 30
 
 
 async def test_every_route_reading_a_json_body_declares_it(http: Http) -> None:

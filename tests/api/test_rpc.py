@@ -7,7 +7,7 @@ import asyncpg
 
 from tests.conftest import RunningServer, Seed, fresh_database, running_server
 
-from .conftest import UNKNOWN, Http, assert_error, count, insert_message
+from .conftest import UNKNOWN, Http, assert_postgrest_error, count, insert_message
 
 RPC = "/rest/v1/rpc/"
 
@@ -129,18 +129,18 @@ async def test_functions_run_as_the_caller(
     status, reply, _ = await http.call(
         "POST", RPC + "get_unread_message_count", token_a, json={"customer_id": str(b)}
     )
-    assert_error(status, reply, 403, "forbidden", "a customer can act only as themselves")
+    assert_postgrest_error(status, reply, 403, "42501", "a customer can act only as themselves")
     status, reply, _ = await http.call(
         "POST", RPC + "get_unread_message_count", token_a, json={"user_id": str(user)}
     )
-    assert_error(status, reply, 403, "forbidden")
+    assert_postgrest_error(status, reply, 403, "42501")
     status, reply, _ = await http.call(
         "POST",
         RPC + "mark_message_as_read",
         token_a,
         json={"message_id": str(message_b), "customer_id": str(b)},
     )
-    assert_error(status, reply, 403, "forbidden")
+    assert_postgrest_error(status, reply, 403, "42501")
     # As themselves, another customer's message is as unknown as one that does not exist.
     status, theirs, _ = await http.call(
         "POST",
@@ -148,14 +148,14 @@ async def test_functions_run_as_the_caller(
         token_a,
         json={"message_id": str(message_b), "customer_id": str(a)},
     )
-    assert_error(status, theirs, 404, "not_found", f"message {message_b} not found")
+    assert_postgrest_error(status, theirs, 404, "P0002", f"message {message_b} not found")
     status, reply, _ = await http.call(
         "POST",
         RPC + "update_typing_indicator",
         token_a,
         json={"conversation_id": str(conv_b), "customer_id": str(a), "is_typing": True},
     )
-    assert_error(status, reply, 404, "not_found", f"conversation {conv_b} not found")
+    assert_postgrest_error(status, reply, 404, "P0002", f"conversation {conv_b} not found")
     assert await count(pool, "message_read_receipts WHERE message_id = $1", message_b) == 0
     assert await count(pool, "message_typing_indicators WHERE conversation_id = $1", conv_b) == 0
 
@@ -170,11 +170,12 @@ async def test_functions_run_as_the_caller(
         ("update_user_presence", {"customer_id": str(b), "status": "online"}),
     ):
         status, reply, _ = await http.call("POST", RPC + name, server.anon_key, json=args)
-        assert_error(status, reply, 403, "forbidden", "anonymous")
+        # PostgREST: 42501 is a 401 for the anonymous role.
+        assert_postgrest_error(status, reply, 401, "42501", "anonymous")
     status, reply, _ = await http.call(
         "POST", RPC + "cleanup_expired_typing_indicators", None, json={}
     )
-    assert_error(status, reply, 401, "unauthorized")
+    assert_postgrest_error(status, reply, 401, "PGRST301")
     assert await count(pool, "user_presence WHERE customer_id = $1", b) == 0
 
 
@@ -182,48 +183,48 @@ async def test_bad_calls(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
     customer, portal = await seed.customer()
     conv = await seed.conversation(customer)
     cases: list[tuple[str, object, int, str, str]] = [
-        ("nope", {}, 404, "not_found", "function nope not found"),
-        ("pg_sleep", {"seconds": 1}, 404, "not_found", "function pg_sleep not found"),
+        ("nope", {}, 404, "PGRST202", "function nope not found"),
+        ("pg_sleep", {"seconds": 1}, 404, "PGRST202", "function pg_sleep not found"),
         (
             "get_unread_message_count",
             {"who": 1},
             400,
-            "validation_error",
+            "22023",
             "unknown argument(s): who",
         ),
         (
             "get_unread_message_count",
             {"customer_id": 7},
             400,
-            "validation_error",
+            "22023",
             "customer_id: not a UUID",
         ),
         (
             "get_unread_message_count",
             {"customer_id": "x"},
             400,
-            "validation_error",
+            "22023",
             "customer_id: not a UUID",
         ),
         (
             "get_unread_message_count",
             [str(customer)],
             400,
-            "invalid_body",
+            "PGRST102",
             "object of named arguments",
         ),
         (
             "mark_message_as_read",
             {"customer_id": str(customer)},
             400,
-            "validation_error",
+            "22023",
             "message_id: required",
         ),
         (
             "update_typing_indicator",
             {"conversation_id": str(conv), "customer_id": str(customer), "is_typing": "yes"},
             400,
-            "validation_error",
+            "22023",
             "is_typing: not a boolean",
         ),
         (
@@ -235,7 +236,7 @@ async def test_bad_calls(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
                 "expires_in_seconds": "5",
             },
             400,
-            "validation_error",
+            "22023",
             "expires_in_seconds: not an integer",
         ),
         (
@@ -247,7 +248,7 @@ async def test_bad_calls(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
                 "expires_in_seconds": 2**40,
             },
             400,
-            "validation_error",
+            "22023",
             "expires_in_seconds: not an integer",
         ),
         (
@@ -258,53 +259,53 @@ async def test_bad_calls(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
                 "is_typing": True,
                 "expires_in_seconds": 0,
             },
-            422,
-            "validation_error",
+            400,
+            "22023",
             "expires_in_seconds must be between 1 and 3600",
         ),
         (
             "update_user_presence",
             {"customer_id": str(customer), "status": 1},
             400,
-            "validation_error",
+            "22023",
             "status: not a string",
         ),
         (
             "update_user_presence",
             {"customer_id": str(customer), "status": "busy"},
-            422,
-            "validation_error",
+            400,
+            "22023",
             "status must be online, away or offline",
         ),
         (
             "update_user_presence",
             {"customer_id": str(customer), "status": "online", "metadata": [1]},
-            422,
-            "validation_error",
+            400,
+            "22023",
             "metadata must be a JSON object",
         ),
         (
             "get_unread_message_count",
             {},
-            422,
-            "validation_error",
+            400,
+            "22023",
             "exactly one of user_id and customer_id",
         ),
         (
             "cleanup_expired_typing_indicators",
             {"now": True},
             400,
-            "validation_error",
+            "22023",
             "unknown argument(s): now",
         ),
     ]
     for name, body, expected, code, fragment in cases:
         status, reply, _ = await http.call("POST", RPC + name, portal, json=body)
-        assert_error(status, reply, expected, code, fragment)
+        assert_postgrest_error(status, reply, expected, code, fragment)
     status, reply, _ = await http.call("POST", RPC + "get_unread_message_count", portal, data=b"{")
-    assert_error(status, reply, 400, "invalid_json", "not valid JSON")
+    assert_postgrest_error(status, reply, 400, "PGRST102", "not valid JSON")
     status, reply, _ = await http.call("GET", RPC + "get_unread_message_count", portal)
-    assert_error(status, reply, 405, "method_not_allowed")
+    assert_postgrest_error(status, reply, 405, "PGRST117")
     assert await count(pool, "user_presence WHERE customer_id = $1", customer) == 0
     assert await count(pool, "message_typing_indicators WHERE conversation_id = $1", conv) == 0
 
@@ -318,7 +319,7 @@ async def test_unknown_function_names_do_not_reach_the_database(http: Http, seed
         UNKNOWN,
     ):
         status, reply, _ = await http.call("POST", RPC + name, portal, json={})
-        assert_error(status, reply, 404, "not_found", "not found")
+        assert_postgrest_error(status, reply, 404, "PGRST202", "not found")
 
 
 async def test_cleanup_deletes_only_what_the_caller_may_delete(admin_url: str) -> None:

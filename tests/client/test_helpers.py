@@ -26,25 +26,35 @@ from realtime_messaging.client import (
     TypingHelper,
     TypingIndicatorEvent,
 )
-from realtime_messaging.client.events import parse_timestamp
+from realtime_messaging.client.events import TypingTransitions, parse_timestamp
 from realtime_messaging.config import Settings
 from tests.client.test_manager import next_of
 from tests.conftest import RunningServer, Seed, running_server
 
 
+class EveryTypingChange(TypingTransitions):
+    """Lets every typing change through (refreshes, stops, deletions): what the helper sent."""
+
+    def accept(self, event: TypingIndicatorEvent) -> bool:
+        return True
+
+
 @dataclass
 class Chat:
-    """A customer's manager (REST only) and a staff manager watching the conversation."""
+    """A customer's manager (REST only) and a staff manager watching the conversation, and a
+    second staff subscription that sees every typing change the feed carries (``raw``)."""
 
     customer_id: uuid.UUID
     conversation: uuid.UUID
     customer: RealtimeMessagingManager
     staff: RealtimeMessagingManager
     watch: Subscription
+    raw: Subscription
 
     async def typing(self, timeout: float = 10.0) -> TypingIndicatorEvent:
+        """The next typing change of the customer, as the feed carries it."""
         return await next_of(
-            self.watch, TypingIndicatorEvent, timeout, customer_id=str(self.customer_id)
+            self.raw, TypingIndicatorEvent, timeout, customer_id=str(self.customer_id)
         )
 
     async def presence(self, sub: Subscription, timeout: float = 10.0) -> PresenceEvent:
@@ -64,9 +74,12 @@ async def chat(srv: RunningServer, seed: Seed) -> AsyncIterator[Chat]:
     async with (
         RealtimeMessagingManager(srv.http_url, srv.anon_key, access_token=portal) as customer,
         RealtimeMessagingManager(srv.http_url, srv.anon_key, access_token=staff_jwt) as staff,
+        RealtimeMessagingManager(srv.http_url, srv.anon_key, access_token=staff_jwt) as raw,
     ):
         watch = await staff.subscribe_to_conversation(conversation)
-        yield Chat(customer_id, conversation, customer, staff, watch)
+        everything = await raw.subscribe_to_conversation(conversation)
+        everything._typing = EveryTypingChange()
+        yield Chat(customer_id, conversation, customer, staff, watch, everything)
 
 
 async def collect(sub: Subscription, last: Callable[[Any], bool]) -> list[Any]:
@@ -141,14 +154,12 @@ async def test_sending_stops_typing_without_another_request(
         sent = await helper.send("Where is my order?")
         assert sent["content"] == "Where is my order?" and not helper.is_typing
         helper.keystroke()  # typing again after a send starts a new indicator
-        seen = await collect(c.watch, lambda e: isinstance(e, TypingIndicatorEvent) and e.is_typing)
+        seen = await collect(c.raw, lambda e: isinstance(e, TypingIndicatorEvent) and e.is_typing)
         other = await c.customer.send_message(c.conversation, "It is order 42")
         helper.message_sent()
         await helper.aclose()
         marker = await c.customer.send_message(c.conversation, "marker")
-        seen += await collect(
-            c.watch, lambda e: isinstance(e, MessageEvent) and e.id == marker["id"]
-        )
+        seen += await collect(c.raw, lambda e: isinstance(e, MessageEvent) and e.id == marker["id"])
 
         # Each message stopped the indicator on the server and the helper sent no stop of its
         # own (the server's cleanup deleting stopped indicators is not the helper's doing).
@@ -160,6 +171,66 @@ async def test_sending_stops_typing_without_another_request(
         assert typing == [False, True, False]
         messages = [e.id for e in seen if isinstance(e, MessageEvent)]
         assert messages == [sent["id"], other["id"], marker["id"]]
+
+
+async def test_a_subscriber_sees_one_start_and_one_stop_per_burst(
+    server: RunningServer, seed: Seed
+) -> None:
+    """Refreshes, the server's stop on send and the row's deletion are one start, one stop."""
+    async with chat(server, seed) as c:
+        async with c.typing_helper(idle_after=30, refresh_every=0.2) as helper:
+            helper.keystroke()
+            for _ in range(3):  # a start and two refreshes on the feed
+                assert (await c.typing()).is_typing
+                helper.keystroke()
+            await helper.send("Where is my order?")  # the server stops the indicator
+        while (await c.typing()).change != "DELETE":  # the stop, then the deletion
+            pass
+        marker = await c.staff.send_message(c.conversation, "marker")
+        seen = await collect(
+            c.watch, lambda e: isinstance(e, MessageEvent) and e.id == marker["id"]
+        )
+        typing = [e for e in seen if isinstance(e, TypingIndicatorEvent)]
+        assert [e.is_typing for e in typing] == [True, False]
+        assert {e.customer_id for e in typing} == {str(c.customer_id)}
+
+
+async def test_own_typing_is_reported_only_when_asked(server: RunningServer, seed: Seed) -> None:
+    customer_id, portal = await seed.customer()
+    staff_id, staff_jwt = await seed.staff()
+    conversation = await seed.conversation(customer_id)
+
+    def manager(token: str, **options: Any) -> RealtimeMessagingManager:
+        return RealtimeMessagingManager(
+            server.http_url, server.anon_key, access_token=token, **options
+        )
+
+    async with (
+        manager(portal) as customer,
+        manager(portal) as customer_tab,
+        manager(portal, include_own_typing=True) as customer_asks,
+        manager(staff_jwt) as staff,
+        manager(staff_jwt) as staff_tab,
+        manager(staff_jwt, include_own_typing=True) as staff_asks,
+    ):
+        managers = (customer, customer_tab, customer_asks, staff, staff_tab, staff_asks)
+        subs = [await m.subscribe_to_conversation(conversation) for m in managers]
+        # The customer types (over their socket), then the staff user (over theirs).
+        for typist, sees in ((customer, (2, 3, 4, 5)), (staff, (0, 1, 2, 5))):
+            for is_typing in (True, False):
+                await typist.send_typing_indicator(conversation, is_typing=is_typing)
+                for i in sees:
+                    event = await next_of(subs[i], TypingIndicatorEvent)
+                    assert event.is_typing is is_typing
+                    assert (event.customer_id, event.user_id) == (
+                        (str(customer_id), None) if typist is customer else (None, str(staff_id))
+                    )
+        marker = await staff.send_message(conversation, "marker")
+        for sub in subs:  # nothing more: no own typing, and no second stop
+            seen = await collect(
+                sub, lambda e: isinstance(e, MessageEvent) and e.id == marker["id"]
+            )
+            assert [e for e in seen if isinstance(e, TypingIndicatorEvent)] == []
 
 
 async def test_typing_errors_go_to_on_error_or_are_raised_by_aclose(

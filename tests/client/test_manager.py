@@ -24,7 +24,7 @@ from realtime_messaging.client import (
     Subscription,
     TypingIndicatorEvent,
 )
-from realtime_messaging.client.events import event_from_change
+from realtime_messaging.client.events import TypingTransitions, event_from_change
 from realtime_messaging.client.manager import socket_url
 from tests.conftest import RunningServer, Seed, running_server
 
@@ -78,6 +78,42 @@ def test_typing_event_is_false_when_deleted_or_expired() -> None:
     )
     assert isinstance(expired, TypingIndicatorEvent) and not expired.is_typing
     assert isinstance(deleted, TypingIndicatorEvent) and not deleted.is_typing
+
+
+def test_typing_transitions_are_one_start_and_one_stop_per_participant() -> None:
+    def change(who: str, is_typing: bool, conversation: str = "c") -> TypingIndicatorEvent:
+        return TypingIndicatorEvent(
+            id=f"{conversation}-{who}",
+            conversation_id=conversation,
+            is_typing=is_typing,
+            started_at="2020-01-01T00:00:00Z",
+            expires_at="2020-01-01T00:00:05Z",
+            customer_id=who,
+        )
+
+    transitions = TypingTransitions()
+    feed = [
+        change("a", False),  # a stop of a burst this subscriber never saw start
+        change("a", True),  # start
+        change("b", True),  # someone else: their own burst
+        change("a", True),  # refresh
+        change("a", True, "d"),  # the same participant in another conversation
+        change("a", False),  # stop (the helper's, or the server's on send)
+        change("a", False),  # the row deleted at its expiry
+        change("a", True),  # a new burst
+    ]
+    accepted = [
+        (e.customer_id, e.conversation_id, e.is_typing) for e in feed if transitions.accept(e)
+    ]
+    assert accepted == [
+        ("a", "c", True),
+        ("b", "c", True),
+        ("a", "d", True),
+        ("a", "c", False),
+        ("a", "c", True),
+    ]
+    transitions.clear()
+    assert transitions.accept(change("a", True))
 
 
 async def test_get_realtime_manager_from_environment(

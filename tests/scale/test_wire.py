@@ -37,6 +37,8 @@ ENVELOPES = [
         meta={"id": "m1"},
     ),
     Envelope("realtime:room", "broadcast", {}, user_event="empty", binary=b"", json_encoded=False),
+    Envelope("realtime:room", "broadcast", {"n": 1}, private=True),
+    Envelope("realtime:room", "broadcast", {"n": 2}, private=False),
     Envelope(
         "realtime:presence:1",
         "presence_diff",

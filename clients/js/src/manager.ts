@@ -19,6 +19,7 @@ import {
   type PresenceEvent,
   type PresenceStatus,
   type RealtimeEvent,
+  type TypingIndicatorEvent,
 } from './events.js'
 import { Http, type Fetch } from './http.js'
 import { identityOfToken, type Identity } from './identity.js'
@@ -38,6 +39,11 @@ export interface RealtimeManagerOptions {
   onError?: (error: Error) => void
   /** Acknowledge delivery of the messages addressed to this user (default true). */
   autoAckDelivery?: boolean
+  /**
+   * Also report the typing of this token's owner, from any of their clients (default false:
+   * `onTyping` hears only the others, which is what a "… is typing" line wants).
+   */
+  includeOwnTyping?: boolean
   /** The fetch used for HTTP calls (default: the global one). */
   fetch?: Fetch
   /** Milliseconds a join or a push (typing) may take before it times out (default 10000). */
@@ -159,12 +165,28 @@ export class RealtimeMessagingManager {
       observe: (event) => this.observe(event),
       report: (error) => this.report(error),
       presenceSnapshot: (conversationId) => this.presenceSnapshot(conversationId),
+      ownTyping: (event) => this.ownTyping(event),
     }
   }
 
   /** The current access token. */
   get accessToken(): string | null {
     return this.token
+  }
+
+  /**
+   * Whether a typing event is this user's own and is not wanted. A customer sees only their own
+   * conversations, each of which has one customer: any customer's typing there is theirs, even
+   * behind an opaque portal token.
+   */
+  private ownTyping(event: TypingIndicatorEvent): boolean {
+    if (this.options.includeOwnTyping === true) return false
+    const me = this.me
+    if (me === null) return false
+    if (me.kind === 'customer') {
+      return event.customerId !== undefined && (me.customerId ?? event.customerId) === event.customerId
+    }
+    return event.userId !== undefined && event.userId === me.userId
   }
 
   // -- subscriptions -----------------------------------------------------------------------

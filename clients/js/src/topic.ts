@@ -65,6 +65,8 @@ export interface TopicHost {
   report(error: Error): void
   /** The conversation's presence rows to start from, or null to start from the channel alone. */
   presenceSnapshot(conversationId: string): Promise<PresenceEvent[] | null>
+  /** Whether a typing event is this user's own and nobody asked for those. */
+  ownTyping(event: TypingIndicatorEvent): boolean
 }
 
 type Json = Record<string, unknown>
@@ -365,7 +367,11 @@ export class Topic {
 
   /** Hand an event to every listener (after the manager saw it). */
   private broadcast(event: RealtimeEvent): void {
-    if (event.kind === 'typing') this.watchTyping(event.event)
+    if (event.kind === 'typing' && !this.acceptTyping(event.event)) return
+    this.deliver(event)
+  }
+
+  private deliver(event: RealtimeEvent): void {
     this.host.observe(event)
     for (const listener of this.listeners) listener.deliver(event)
   }
@@ -379,16 +385,27 @@ export class Topic {
   }
 
   /**
+   * Typing as a UI wants it: one `isTyping: true` when a participant starts and one
+   * `isTyping: false` when they stop, per burst; false if the event should not be delivered.
+   * The feed carries more (a refresh every few seconds, the stop, the row's deletion at
+   * expiry); a participant types while a timer runs here (`typingTimers`).
+   *
    * Typing ends at `expiresAt` unless a newer change says otherwise. The server deletes expired
    * indicators itself, but a client must not show someone typing for as long as that change
    * takes (or while the connection is down).
    */
-  private watchTyping(event: TypingIndicatorEvent): void {
+  private acceptTyping(event: TypingIndicatorEvent): boolean {
+    if (this.host.ownTyping(event)) return false
     const key = `${event.conversationId}:${participantOf(event) ?? event.id}`
     const timer = this.typingTimers.get(key)
     if (timer !== undefined) clearTimeout(timer)
     this.typingTimers.delete(key)
-    if (!event.isTyping) return
+    if (!event.isTyping) return timer !== undefined // a stop of what was shown
+    this.setTypingTimer(key, event)
+    return timer === undefined // a refresh changes nothing shown
+  }
+
+  private setTypingTimer(key: string, event: TypingIndicatorEvent): void {
     const wait = Math.min(Math.max(0, parseTimestamp(event.expiresAt) - Date.now()), MAX_TYPING_WAIT_MS)
     this.typingTimers.set(
       key,
@@ -396,7 +413,7 @@ export class Topic {
         this.typingTimers.delete(key)
         // Noticed by this client, not a change of the feed: no position.
         const { position: _position, ...rest } = event
-        this.broadcast({ kind: 'typing', event: { ...rest, isTyping: false, change: 'UPDATE' } })
+        this.deliver({ kind: 'typing', event: { ...rest, isTyping: false, change: 'UPDATE' } })
       }, Number.isNaN(wait) ? 0 : wait),
     )
   }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, test } from 'node:test'
 import { TypingHelper, parseTimestamp } from '../dist/index.js'
-import { Managers, Recorder, conversation, within } from './helpers.mjs'
+import { Managers, Recorder, TYPING_LIMIT, conversation, within } from './helpers.mjs'
 
 let managers
 beforeEach(() => {
@@ -85,4 +85,63 @@ test('the typing helper starts on a keystroke and stops when told', async () => 
   assert.equal(helper.isTyping, false)
   assert.deepEqual(errors, [])
   assert.equal(seen.of('typing', (t) => t.customerId === conv.customer.id && t.isTyping).length, 1)
+})
+
+test('a burst is one start and one stop for a subscriber, refreshes and all', async () => {
+  const conv = await conversation()
+  const customer = managers.open(conv.customer.token)
+  const staff = managers.open(conv.staff.token)
+  const seen = new Recorder('staff')
+  const csub = customer.subscribeToConversation(conv.id)
+  const ssub = staff.subscribeToConversation(conv.id, seen.handlers())
+  await within(Promise.all([csub.ready, ssub.ready]))
+
+  // A start and two refreshes (three changes on the feed), then the stop: the typing limit.
+  for (let i = 0; i < TYPING_LIMIT - 1; i++) await customer.sendTypingIndicator(conv.id)
+  await customer.sendTypingIndicator(conv.id, undefined, undefined, false)
+  // Changes arrive in commit order: once the marker is here, every typing change was seen.
+  const marker = await staff.sendMessage(conv.id, 'marker')
+  await seen.expect('message', (m) => m.id === marker.id)
+  const typing = seen.of('typing')
+  assert.deepEqual(
+    typing.map((t) => [t.customerId, t.isTyping]),
+    [
+      [conv.customer.id, true],
+      [conv.customer.id, false],
+    ],
+  )
+  assert.equal(typing[1].change, 'UPDATE')
+})
+
+test("the typist's own clients hear their typing only when they ask", async () => {
+  const conv = await conversation()
+  const open = (token, options = {}) => {
+    const manager = managers.open(token, options)
+    const recorder = new Recorder(`${token.slice(0, 8)} ${JSON.stringify(options)}`)
+    return { manager, recorder, sub: manager.subscribeToConversation(conv.id, recorder.handlers()) }
+  }
+  const customer = open(conv.customer.token)
+  const customerTab = open(conv.customer.token)
+  const customerAsks = open(conv.customer.token, { includeOwnTyping: true })
+  const staff = open(conv.staff.token)
+  const staffTab = open(conv.staff.token)
+  const staffAsks = open(conv.staff.token, { includeOwnTyping: true })
+  const all = [customer, customerTab, customerAsks, staff, staffTab, staffAsks]
+  await within(Promise.all(all.map((c) => c.sub.ready)))
+
+  for (const typist of [customer, staff]) {
+    await typist.manager.sendTypingIndicator(conv.id, undefined, undefined, true)
+    await typist.manager.sendTypingIndicator(conv.id, undefined, undefined, false)
+  }
+  const marker = await staff.manager.sendMessage(conv.id, 'marker')
+  await within(Promise.all(all.map((c) => c.recorder.expect('message', (m) => m.id === marker.id))))
+  const heard = (c) => c.recorder.of('typing').map((t) => `${t.userId ? 'staff' : 'customer'} ${t.isTyping}`)
+  const customerTyping = ['customer true', 'customer false']
+  const staffTyping = ['staff true', 'staff false']
+  assert.deepEqual(heard(customer), staffTyping)
+  assert.deepEqual(heard(customerTab), staffTyping)
+  assert.deepEqual(heard(customerAsks), [...customerTyping, ...staffTyping])
+  assert.deepEqual(heard(staff), customerTyping)
+  assert.deepEqual(heard(staffTab), customerTyping)
+  assert.deepEqual(heard(staffAsks), [...customerTyping, ...staffTyping])
 })

@@ -23,6 +23,10 @@ class Envelope:
     ``json_encoded`` says whether those bytes are JSON. ``origin`` is the node id of the process
     that published it, set by a broker on receipt from another process (``None``: published
     here): cross-process presence attributes remote metas to their process by it.
+    ``private`` set: a broadcast from a private channel reaches only the topic's private
+    channels, one from a public channel only its public ones, as on Supabase (a private
+    channel's traffic never leaks to a public joiner); ``None`` (presence, the server's own
+    events): every member.
     """
 
     topic: str
@@ -34,6 +38,7 @@ class Envelope:
     json_encoded: bool = True
     meta: Any = None
     origin: str | None = None
+    private: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from . import Envelope
 VERSION = 1
 _BINARY = 0x01
 _JSON_ENCODED = 0x02
+_PRIVATE = 0x04
+_PUBLIC = 0x08
 _HEAD = struct.Struct("!BBBI")
 
 
@@ -37,8 +39,11 @@ def encode(envelope: Envelope, node: bytes) -> bytes:
             envelope.meta,
         ]
     )
-    flags = (_BINARY if envelope.binary is not None else 0) | (
-        _JSON_ENCODED if envelope.json_encoded else 0
+    flags = (
+        (_BINARY if envelope.binary is not None else 0)
+        | (_JSON_ENCODED if envelope.json_encoded else 0)
+        | (_PRIVATE if envelope.private else 0)
+        | (_PUBLIC if envelope.private is False else 0)
     )
     head = _HEAD.pack(VERSION, flags, len(node), len(header))
     return b"".join((head, node, header, envelope.binary or b""))
@@ -94,5 +99,6 @@ def decode(data: bytes) -> tuple[bytes, Envelope]:
         json_encoded=bool(flags & _JSON_ENCODED),
         meta=meta,
         origin=node.decode("utf-8", "replace"),
+        private=True if flags & _PRIVATE else False if flags & _PUBLIC else None,
     )
     return node, envelope

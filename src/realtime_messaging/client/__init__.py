@@ -2,6 +2,7 @@
 
 from .errors import (
     ApiError,
+    AuthenticationError,
     ChannelClosedError,
     ChannelError,
     ConnectionLostError,
@@ -24,6 +25,7 @@ from .socket import ChannelState, RealtimeSocket, SocketChannel
 
 __all__ = [
     "ApiError",
+    "AuthenticationError",
     "ChannelClosedError",
     "ChannelError",
     "ChannelState",

@@ -15,6 +15,16 @@ class HeartbeatTimeoutError(ConnectionLostError):
     """No heartbeat reply in time: the connection is treated as half-open and replaced."""
 
 
+class AuthenticationError(RealtimeError):
+    """The server refused the socket's key (HTTP ``status`` 401 or 403 before the upgrade):
+    a wrong anon key or a token signed with another secret. Not retried: fix the key."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
 class JoinRefusedError(RealtimeError):
     """The server refused a channel join (``reason`` is its ``"<Code>: <message>"``)."""
 

@@ -78,6 +78,43 @@ class PresenceEvent:
 Event = MessageEvent | ReadReceiptEvent | TypingIndicatorEvent | DeliveryStatusEvent | PresenceEvent
 
 
+def typing_key(event: TypingIndicatorEvent) -> str:
+    """Whose typing in which conversation: one indicator at a time per participant."""
+    return f"{event.conversation_id}:{event.user_id or event.customer_id or event.id}"
+
+
+class TypingTransitions:
+    """Typing changes as a UI wants them: one ``is_typing=True`` when a participant starts, one
+    ``is_typing=False`` when they stop, per burst.
+
+    The feed carries more: a refresh per few seconds while typing continues (``UPDATE``, still
+    typing), the stop (``UPDATE``: the helper's, or the server's when the message is sent) and
+    the row's deletion at expiry (``DELETE``). :meth:`accept` lets through only what changes
+    whether the participant types.
+    """
+
+    __slots__ = ("_typing",)
+
+    def __init__(self) -> None:
+        self._typing: set[str] = set()
+
+    def accept(self, event: TypingIndicatorEvent) -> bool:
+        """Whether ``event`` changes whether its participant types (then it is remembered)."""
+        key = typing_key(event)
+        if event.is_typing:
+            if key in self._typing:
+                return False
+            self._typing.add(key)
+            return True
+        if key not in self._typing:
+            return False
+        self._typing.discard(key)
+        return True
+
+    def clear(self) -> None:
+        self._typing.clear()
+
+
 def _opt(row: dict[str, Any], key: str) -> str | None:
     value = row.get(key)
     return None if value is None else str(value)

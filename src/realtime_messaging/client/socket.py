@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import json
 import logging
 import random
 import time
@@ -18,11 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from ..protocol.errors import ProtocolError
 from ..protocol.frames import Message, Vsn, decode_text, encode
 from .errors import (
+    AuthenticationError,
     ChannelClosedError,
     ChannelError,
     ConnectionLostError,
@@ -73,6 +75,21 @@ def reconnect_delay(attempt: int, down_for: float, base: float, cap: float) -> f
         step = QUICK_RETRIES[min(attempt, len(QUICK_RETRIES) - 1)]
         return min(cap, step) * random.uniform(0.5, 1.0)
     return backoff_delay(max(0, attempt - len(QUICK_RETRIES)), base, cap)
+
+
+def _refused(exc: InvalidStatus) -> AuthenticationError | None:
+    """The server's refusal of the key (401/403 with its JSON ``error``), else None."""
+    response = exc.response
+    if response.status_code not in (401, 403):
+        return None
+    message = response.reason_phrase
+    try:
+        body = json.loads(response.body or b"")
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+    except ValueError:
+        pass
+    return AuthenticationError(response.status_code, message)
 
 
 class SocketChannel:
@@ -321,6 +338,15 @@ class RealtimeSocket:
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, WebSocketException) as exc:
+                refused = _refused(exc) if isinstance(exc, InvalidStatus) else None
+                if refused is not None:
+                    # The key is wrong: retrying cannot help. Fail every waiting join now,
+                    # and stop; the next join tries again (with a key that may be fixed).
+                    for channel in list(self.channels.values()):
+                        channel._settle(refused)
+                    self._report(refused)
+                    self._task = None
+                    return
                 if _worth_reporting(attempt):
                     self._report(ConnectionLostError(f"cannot connect: {exc!r}"))
                 await asyncio.sleep(self._retry_delay(attempt, lost_at))

@@ -24,11 +24,14 @@ from ..keys import anon_key, load_or_create_secret
 from ..store.changefeed import Change, ChangeFeed
 from ..store.database import SERVER_SETTINGS, Database
 from ..store.liveness import other_live_processes
+from . import access, rest
 from .api import admin, messaging, rpc
 from .api.framework import Api, openapi
 from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
 from .broadcast_api import BroadcastApi
+from .broadcast_api import openapi_paths as broadcast_openapi_paths
+from .cors import Cors
 from .http import database_unavailable, error, internal_error, unavailable
 from .listen import BACKLOG, banner, base_url, listening_socket, tls_context
 from .liveness import LivenessPolicy, LivenessTracker
@@ -46,8 +49,9 @@ REALTIME: web.AppKey[RealtimeServer] = web.AppKey("realtime", RealtimeServer)
 
 log = logging.getLogger(__name__)
 
-#: Paths whose every error is answered in the envelope: the API, RPC and REST broadcast.
-ENVELOPED = ("/api/", "/rest/", "/realtime/v1/api/")
+#: Paths whose every error is answered in the envelope: the API and REST broadcast. (``/rest/v1``
+#: answers PostgREST's error shape: :func:`.rest.postgrest_errors`.)
+ENVELOPED = ("/api/", "/realtime/v1/api/")
 #: The longest the change feed waits between attempts to reconnect (give or take half, as
 #: jitter), so that readiness returns within a second of the database (docs/api.md). An attempt
 #: is one connection: cheap even against a database that is down for long.
@@ -213,9 +217,14 @@ async def build_app(
     )
     admin.register(api, secret=secret)
     rpc.register(api)
+    await rest.register(api, pool)
     spec = openapi(api, title="realtime-messaging", version=__version__)
+    spec["paths"].update(broadcast_openapi_paths())
     app.middlewares.append(metrics.middleware)
     app.middlewares.append(envelope_errors)
+    app.middlewares.append(rest.postgrest_errors)
+    Cors(settings.cors_origins).install(app)
+    access.install(app)
     app[DB_POOL] = pool
     app[FEED] = feed
     app[REALTIME] = realtime

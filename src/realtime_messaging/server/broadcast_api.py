@@ -129,3 +129,79 @@ def _check_message(item: Any) -> str | None:
     if not isinstance(item.get("payload"), dict):
         return "payload must be an object"
     return None
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The two REST broadcast routes for ``/openapi.json`` (they are plain aiohttp routes, not
+    :class:`~.api.framework.Api` ones: Supabase's bodies and a bare 202)."""
+    message = {
+        "type": "object",
+        "required": ["topic", "event", "payload"],
+        "properties": {
+            "topic": {"type": "string", "minLength": 1, "description": "without `realtime:`"},
+            "event": {"type": "string", "minLength": 1},
+            "payload": {"type": "object"},
+            "private": {"type": "boolean"},
+        },
+    }
+    responses = {
+        "202": {"description": "accepted: published to the topics' subscribers (no body)"},
+        "default": {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    }
+    common = {"tags": ["broadcast"], "security": [{"bearer": []}], "responses": responses}
+    return {
+        "/realtime/v1/api/broadcast": {
+            "post": {
+                **common,
+                "summary": "Broadcast messages to topics, as supabase-js's channel.send() "
+                "before joining (up to 100; each topic must be joinable with this token)",
+                "operationId": "broadcast",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["messages"],
+                                "properties": {
+                                    "messages": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": MAX_MESSAGES,
+                                        "items": message,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+            }
+        },
+        "/realtime/v1/api/broadcast/{topic}/events/{event}": {
+            "post": {
+                **common,
+                "summary": "Broadcast one event to a topic; the body is the payload (JSON, or "
+                "application/octet-stream for a binary broadcast)",
+                "operationId": "broadcast_event",
+                "parameters": [
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for name in ("topic", "event")
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {}},
+                        "application/octet-stream": {
+                            "schema": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            }
+                        },
+                    },
+                },
+            }
+        },
+    }

@@ -80,6 +80,9 @@ class Member(Protocol):
     def receives_own_broadcasts(self) -> bool: ...
 
     @property
+    def reads_private(self) -> bool: ...
+
+    @property
     def outbox(self) -> Outbox: ...
 
 
@@ -128,10 +131,13 @@ class Hub:
             return
         frames: dict[Vsn, bytes | None] = {}
         exclude = envelope.exclude
+        private = envelope.private
         delivered = 0
         for member in list(members.values()):
             if exclude is not None and member.key == exclude:
                 continue
+            if private is not None and member.reads_private is not private:
+                continue  # private and public channels of one topic are apart
             vsn = member.vsn
             if vsn in frames:
                 frame = frames[vsn]

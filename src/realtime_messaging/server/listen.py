@@ -3,6 +3,7 @@ the banner it prints."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import ssl
@@ -91,7 +92,22 @@ def reserve_port(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise _cannot_listen(host, port, exc) from exc
+    if port and _answers(host, port):
+        # SO_REUSEPORT lets this bind succeed beside another ``rtm serve --workers`` (same
+        # user, same options): it would silently share the port with it.
+        sock.close()
+        raise _cannot_listen(host, port, OSError(errno.EADDRINUSE, "in use"))
     return sock
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something already accepts connections on ``host:port``."""
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((probe, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigurationError:

@@ -8,6 +8,11 @@ candidate subscription, and its payload is encoded once.
 
 Subscriptions are indexed per table: by ``column=eq.value`` filter, by customer for a customer's
 unfiltered bindings, and the rest (staff without an eq filter) in a list.
+
+The feed also carries broadcasts from the database (``realtime.send``, migration
+``0011_db_broadcast``): every joined channel is indexed by topic, and such a change goes to the
+channels of its topic as a ``broadcast`` (public messages to every channel, private ones only to
+private channels, whose join was authorized), in feed order with the changes.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ import orjson
 
 from ..domain.filters import Filter, FilterError, normalize, parse_filter
 from ..domain.identity import Identity, Kind
-from ..protocol.frames import Vsn
+from ..protocol.frames import Message, Vsn, encode
 from ..protocol.join import PostgresBinding
-from ..store.changefeed import Change
-from .fanout import Outbox, ws_frame
+from ..store.changefeed import BROADCAST_TABLE, Change
+from .fanout import Outbox, broadcast_payload, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,11 @@ class Subscriber(Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
+    @property
+    def reads_private(self) -> bool:
+        """Whether private broadcasts from the database reach it (a private channel)."""
+        ...
+
 
 @dataclass(eq=False, slots=True)
 class _Entry:
@@ -117,6 +127,8 @@ class ChangeRouter:
         self.tables = tables
         self._index: dict[str, _TableIndex] = {name: _TableIndex() for name in tables}
         self._entries: dict[int, list[tuple[str, _Entry, tuple[str, Any] | None]]] = {}
+        #: Every joined channel by full topic, for broadcasts from the database.
+        self._topics: dict[str, dict[int, Subscriber]] = {}
         self.delivered = 0
         #: Changes that could not be routed at all (logged; their neighbours still were).
         self.undeliverable = 0
@@ -191,6 +203,17 @@ class ChangeRouter:
             else:
                 index.rest.discard(entry)
 
+    def join_topic(self, subscriber: Subscriber) -> None:
+        """Broadcasts from the database to the subscriber's topic reach it from now on."""
+        self._topics.setdefault(subscriber.topic, {})[id(subscriber)] = subscriber
+
+    def leave_topic(self, subscriber: Subscriber) -> None:
+        members = self._topics.get(subscriber.topic)
+        if members is not None and members.get(id(subscriber)) is subscriber:
+            del members[id(subscriber)]
+            if not members:
+                del self._topics[subscriber.topic]
+
     # -- routing ------------------------------------------------------------------------
 
     def route(self, changes: Iterable[Change]) -> None:
@@ -198,6 +221,9 @@ class ChangeRouter:
         skipped alone: its neighbours are delivered and the feed goes on."""
         for change in changes:
             try:
+                if change.table == BROADCAST_TABLE:
+                    self._broadcast(change)
+                    continue
                 hits = self.match(change)
                 if hits:
                     self._send(change, hits)
@@ -214,6 +240,30 @@ class ChangeRouter:
             self.undeliverable += 1
             log.exception("change %s (%s) could not be replayed", change.pos, change.table)
             return []
+
+    def _broadcast(self, change: Change) -> None:
+        record = change.record or {}
+        members = self._topics.get("realtime:" + str(record.get("topic")))
+        if not members:
+            return
+        encoder = BroadcastEncoder(change)
+        for subscriber in list(members.values()):
+            if not receives(change, subscriber):
+                continue
+            if subscriber.pg_buffer is not None:
+                subscriber.pg_buffer.append((change, []))
+            elif change.pos > subscriber.pg_position:
+                subscriber.outbox.write(encoder.frame(subscriber.vsn, subscriber.topic))
+                subscriber.pg_position = change.pos
+                self.delivered += 1
+
+    def frame(self, change: Change, subscriber: Subscriber, ids: list[int]) -> bytes:
+        """The frame carrying ``change`` to ``subscriber`` (a replay's or a buffer's)."""
+        if change.table == BROADCAST_TABLE:
+            return BroadcastEncoder(change).frame(subscriber.vsn, subscriber.topic)
+        return ChangeEncoder(change, self.tables[change.table]).frame(
+            subscriber.vsn, subscriber.topic, ids
+        )
 
     def match(self, change: Change, only: Subscriber | None = None) -> dict[Subscriber, list[int]]:
         """Which subscribers (or whether ``only``) see ``change``, with their matching binding ids."""
@@ -273,6 +323,33 @@ class ChangeRouter:
                 subscriber.outbox.write(encoder.frame(subscriber.vsn, subscriber.topic, ids))
                 subscriber.pg_position = change.pos
                 self.delivered += 1
+
+
+def receives(change: Change, subscriber: Subscriber) -> bool:
+    """Whether a broadcast from the database reaches a channel of its topic: a public one
+    reaches every channel, a private one only private channels (their join was authorized)."""
+    record = change.record or {}
+    return not record.get("private") or subscriber.reads_private
+
+
+class BroadcastEncoder:
+    """A broadcast from the database as the clients expect one from ``realtime.send``:
+    ``{"type": "broadcast", "event", "payload", "meta": {"id", "position"}}``, encoded once
+    per wire format and topic."""
+
+    def __init__(self, change: Change) -> None:
+        record = change.record or {}
+        meta = {"id": record.get("id"), "position": change.pos}
+        self._body = broadcast_payload(str(record.get("event")), record.get("payload"), meta)
+        self._frames: dict[tuple[Vsn, str], bytes] = {}
+
+    def frame(self, vsn: Vsn, topic: str) -> bytes:
+        frame = self._frames.get((vsn, topic))
+        if frame is None:
+            frame = self._frames[(vsn, topic)] = ws_frame(
+                encode(vsn, Message(topic, "broadcast", self._body))
+            )
+        return frame
 
 
 #: A record larger than this, encoded, is delivered without its large values, as Supabase

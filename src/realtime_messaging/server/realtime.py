@@ -48,8 +48,16 @@ from ..protocol.events import (
 from ..protocol.frames import Vsn
 from ..protocol.join import JoinConfig
 from ..protocol.presence import PresenceRegistry
-from ..store.caller import as_caller
-from ..store.changefeed import Change, History, read_since, read_since_many
+from ..store.caller import Caller, as_caller
+from ..store.changefeed import (
+    Change,
+    History,
+    history_bounds,
+    read_broadcasts,
+    read_since,
+    read_since_many,
+)
+from ..store.channel_access import ChannelAccess, channel_access
 from ..store.liveness import own_typing
 from .api.errors import ApiError
 from .api.framework import caller_of, map_database_error
@@ -59,7 +67,7 @@ from .batching import Coalesced
 from .cluster import ClusterPresence
 from .fanout import Outbox, broadcast_payload
 from .liveness import LivenessTracker, participant_of
-from .pgchanges import ChangeEncoder, ChangeRouter, scope_of
+from .pgchanges import ChangeRouter, receives, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,7 @@ class Channel:
         "replay",
         "participant",
         "tracked",
+        "access",
     )
 
     def __init__(
@@ -128,6 +137,9 @@ class Channel:
         #: presence stands for (its key), with the server-owned part of its meta.
         self.participant: dict[str, str] | None = None
         self.tracked: dict[str, Any] = {}
+        #: On a private channel whose topic is not one of ours, what the policies on
+        #: realtime.messages allow (decided at join, again when the token changes).
+        self.access: ChannelAccess | None = None
 
     @property
     def vsn(self) -> Vsn:
@@ -138,11 +150,24 @@ class Channel:
         return self.config.broadcast_self
 
     @property
+    def reads_private(self) -> bool:
+        return self.config.private
+
+    @property
     def outbox(self) -> Outbox:
         return self.session.outbox
 
 
 _channel_ids = itertools.count(1)
+
+
+def policy_caller(identity: Identity) -> Caller:
+    """Who the policies on ``realtime.messages`` see: a token that names no staff user or
+    customer is still ``authenticated`` there, as on Supabase."""
+    if identity.kind is Kind.AUTHENTICATED:
+        return Caller("authenticated")
+    return caller_of(identity)
+
 
 #: Every this many token-check rounds, the tokens in use are checked in full (deleted ones).
 _FULL_CHECK_EVERY = 15
@@ -212,6 +237,16 @@ class RealtimeServer:
             assert topic.subject is not None
             owner = await self.auth.conversation_owner(topic.subject)
         return may_join(identity, topic, owner)
+
+    async def channel_access(self, identity: Identity, topic_name: str) -> ChannelAccess | None:
+        """For a private channel on a topic that is not one of ours, what the policies on
+        ``realtime.messages`` allow ``identity``; ``None`` for our own topics (their rules
+        decide, :meth:`may_join`)."""
+        name = subtopic(topic_name)
+        if parse_topic(name).kind is not TopicKind.PUBLIC:
+            return None
+        async with self.pool.acquire() as conn:
+            return await channel_access(conn, policy_caller(identity), name)
 
     async def start(self) -> None:
         await self.cluster.start()
@@ -334,6 +369,7 @@ class RealtimeServer:
         try:
             identity = await self.auth.identify(token)
         except AuthError as exc:
+            log.info("socket refused (%d): %s", exc.status, exc.message)
             return web.json_response({"error": exc.message}, status=exc.status)
         ws = web.WebSocketResponse(
             max_msg_size=self.settings.max_frame_bytes,
@@ -346,12 +382,24 @@ class RealtimeServer:
         await ws.prepare(request)
         session = Session(self, ws, request.transport, vsn, identity)
         self.sessions.add(session)
+        log.info("socket %s connected: %s, vsn %s", session.id, _who(identity), vsn.value)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
             session.teardown()
+            log.info(
+                "socket %s disconnected: %s",
+                session.id,
+                session.close_reason or f"closed by the client ({ws.close_code})",
+            )
         return ws
+
+
+def _who(identity: Identity) -> str:
+    """An identity for the log: its kind and id, never its token."""
+    who = identity.user_id or identity.customer_id
+    return f"{identity.kind.value} {who}" if who else identity.kind.value
 
 
 class Session:
@@ -377,6 +425,8 @@ class Session:
         self._transport = transport
         #: Set by :meth:`drain`: the close the session's own task sends once it stops reading.
         self._drain: tuple[int, str] | None = None
+        #: Why the server closed the socket (for the log); None: the client closed it.
+        self.close_reason: str | None = None
         self._task: asyncio.Task[Any] | None = None
         self._receiving = False
         self._done = asyncio.Event()
@@ -433,6 +483,7 @@ class Session:
         task stops reading and closes; cancelled (the drain's bound), the connection is cut.
         """
         self._drain = (code, reason)
+        self.close_reason = f"{code} {reason}"
         self.outbox.closed = True
         if self._receiving and self._task is not None:
             self._task.cancel()
@@ -453,6 +504,7 @@ class Session:
             self._closing = asyncio.create_task(self.shutdown(code, reason))
 
     async def shutdown(self, code: int, reason: str) -> None:
+        self.close_reason = self.close_reason or f"{code} {reason}"
         self.outbox.closed = True
         await self.ws.close(code=code, message=reason.encode())
 
@@ -507,6 +559,10 @@ class Session:
                 return
             if isinstance(event, PresenceReceived):
                 await self._presence(event, channel)
+            elif channel.access is not None and not channel.access.write:
+                # No INSERT policy for the caller on this private channel: dropped without a
+                # word, as Supabase does.
+                return
             elif event.event == "typing" and (event.binary is None or event.binary.json_encoded):
                 # realtime-js under vsn 2.0.0 sends every broadcast as a binary frame with a
                 # JSON payload: a typing push all the same.
@@ -595,9 +651,24 @@ class Session:
                 f"Unauthorized: You do not have permissions to read from this Channel topic: {subtopic(join.topic)}",
             )
             return
-        if join.config.private and identity.kind is Kind.ANON:
-            self._refuse(join, "Unauthorized: Private channels need an authenticated token")
-            return
+        access = None
+        if join.config.private:
+            try:
+                access = await server.channel_access(identity, join.topic)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("private channel check of %s failed: %s", join.topic, exc)
+                self._refuse(join, "UnableToConnectToProject: the database is unavailable")
+                return
+            if access is None and identity.kind is Kind.ANON:
+                self._refuse(join, "Unauthorized: Private channels need an authenticated token")
+                return
+            if access is not None and not access.read:
+                self._refuse(
+                    join,
+                    "Unauthorized: You do not have permissions to read from this Channel "
+                    f"topic: {subtopic(join.topic)}",
+                )
+                return
         topic = parse_topic(subtopic(join.topic))
         participant = participant_of(identity) if topic.kind is TopicKind.PRESENCE else None
         wants_presence = join.config.presence_enabled or participant is not None
@@ -613,10 +684,13 @@ class Session:
             # close for the old join to the new channel).
             self._drop(old)
         channel = Channel(self, join.topic, join.join_ref, join.config, identity)
+        channel.access = access
         server.hold_portal_token(self, identity)
         server.liveness.attach(self.id, identity)
         self.channels[join.topic] = channel
+        log.debug("socket %s joined %s as %s", self.id, join.topic, _who(identity))
         server.hub.add(join.topic, channel)
+        server.router.join_topic(channel)
         self._arm_expiry(channel)
         response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
         self.outbox.text(self.proto.accept(join, response))
@@ -636,6 +710,10 @@ class Session:
             self.retrack(channel)
         if join.config.postgres_changes:
             self._subscribe_changes(channel, join.config.resume_position)
+        elif join.config.resume_position is not None:
+            # Broadcasts from the database the channel missed (docs/db-broadcast.md).
+            channel.pg_buffer = []
+            channel.replay = asyncio.create_task(self._replay(channel, join.config.resume_position))
 
     # -- postgres_changes ---------------------------------------------------------------
 
@@ -671,15 +749,24 @@ class Session:
         channel.replay = asyncio.create_task(self._replay(channel, resume))
 
     async def _replay(self, channel: Channel, position: int) -> None:
-        """Send what the channel missed since ``position``, then what arrived meanwhile."""
+        """Send what the channel missed since ``position``, then what arrived meanwhile:
+        postgres changes its bindings match, and broadcasts from the database to its topic."""
         _, customer = scope_of(channel.identity)
+        bindings = bool(channel.config.postgres_changes)
         try:
-            if customer is None:
+            if not bindings:
                 async with self.server.pool.acquire() as conn:
-                    history: History | None = await read_since(conn, position)
+                    history: History | None = await history_bounds(conn, position)
+            elif customer is None:
+                async with self.server.pool.acquire() as conn:
+                    history = await read_since(conn, position)
             else:
                 history = await self.server.histories.get((position, customer))
             assert history is not None
+            async with self.server.pool.acquire() as conn:
+                broadcasts = await read_broadcasts(
+                    conn, position, subtopic(channel.topic), history.head
+                )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("resume of %s failed: %s", channel.topic, exc)
             channel.pg_buffer = None
@@ -699,10 +786,17 @@ class Session:
                 history_lost=True,
             )
         else:
-            for change in history.changes:
-                ids = router.ids_for(change, channel)
-                if ids:
-                    self._send_change(channel, change, ids)
+            missed: list[tuple[Change, list[int]]] = [
+                (change, []) for change in broadcasts if receives(change, channel)
+            ]
+            if bindings:
+                for change in history.changes:
+                    ids = router.ids_for(change, channel)
+                    if ids:
+                        missed.append((change, ids))
+            missed.sort(key=lambda item: item[0].pos)
+            for change, ids in missed:
+                self._send_change(channel, change, ids)
         buffered, channel.pg_buffer = channel.pg_buffer or [], None
         for change, ids in buffered:
             if change.pos > channel.pg_position:
@@ -710,15 +804,16 @@ class Session:
         # Replay covered the log up to its head, the buffer what was routed meanwhile.
         position = max(channel.pg_position, history.head, self.server.feed_position())
         channel.pg_position = position
-        self._pg_system(channel, "ok", "Subscribed to PostgreSQL", position=position)
+        if bindings:
+            self._pg_system(channel, "ok", "Subscribed to PostgreSQL", position=position)
 
     def _send_change(self, channel: Channel, change: Change, ids: list[int]) -> None:
-        table = self.server.router.tables[change.table]
-        self.outbox.write(ChangeEncoder(change, table).frame(self.vsn, channel.topic, ids))
+        self.outbox.write(self.server.router.frame(change, channel, ids))
         channel.pg_position = change.pos
 
     def _refuse(self, join: JoinRequested, reason: str) -> None:
         self.server.errors["join_refused"] += 1
+        log.info("socket %s: join of %s refused: %s", self.id, join.topic, reason)
         self.outbox.text(self.proto.refuse(join.topic, join.ref, join.join_ref, reason))
 
     async def _identity_for(self, token: str | None) -> Identity:
@@ -737,6 +832,7 @@ class Session:
             del self.channels[channel.topic]
         self.server.hub.remove(channel.topic, channel)
         self.server.router.unsubscribe(channel)
+        self.server.router.leave_topic(channel)
         if channel.replay is not None:
             channel.replay.cancel()
             channel.replay = None
@@ -789,13 +885,23 @@ class Session:
         channel = self.channels.get(event.topic)
         if channel is None or not token or token.startswith("sb_"):
             return
+        access = channel.access
         try:
             identity = await self.server.auth.identify(token)
             allowed = await self.server.may_join(identity, channel.topic)
+            if allowed and access is not None:
+                # The policies decided for the old token; a new one is checked again.
+                access = await self.server.channel_access(identity, channel.topic)
+                allowed = access is not None and access.read
         except AuthUnavailable:
             return  # keep the channel on its current token; the client refreshes again
         except AuthError as exc:
             self._close_channel(channel, exc.message)
+            return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("private channel check of %s failed: %s", channel.topic, exc)
+            return  # keep the channel on its current token, as when auth is unavailable
+        if self.channels.get(channel.topic) is not channel:
             return
         if not allowed:
             self._close_channel(
@@ -804,6 +910,7 @@ class Session:
             )
             return
         channel.identity = identity
+        channel.access = access
         self.server.hold_portal_token(self, identity)
         self.server.liveness.attach(self.id, identity)
         self._arm_expiry(channel)
@@ -828,9 +935,14 @@ class Session:
     def _broadcast(self, event: BroadcastReceived, channel: Channel) -> None:
         exclude = None if channel.config.broadcast_self else channel.key
         binary = event.binary
+        private = channel.config.private
         if binary is None:
             envelope = Envelope(
-                event.topic, "broadcast", broadcast_payload(event.event, event.payload), exclude
+                event.topic,
+                "broadcast",
+                broadcast_payload(event.event, event.payload),
+                exclude,
+                private=private,
             )
         else:
             envelope = Envelope(
@@ -841,6 +953,7 @@ class Session:
                 user_event=binary.event,
                 binary=binary.payload,
                 json_encoded=binary.json_encoded,
+                private=private,
             )
         self.server.broker.publish(envelope)
         if channel.config.broadcast_ack and event.ref is not None:

@@ -338,8 +338,9 @@ def worker_environment(
 
 
 def _log_to_stderr() -> None:
-    """The supervisor's own lines on stderr, whatever logging the application configures."""
-    if not log.handlers:
+    """The supervisor's own lines on stderr, when ``rtm serve`` did not configure logging
+    (``--log-level``, ``RTM_LOG_FORMAT``: then they go where every other line goes)."""
+    if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("rtm supervisor: %(message)s"))
         log.addHandler(handler)

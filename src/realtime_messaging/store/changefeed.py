@@ -85,6 +85,12 @@ _HEAD = "SELECT last_pos, (SELECT min(pos) FROM rtm.change_log) FROM rtm.change_
 _READ = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 ORDER BY pos LIMIT {BATCH}"
 
 
+#: The ``table`` of a change that is a broadcast from the database (a ``realtime.messages``
+#: row, migration ``0011_db_broadcast``): its record holds ``id``, ``topic``, ``event``,
+#: ``payload`` and ``private``.
+BROADCAST_TABLE = "realtime.messages"
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One committed row change, as the log holds it."""
@@ -175,6 +181,33 @@ async def read_since(
         changes.extend(Change.from_row(r) for r in rows)
         if len(rows) < BATCH:
             return History(changes, lost, head)
+        cursor = rows[-1]["pos"]
+
+
+async def history_bounds(conn: asyncpg.Connection, position: int) -> History:
+    """The head and whether changes after ``position`` were pruned, without reading them."""
+    head, oldest = await conn.fetchrow(_HEAD)
+    lost = position < head and (oldest is None or position < oldest - 1)
+    return History([], lost, head)
+
+
+async def read_broadcasts(
+    conn: asyncpg.Connection, position: int, topic: str, head: int
+) -> list[Change]:
+    """The broadcasts from the database to ``topic`` (a sub-topic) after ``position``, up to
+    ``head``: what a resuming channel of that topic missed."""
+    query = (
+        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE table_name = '{BROADCAST_TABLE}' "
+        f"AND record ->> 'topic' = $2 AND pos > $1 AND pos <= {int(head)} "
+        f"ORDER BY pos LIMIT {BATCH}"
+    )
+    changes: list[Change] = []
+    cursor = position
+    while True:
+        rows = await conn.fetch(query, cursor, topic)
+        changes.extend(Change.from_row(r) for r in rows)
+        if len(rows) < BATCH:
+            return changes
         cursor = rows[-1]["pos"]
 
 
@@ -363,5 +396,11 @@ class ChangeFeed:
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
             "DELETE FROM rtm.change_log WHERE changed_at < now() - make_interval(secs => $1)",
+            float(self._retention),
+        )
+        # Broadcasts from the database are kept as long as the log that delivers them.
+        await conn.execute(
+            "DELETE FROM realtime.messages "
+            "WHERE inserted_at < localtimestamp - make_interval(secs => $1)",
             float(self._retention),
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 from pydantic import Field
 
 from ...tokens import hash_portal_token, mint_staff_token, new_portal_token
@@ -18,6 +20,7 @@ from .framework import (
     json_object,
     not_found,
 )
+from .messaging import _decode_cursor, _page
 
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600
 
@@ -33,6 +36,29 @@ class TokenRequest(Model):
 
 class StaffTokenRequest(Model):
     expires_in_seconds: int = Field(default=3600, ge=60, le=MAX_TOKEN_LIFETIME)
+
+
+class PeopleQuery(Model):
+    limit: int = Field(default=50, ge=1, le=100)
+    #: The ``nextCursor`` of the previous page.
+    before: str | None = None
+
+
+async def create_portal_token(
+    db: asyncpg.Pool | asyncpg.Connection, customer_id: UUID, ttl_seconds: int
+) -> tuple[UUID, str, datetime] | None:
+    """A new portal token for the customer (its id, the token, its expiry); only its hash is
+    stored. None when there is no such customer."""
+    token = new_portal_token()
+    expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    token_id = await db.fetchval(
+        "INSERT INTO public.portal_tokens (token_hash, customer_id, expires_at) "
+        "SELECT $1, id, $3 FROM public.customers WHERE id = $2 RETURNING id",
+        hash_portal_token(token),
+        customer_id,
+        expires,
+    )
+    return None if token_id is None else (token_id, token, expires)
 
 
 def _person(row: Any) -> dict[str, Any]:
@@ -74,6 +100,37 @@ def _register_create_person(api: Api, table: str, path: str, summary: str) -> No
         tags=("admin",),
     )(create)
 
+    async def list_people(ctx: Context, query: PeopleQuery) -> dict[str, Any]:
+        args: list[Any] = [query.limit + 1]
+        where = ""
+        if query.before:
+            created, row_id = _decode_cursor(query.before)
+            where = "WHERE (created_at, id) < ($2, $3)"
+            args += [created, row_id]
+        rows = await ctx.pool.fetch(
+            f"SELECT id, name, email, created_at FROM public.{table} {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT $1",
+            *args,
+        )
+        page, cursor = _page(rows, query.limit)
+        return {table: [_person(r) for r in page], "nextCursor": cursor}
+
+    list_people.__name__ = f"list_{table}"
+    api.route(
+        "GET",
+        path,
+        summary=f"List {table}, newest first, by cursor",
+        auth="service",
+        query=PeopleQuery,
+        response=envelope(
+            json_object(
+                **{table: {"type": "array", "items": _PERSON}},
+                nextCursor={"type": ["string", "null"]},
+            )
+        ),
+        tags=("admin",),
+    )(list_people)
+
 
 def register(api: Api, *, secret: str) -> None:
     for table, path, summary in (
@@ -101,19 +158,12 @@ def register(api: Api, *, secret: str) -> None:
     )
     async def issue_portal_token(ctx: Context, body: TokenRequest) -> dict[str, Any]:
         customer_id = ctx.uuid_param("customer_id")
-        token = new_portal_token()
-        expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
-        row = await ctx.pool.fetchrow(
-            "INSERT INTO public.portal_tokens (token_hash, customer_id, expires_at) "
-            "SELECT $1, id, $3 FROM public.customers WHERE id = $2 RETURNING id",
-            hash_portal_token(token),
-            customer_id,
-            expires,
-        )
-        if row is None:
+        issued = await create_portal_token(ctx.pool, customer_id, body.expires_in_seconds)
+        if issued is None:
             raise not_found("customer not found")
+        token_id, token, expires = issued
         return {
-            "id": str(row["id"]),
+            "id": str(token_id),
             "customerId": str(customer_id),
             "token": token,
             "expiresAt": expires.isoformat(),

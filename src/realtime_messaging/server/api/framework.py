@@ -22,14 +22,13 @@ from ...domain.identity import Identity, Kind
 from ...store.caller import Caller
 from ..auth import Authenticator, AuthError, AuthUnavailable
 from ..http import (
+    INTERNAL_MESSAGE,
     UNAVAILABLE_MESSAGE,
     bearer_token,
     database_unavailable,
     error,
-    internal_error,
     ok,
     retry_after,
-    unavailable,
 )
 from .errors import ApiError
 from .ratelimit import RateLimiter
@@ -73,6 +72,12 @@ class Context:
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
+#: How a route answers an error: the envelope, or (``/rest/v1``) PostgREST's shape.
+ErrorRenderer = Callable[[ApiError], web.StreamResponse]
+
+
+def envelope_error(exc: ApiError) -> web.StreamResponse:
+    return error(exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,12 @@ class Route:
     request_schema: dict[str, Any] | None = None
     #: Schemas of path parameters narrower than "a string" (an enum of function names).
     path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: How the route answers an error (the envelope unless given).
+    errors: ErrorRenderer = envelope_error
+    #: The JSON Schema of what ``errors`` answers, when not the envelope.
+    error_schema: dict[str, Any] | None = None
+    #: Statuses also answered without a body (a 204; ``status`` itself: never a body declared).
+    empty_statuses: tuple[int, ...] = ()
 
 
 @dataclass
@@ -122,6 +133,9 @@ class Api:
         request_schema: dict[str, Any] | None = None,
         path_schemas: dict[str, dict[str, Any]] | None = None,
         activity: bool = False,
+        errors: ErrorRenderer = envelope_error,
+        error_schema: dict[str, Any] | None = None,
+        empty_statuses: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -139,6 +153,9 @@ class Api:
                     activity,
                     request_schema,
                     path_schemas or {},
+                    errors,
+                    error_schema,
+                    empty_statuses,
                 )
             )
             return handler
@@ -146,7 +163,13 @@ class Api:
         return register
 
     def aiohttp_routes(self) -> list[web.RouteDef]:
-        return [web.route(r.method, r.path, self._wrap(r)) for r in self.routes]
+        # GET routes answer HEAD too (aiohttp's add_get does the same).
+        return [
+            web.get(r.path, self._wrap(r))
+            if r.method == "GET"
+            else web.route(r.method, r.path, self._wrap(r))
+            for r in self.routes
+        ]
 
     def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -167,7 +190,7 @@ class Api:
                 if route.activity and identity is not None:
                     self.on_activity(identity)
             except ApiError as exc:
-                return error(exc.status, exc.code, exc.message, headers=exc.headers)
+                return route.errors(exc)
             except web.HTTPException:
                 raise  # aiohttp's own (a body over the limit): the envelope_errors middleware's
             except Exception as exc:
@@ -175,12 +198,14 @@ class Api:
                 # retry, not a 500. What breaks otherwise is ours: logged, never echoed.
                 if database_unavailable(exc):
                     log.warning("database unavailable in %s %s: %r", route.method, route.path, exc)
-                    return unavailable()
+                    return route.errors(
+                        ApiError(503, "unavailable", UNAVAILABLE_MESSAGE, headers=retry_after())
+                    )
                 mapped = map_database_error(exc) if isinstance(exc, asyncpg.PostgresError) else None
                 if mapped is None:
                     log.exception("error in %s %s", route.method, route.path)
-                    return internal_error()
-                return error(mapped.status, mapped.code, mapped.message, headers=mapped.headers)
+                    return route.errors(ApiError(500, "internal_error", INTERNAL_MESSAGE))
+                return route.errors(mapped)
             if isinstance(data, web.StreamResponse):
                 return data
             return ok(data, status=route.status)
@@ -362,11 +387,17 @@ def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
                 "default": {
                     "description": "error",
                     "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        "application/json": {
+                            "schema": route.error_schema
+                            if route.error_schema is not None
+                            else {"$ref": "#/components/schemas/Error"}
+                        }
                     },
                 },
             },
         }
+        for status in route.empty_statuses:
+            op["responses"][str(status)] = {"description": "success, no body"}
         if route.auth != "public":
             op["security"] = [{"bearer": []}]
         params = [

@@ -2,7 +2,8 @@
 
 The body is a JSON object of named arguments; the function runs as the caller (so its own
 checks and row-level security apply) and its result is the response body, as PostgREST returns
-it (a bare JSON value, not the API envelope).
+it (a bare JSON value, not the API envelope). Errors are PostgREST's too: ``{code, message,
+details, hint}`` with the function's SQLSTATE (:mod:`..rest.errors`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 from aiohttp import web
 
 from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
+from ..http import database_unavailable
+from ..rest.errors import ERROR_SCHEMA, from_database, render
 from .errors import ApiError
 from .framework import Api, Context, read_json
 
@@ -150,6 +154,8 @@ def register(api: Api) -> None:
         },
         path_schemas={"function": {"enum": sorted(FUNCTIONS)}},
         tags=("rpc",),
+        errors=render,
+        error_schema=ERROR_SCHEMA,
     )
     async def rpc(ctx: Context, _: None) -> web.Response:
         name = ctx.path_param("function")
@@ -182,6 +188,12 @@ def register(api: Api) -> None:
         # to_jsonb: whatever the function returns (a scalar, a row, void) comes out as JSON, as
         # PostgREST renders it.
         sql = f"SELECT to_jsonb(public.{name}({', '.join(names)}))::text"
-        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            result = await conn.fetchval(sql, *args.values())
+        async with ctx.pool.acquire() as conn:
+            try:
+                async with as_caller(conn, ctx.caller):
+                    result = await conn.fetchval(sql, *args.values())
+            except asyncpg.PostgresError as exc:
+                if database_unavailable(exc):
+                    raise
+                raise from_database(exc, anonymous=ctx.caller.role == "anon") from exc
         return web.Response(text=result or "null", content_type="application/json")

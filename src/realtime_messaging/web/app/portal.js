@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-UP2F2BFR.js";
+} from "./chunk-D5XBPYTC.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

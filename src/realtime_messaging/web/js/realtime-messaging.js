@@ -4877,7 +4877,10 @@ var Topic = class {
   }
   /** Hand an event to every listener (after the manager saw it). */
   broadcast(event) {
-    if (event.kind === "typing") this.watchTyping(event.event);
+    if (event.kind === "typing" && !this.acceptTyping(event.event)) return;
+    this.deliver(event);
+  }
+  deliver(event) {
     this.host.observe(event);
     for (const listener of this.listeners) listener.deliver(event);
   }
@@ -4889,23 +4892,33 @@ var Topic = class {
     for (const listener of this.listeners) listener.fail(error);
   }
   /**
+   * Typing as a UI wants it: one `isTyping: true` when a participant starts and one
+   * `isTyping: false` when they stop, per burst; false if the event should not be delivered.
+   * The feed carries more (a refresh every few seconds, the stop, the row's deletion at
+   * expiry); a participant types while a timer runs here (`typingTimers`).
+   *
    * Typing ends at `expiresAt` unless a newer change says otherwise. The server deletes expired
    * indicators itself, but a client must not show someone typing for as long as that change
    * takes (or while the connection is down).
    */
-  watchTyping(event) {
+  acceptTyping(event) {
+    if (this.host.ownTyping(event)) return false;
     const key = `${event.conversationId}:${participantOf(event) ?? event.id}`;
     const timer = this.typingTimers.get(key);
     if (timer !== void 0) clearTimeout(timer);
     this.typingTimers.delete(key);
-    if (!event.isTyping) return;
+    if (!event.isTyping) return timer !== void 0;
+    this.setTypingTimer(key, event);
+    return timer === void 0;
+  }
+  setTypingTimer(key, event) {
     const wait = Math.min(Math.max(0, parseTimestamp(event.expiresAt) - Date.now()), MAX_TYPING_WAIT_MS);
     this.typingTimers.set(
       key,
       setTimeout(() => {
         this.typingTimers.delete(key);
         const { position: _position, ...rest } = event;
-        this.broadcast({ kind: "typing", event: { ...rest, isTyping: false, change: "UPDATE" } });
+        this.deliver({ kind: "typing", event: { ...rest, isTyping: false, change: "UPDATE" } });
       }, Number.isNaN(wait) ? 0 : wait)
     );
   }
@@ -4981,12 +4994,27 @@ var RealtimeMessagingManager = class {
       client: () => this.client(),
       observe: (event) => this.observe(event),
       report: (error) => this.report(error),
-      presenceSnapshot: (conversationId) => this.presenceSnapshot(conversationId)
+      presenceSnapshot: (conversationId) => this.presenceSnapshot(conversationId),
+      ownTyping: (event) => this.ownTyping(event)
     };
   }
   /** The current access token. */
   get accessToken() {
     return this.token;
+  }
+  /**
+   * Whether a typing event is this user's own and is not wanted. A customer sees only their own
+   * conversations, each of which has one customer: any customer's typing there is theirs, even
+   * behind an opaque portal token.
+   */
+  ownTyping(event) {
+    if (this.options.includeOwnTyping === true) return false;
+    const me = this.me;
+    if (me === null) return false;
+    if (me.kind === "customer") {
+      return event.customerId !== void 0 && (me.customerId ?? event.customerId) === event.customerId;
+    }
+    return event.userId !== void 0 && event.userId === me.userId;
   }
   // -- subscriptions -----------------------------------------------------------------------
   /** A customer's messages, receipts, typing and delivery status: `customer:<id>:messages`. */

@@ -1,0 +1,89 @@
+"""The access log: one line per HTTP request, and the request id that ties a request to its
+log lines (``X-Request-Id``, taken from the client when well formed, else made here, and echoed
+in the response)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger("realtime_messaging.access")
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+#: A client's request id is kept when it is this safe: bounded, no spaces or control characters.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+#: Query parameters whose values are credentials: never logged.
+SECRET_PARAMS = frozenset({"apikey", "token", "access_token"})
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id: the client's ``X-Request-Id`` when safe, else a new random one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _SAFE_ID.fullmatch(given) else secrets.token_hex(16)
+
+
+def loggable_path(request: web.Request) -> str:
+    """The path and query, with the values of :data:`SECRET_PARAMS` dropped."""
+    if not request.query_string:
+        return request.path
+    parts = [
+        f"{quote(k, safe='')}="
+        if k.lower() in SECRET_PARAMS
+        else f"{quote(k, safe='')}={quote(v, safe='')}"
+        for k, v in request.query.items()
+    ]
+    return f"{request.path}?{'&'.join(parts)}"
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log the request once answered (a WebSocket once closed: its line says 101 and how
+    long it lived)."""
+    rid = request_id(request)
+    request[REQUEST_ID] = rid
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        duration = round((time.perf_counter() - started) * 1000, 1)
+        path = loggable_path(request)
+        log.info(
+            "%s %s %d %.1fms id=%s",
+            request.method,
+            path,
+            status,
+            duration,
+            rid,
+            extra={
+                "method": request.method,
+                "path": path,
+                "status": status,
+                "duration_ms": duration,
+                "request_id": rid,
+            },
+        )
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Request-Id`` on every response (including errors aiohttp raises)."""
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers["X-Request-Id"] = rid
+
+
+def install(app: web.Application) -> None:
+    """The access log first, so that it sees every request and its final status."""
+    app.middlewares.insert(0, access_log)
+    app.on_response_prepare.append(echo_request_id)

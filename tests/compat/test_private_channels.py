@@ -1,0 +1,177 @@
+"""@supabase/realtime-js 2.119.0 on private channels authorized by policies on realtime.messages.
+
+A join with ``config: {private: true}`` to a topic that is not one of the server's own is
+allowed by a SELECT policy on ``realtime.messages`` (``realtime.topic()`` is the topic), and the
+channel's broadcasts by an INSERT policy, as on Supabase. Messages come from ``realtime.send``
+written with plain SQL. Each test runs with the client's default protocol (vsn 2.0.0) and 1.0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from .clients import Clients, first_status, unauthorized, unique
+
+PRIVATE = {"private": True}
+
+
+@pytest.fixture(params=[None, "1.0.0"], ids=["vsn2-default", "vsn1"])
+def vsn(request: pytest.FixtureRequest) -> str | None:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def policies(pool: asyncpg.Pool) -> AsyncIterator[list[str]]:
+    """Policies a test creates on realtime.messages (by name), dropped afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        await pool.execute(f"DROP POLICY IF EXISTS {name} ON realtime.messages")
+
+
+async def policy(pool: asyncpg.Pool, names: list[str], sql: str) -> None:
+    name = unique("p").replace("-", "_")
+    names.append(name)
+    await pool.execute(f"CREATE POLICY {name} ON realtime.messages {sql}")
+
+
+async def test_a_select_policy_lets_staff_receive_and_refuses_the_others(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    prefix = unique("staffroom")
+    topic = f"{prefix}:lobby"
+    await policy(
+        pool,
+        policies,
+        f"FOR SELECT TO authenticated USING ("
+        f"(SELECT realtime.topic()) LIKE '{prefix}:%' AND (SELECT rtm.is_staff()))",
+    )
+    _, staff_jwt = await seed.staff()
+    _, portal = await seed.customer()
+    staff = await clients.js(server.anon_key, vsn=vsn, access_token=staff_jwt, name="staff")
+    customer = await clients.js(server.anon_key, vsn=vsn, access_token=portal, name="customer")
+    anon = await clients.js(server.anon_key, vsn=vsn, name="anon")
+
+    staff.join("room", topic, config=PRIVATE, broadcast=("*",))
+    assert (await first_status(staff, "room"))["status"] == "SUBSCRIBED"
+    for refused in (customer, anon):
+        refused.join("room", topic, config=PRIVATE, broadcast=("*",))
+        status = await first_status(refused, "room", timeout=8)
+        assert (status["status"], status["error"]) == ("CHANNEL_ERROR", unauthorized(topic))
+
+    # A topic the policy does not cover is refused to staff too.
+    other = unique("elsewhere")
+    staff.join("other", other, config=PRIVATE)
+    status = await first_status(staff, "other", timeout=8)
+    assert (status["status"], status["error"]) == ("CHANNEL_ERROR", unauthorized(other))
+
+    await pool.execute("SELECT realtime.send('{\"body\": \"hello\"}'::jsonb, 'note', $1)", topic)
+    got = await staff.log.expect(ev="broadcast", channel="room")
+    assert got["event"] == "note"
+    assert got["payload"]["body"] == "hello" and got["payload"]["id"] == got["meta"]["id"]
+    # Without a read policy, nothing was stored by the checks.
+    assert (
+        await pool.fetchval("SELECT count(*) FROM realtime.messages WHERE topic = $1", topic) == 1
+    )
+
+
+async def test_an_insert_policy_governs_sending(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    prefix = unique("desk")
+    topic = f"{prefix}:1"
+    covered = f"(SELECT realtime.topic()) LIKE '{prefix}:%'"
+    await policy(pool, policies, f"FOR SELECT TO authenticated USING ({covered})")
+    await policy(
+        pool,
+        policies,
+        f"FOR INSERT TO authenticated WITH CHECK ({covered} AND (SELECT rtm.is_staff()))",
+    )
+    _, reader_jwt = await seed.staff()
+    _, writer_jwt = await seed.staff()
+    _, portal = await seed.customer()
+    reader = await clients.js(server.anon_key, vsn=vsn, access_token=reader_jwt, name="reader")
+    writer = await clients.js(server.anon_key, vsn=vsn, access_token=writer_jwt, name="writer")
+    customer = await clients.js(server.anon_key, vsn=vsn, access_token=portal, name="customer")
+    for client in (reader, writer, customer):
+        client.join("desk", topic, config=PRIVATE, broadcast=("*",))
+        assert (await first_status(client, "desk"))["status"] == "SUBSCRIBED"
+
+    # The customer may read but not write: its broadcast is dropped without a word.
+    await customer.call("send", channel="desk", event="cursor", payload={"from": "customer"})
+    # A join after it on the same socket: once it is answered, the broadcast was handled (and,
+    # had it been relayed, written to the reader before what the writer sends next).
+    customer.join("barrier", unique("barrier"))
+    assert (await first_status(customer, "barrier"))["status"] == "SUBSCRIBED"
+    await writer.call("send", channel="desk", event="cursor", payload={"from": "staff"})
+    got = await reader.log.expect(ev="broadcast", channel="desk")
+    assert got["payload"] == {"from": "staff"}
+    assert not reader.log.find(ev="broadcast", where=lambda e: e["payload"] == {"from": "customer"})
+    # Readers also get what the database sends.
+    await pool.execute("SELECT realtime.send('{\"n\": 1}'::jsonb, 'db', $1)", topic)
+    assert (await customer.log.expect(ev="broadcast", channel="desk", event="db"))["payload"][
+        "n"
+    ] == 1
+
+
+async def test_a_new_token_without_read_closes_the_channel(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    prefix = unique("ops")
+    topic = f"{prefix}:alerts"
+    await policy(
+        pool,
+        policies,
+        f"FOR SELECT TO authenticated USING ("
+        f"(SELECT realtime.topic()) LIKE '{prefix}:%' AND (SELECT rtm.is_staff()))",
+    )
+    _, staff_jwt = await seed.staff()
+    _, portal = await seed.customer()
+    js = await clients.js(server.anon_key, vsn=vsn, access_token=staff_jwt)
+    js.join("alerts", topic, config=PRIVATE, broadcast=("*",))
+    assert (await first_status(js, "alerts"))["status"] == "SUBSCRIBED"
+    mark = js.log.mark()
+
+    await js.call("setAuth", token=portal)  # a customer's token: the policy does not cover it
+    system = await js.log.expect(
+        mark, 8, ev="system", where=lambda e: e["payload"].get("status") == "error"
+    )
+    assert system["payload"]["message"] == (
+        f"You no longer have permission to read from this Channel topic: {topic}"
+    )
+    await js.log.expect(mark, 3, ev="status", channel="alerts", status="CLOSED")
+
+
+async def test_a_private_channels_broadcasts_never_reach_a_public_joiner_of_the_topic(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    """Same topic name, one private and one public channel: each hears only its own kind."""
+    prefix = unique("vault")
+    topic = f"{prefix}:1"
+    covered = f"(SELECT realtime.topic()) LIKE '{prefix}:%'"
+    await policy(pool, policies, f"FOR SELECT TO authenticated USING ({covered})")
+    await policy(pool, policies, f"FOR INSERT TO authenticated WITH CHECK ({covered})")
+    _, insider_jwt = await seed.staff()
+    _, sender_jwt = await seed.staff()
+    insider = await clients.js(server.anon_key, vsn=vsn, access_token=insider_jwt, name="in")
+    sender = await clients.js(server.anon_key, vsn=vsn, access_token=sender_jwt, name="sender")
+    outsider = await clients.js(server.anon_key, vsn=vsn, name="outsider")
+    for client in (insider, sender):
+        client.join("vault", topic, config=PRIVATE, broadcast=("*",))
+        assert (await first_status(client, "vault"))["status"] == "SUBSCRIBED"
+    outsider.join("vault", topic, broadcast=("*",))
+    assert (await first_status(outsider, "vault"))["status"] == "SUBSCRIBED"
+
+    await sender.call("send", channel="vault", event="secret", payload={"n": 1})
+    assert (await insider.log.expect(ev="broadcast", event="secret"))["payload"] == {"n": 1}
+    await outsider.call("send", channel="vault", event="open", payload={"n": 2})
+    # The insider does not hear the public one, the outsider never heard the private one.
+    await sender.call("send", channel="vault", event="after", payload={"n": 3})
+    await insider.log.expect(ev="broadcast", event="after")
+    assert not insider.log.find(ev="broadcast", event="open")
+    assert not outsider.log.find(ev="broadcast", event="secret")
+    assert not outsider.log.find(ev="broadcast", event="after")
