@@ -341,7 +341,9 @@ class RealtimeServer:
             deadline = loop.time() - idle
             for session in list(self.sessions):
                 if session.last_seen < deadline:
-                    session.close_soon(1000, "idle timeout")
+                    # 1001, not 1000: phoenix.js does not reconnect after 1000, and a client
+                    # that was only stalled should come back.
+                    session.close_soon(1001, "idle timeout")
 
     def presence_changed(self, changes: Sequence[Change]) -> None:
         """Keep the ``status`` in the Phoenix presence metas equal to the presence rows."""
