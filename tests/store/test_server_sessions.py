@@ -102,3 +102,33 @@ async def test_the_stamp_is_planned_for_at_most_one_batch(url: str) -> None:
         await conn.close()
     assert plan["Plan Rows"] <= BATCH, plan["Plan Rows"]
     assert plan["Total Cost"] < default_jit_above_cost / 10, plan["Total Cost"]
+
+
+async def test_the_servers_sessions_notice_a_vanished_machine_within_half_a_minute(
+    url: str,
+) -> None:
+    """TCP keepalives on the pool's and the change feed's sessions (a vanished machine's feed
+    session would otherwise hold its advisory lock for hours). Over a Unix socket (the embedded
+    server) PostgreSQL ignores them and reads 0; CI runs this against the TCP service too."""
+    running = await start(make_settings(), url, TEST_SECRET)
+    feed = await connect_feed(url)
+    try:
+        async with running.pool.acquire() as conn:
+            sessions = [conn, feed]
+            for session in sessions:
+                tcp = await session.fetchval("SELECT inet_client_addr() IS NOT NULL")
+                idle, interval, count = [
+                    await session.fetchval(f"SHOW {name}")
+                    for name in (
+                        "tcp_keepalives_idle",
+                        "tcp_keepalives_interval",
+                        "tcp_keepalives_count",
+                    )
+                ]
+                if tcp:
+                    assert (idle, interval, count) == ("10", "5", "3")
+                else:
+                    assert (idle, interval, count) == ("0", "0", "0")
+    finally:
+        await feed.close()
+        await running.close()

@@ -18,7 +18,18 @@ from .migrate import migrate
 #: built with LLVM) compiles any plan whose estimate crosses ``jit_above_cost``, which an
 #: estimate made without statistics easily does: the change feed's stamp statement, which runs
 #: in a millisecond, spent 20 to 220 ms per run compiling (issue 12).
-SERVER_SETTINGS: Final[Mapping[str, str]] = {"jit": "off"}
+#:
+#: TCP keepalives probed after 10 s of silence, every 5 s, 3 times: PostgreSQL notices a server
+#: process whose machine vanished (power, network) within about 25 s and ends its session,
+#: releasing what it held; above all the change feed's advisory lock, which would otherwise stall
+#: postgres_changes for every process until the kernel's default gives up (about two hours on
+#: Linux). Ignored on Unix sockets (the embedded server), where a peer cannot vanish that way.
+SERVER_SETTINGS: Final[Mapping[str, str]] = {
+    "jit": "off",
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
 
 
 class Database:
