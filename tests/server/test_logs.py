@@ -52,6 +52,21 @@ async def test_the_access_log_drops_query_secrets(
     assert "req-42" in record.getMessage() and server.anon_key not in record.getMessage()
 
 
+async def test_probes_log_at_debug_and_everything_else_at_info(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A load balancer's health checks every few seconds would drown the access log: answered
+    probes log at debug; a failed probe and every other request at info."""
+    caplog.set_level("DEBUG", logger="realtime_messaging.access")
+    async with aiohttp.ClientSession(server.http_url) as http:
+        for path, rid in (("/healthz", "probe-1"), ("/metrics", "probe-2"), ("/api/me", "api-1")):
+            async with http.get(path, headers={"X-Request-Id": rid}):
+                pass
+    levels = {getattr(r, "request_id", None): r.levelname for r in caplog.records}
+    assert levels["probe-1"] == levels["probe-2"] == "DEBUG"
+    assert levels["api-1"] == "INFO"
+
+
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTM_")}
     env.update(RTM_DATA_DIR=str(data_dir), **extra)

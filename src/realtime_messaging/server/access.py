@@ -20,6 +20,8 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 #: Query parameters whose values are credentials: never logged.
 SECRET_PARAMS = frozenset({"apikey", "token", "access_token"})
+#: Paths a load balancer or a scraper polls every few seconds: answered, they log at debug only.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def request_id(request: web.Request) -> str:
@@ -59,7 +61,9 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         duration = round((time.perf_counter() - started) * 1000, 1)
         path = loggable_path(request)
-        log.info(
+        probe = request.path in PROBES and status < 400
+        log.log(
+            logging.DEBUG if probe else logging.INFO,
             "%s %s %d %.1fms id=%s",
             request.method,
             path,
