@@ -6,7 +6,9 @@ the newest few customer messages of each conversation, another agent has read so
 have read all but the newest few staff messages. Then it times the function as each kind of
 caller would call it (inside ``as_caller``, so row-level security applies) and, as the baseline,
 the naive anti-join that the counters replace. Targets: median under 10 ms for a staff user and
-under 2 ms for a customer.
+under 2 ms for a customer. It also times GET /api/unread's list per conversation for a staff user,
+from the counters of migration 0012 and by the anti-join it replaced (no target), and checks that
+the counters' answers equal the anti-joins' for sampled readers.
 
     python benchmarks/unread_count.py                       # embedded PostgreSQL in a temp dir
     python benchmarks/unread_count.py --database-url postgresql://postgres@localhost/postgres
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from realtime_messaging.server.api.messaging import staff_unread_sql
 from realtime_messaging.store.caller import Caller, as_caller
 from realtime_messaging.store.embedded import EmbeddedPostgres
 from realtime_messaging.store.migrate import migrate
@@ -48,6 +51,14 @@ JOIN conversations AS c ON c.id = m.conversation_id
 WHERE c.customer_id = $1 AND m.sender_type = 'staff'
   AND NOT EXISTS (SELECT 1 FROM message_read_receipts AS r
                   WHERE r.message_id = m.id AND r.read_by_customer_id = $1)
+"""
+# GET /api/unread's per-conversation list for a staff user before migration 0012.
+NAIVE_STAFF_BY_CONVERSATION = """
+SELECT m.conversation_id, count(*) AS unread FROM customer_messages AS m
+WHERE m.sender_type = 'customer'
+  AND NOT EXISTS (SELECT 1 FROM message_read_receipts AS r
+                  WHERE r.message_id = m.id AND r.read_by_user_id = $1)
+GROUP BY m.conversation_id ORDER BY m.conversation_id
 """
 
 
@@ -177,7 +188,7 @@ async def generate(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
 async def timed(conn: asyncpg.Connection, sql: str, *args: object) -> float:
     """Milliseconds of one call, as the client sees it."""
     start = time.perf_counter()
-    await conn.fetchval(sql, *args)
+    await conn.fetch(sql, *args)  # every row, as the API reads them
     return (time.perf_counter() - start) * 1000
 
 
@@ -197,6 +208,8 @@ async def measure(conn: asyncpg.Connection, args: argparse.Namespace) -> bool:
     for reader in rng.sample(staff, min(5, len(staff))):
         counted = await conn.fetchval("SELECT get_unread_message_count($1, NULL)", reader)
         mismatches += counted != await conn.fetchval(NAIVE_STAFF, reader)
+        by_counters = await conn.fetch(staff_unread_sql(False), reader)
+        mismatches += by_counters != await conn.fetch(NAIVE_STAFF_BY_CONVERSATION, reader)
     for reader in rng.sample(customers, min(50, len(customers))):
         counted = await conn.fetchval("SELECT get_unread_message_count(NULL, $1)", reader)
         mismatches += counted != await conn.fetchval(NAIVE_CUSTOMER, reader)
@@ -221,6 +234,18 @@ async def measure(conn: asyncpg.Connection, args: argparse.Namespace) -> bool:
         results[kind]["naive anti-join (baseline)"] = [
             await timed(conn, naive_sql, rng.choice(readers)) for _ in range(naive_calls)
         ]
+
+    # GET /api/unread's list per conversation (no target: it was the anti-join before 0012).
+    samples = []
+    for _ in range(args.calls):
+        reader = rng.choice(staff)
+        async with as_caller(conn, Caller.staff(reader)):
+            samples.append(await timed(conn, staff_unread_sql(False), reader))
+    results["staff"]["per conversation, counters"] = samples
+    results["staff"]["per conversation, anti-join"] = [
+        await timed(conn, NAIVE_STAFF_BY_CONVERSATION, rng.choice(staff))
+        for _ in range(args.naive_staff_calls)
+    ]
 
     print()
     print(f"{'reader':<9} {'query':<30} {'calls':>6} {'median ms':>10} {'p95 ms':>9} {'target':>8}")

@@ -16,7 +16,7 @@ from realtime_messaging.protocol.frames import Vsn
 from tests.conftest import RunningServer, Seed, running_server
 from tests.server.wsclient import RawSocket
 
-from .conftest import insert_message
+from .conftest import insert_message, insert_messages
 
 LIMITS = {
     "rate_typing": "2/minute",
@@ -109,6 +109,34 @@ async def test_typing_presence_and_receipt_budgets_are_shared_by_api_rpc_and_soc
             "SELECT count(*) FROM message_read_receipts WHERE read_by_customer_id = $1", customer
         )
         assert unread == 2
+
+
+async def test_a_batch_of_read_receipts_is_one_request(
+    database_url: str, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """The read-receipt limit counts requests: at 2 per minute, two batches of 300 messages are
+    marked and the third request is refused (a batch, a single read or the RPC alike)."""
+    async with running_server(database_url, **LIMITS) as srv, aiohttp.ClientSession() as session:
+        customer, _ = await seed.customer()
+        conv = await seed.conversation(customer)
+        staff, token = await seed.staff()
+        base = srv.http_url
+        messages = await insert_messages(pool, conv, "customer", customer, 900)
+        for batch in (messages[:300], messages[300:600]):
+            ids = [str(m) for m in batch]
+            status, body, _ = await _call(
+                session, f"{base}/api/messages/read", token, {"messageIds": ids}
+            )
+            assert status == 200 and len(body["data"]["messageIds"]) == 300, body
+        third = {"messageIds": [str(m) for m in messages[600:]]}
+        _limited(*await _call(session, f"{base}/api/messages/read", token, third))
+        _limited(*await _call(session, f"{base}/api/messages/{messages[600]}/read", token))
+        args = {"message_id": str(messages[600]), "user_id": str(staff)}
+        _limited(*await _call(session, f"{base}/rest/v1/rpc/mark_message_as_read", token, args))
+        read = await pool.fetchval(
+            "SELECT count(*) FROM message_read_receipts WHERE read_by_user_id = $1", staff
+        )
+        assert read == 600
 
 
 async def test_the_service_role_spends_the_budget_of_the_participant_it_names(

@@ -64,8 +64,13 @@ async def test_typing_presence_and_receipt_limits(database_url: str, seed: Seed)
             0
         ] == 429
 
-        # A batch counts each message: 5 ids at once are over a limit of 4.
-        ids = [str(uuid.uuid4()) for _ in range(5)]
+        # A batch is one request: four of five ids each spend the limit of 4, the fifth is over.
+        for _ in range(4):
+            ids = [str(uuid.uuid4()) for _ in range(5)]
+            status, body, _ = await _call(
+                session, "POST", f"{base}/api/messages/read", staff_token, {"messageIds": ids}
+            )
+            assert status == 404, body  # past the limit, then no such messages
         status, body, _ = await _call(
             session, "POST", f"{base}/api/messages/read", staff_token, {"messageIds": ids}
         )

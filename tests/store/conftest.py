@@ -161,6 +161,36 @@ async def acting(conn: asyncpg.Connection, caller: Caller) -> AsyncIterator[asyn
         await conn.execute("RESET ROLE; SELECT set_config('request.jwt.claims', '', true)")
 
 
+# The per-conversation staff query GET /api/unread ran before migration 0012 (the anti-join).
+NAIVE_STAFF_UNREAD_BY_CONVERSATION = """
+SELECT m.conversation_id, count(*) AS unread FROM customer_messages AS m
+WHERE m.sender_type = 'customer'
+  AND NOT EXISTS (SELECT 1 FROM message_read_receipts AS r
+                  WHERE r.message_id = m.id AND r.read_by_user_id = $1)
+GROUP BY m.conversation_id ORDER BY m.conversation_id
+"""
+
+
+async def staff_unread_by_conversation_and_naive(
+    conn: asyncpg.Connection, user: UUID
+) -> tuple[dict[UUID, int], dict[UUID, int]]:
+    """A staff user's per-conversation unread counts as GET /api/unread answers them (from the
+    counters) and by the anti-join, in one snapshot."""
+    from realtime_messaging.server.api.messaging import staff_unread_sql
+
+    if conn.is_in_transaction():  # the caller's transaction holds the writes: see them
+        counted = await conn.fetch(staff_unread_sql(False), user)
+        naive = await conn.fetch(NAIVE_STAFF_UNREAD_BY_CONVERSATION, user)
+    else:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            counted = await conn.fetch(staff_unread_sql(False), user)
+            naive = await conn.fetch(NAIVE_STAFF_UNREAD_BY_CONVERSATION, user)
+    return (
+        {r["conversation_id"]: int(r["unread"]) for r in counted},
+        {r["conversation_id"]: int(r["unread"]) for r in naive},
+    )
+
+
 async def naive_unread(
     conn: asyncpg.Connection, *, user: UUID | None = None, customer: UUID | None = None
 ) -> int:

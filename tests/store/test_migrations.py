@@ -119,10 +119,76 @@ async def test_truncating_messages_and_receipts_resets_the_counters(
 
         await conn.execute("TRUNCATE message_read_receipts")
         assert await conn.fetchval("SELECT count(*) FROM rtm.reader_counters") == 0
+        assert await conn.fetchval("SELECT count(*) FROM rtm.staff_read_counters") == 0
         assert await conn.fetchval("SELECT get_unread_message_count($1, NULL)", user) == 1
 
         await conn.execute("TRUNCATE customer_messages CASCADE")
         assert await conn.fetchval("SELECT count(*) FROM rtm.conversation_counters") == 0
         assert await conn.fetchval("SELECT get_unread_message_count($1, NULL)", user) == 0
+    finally:
+        await conn.close()
+
+
+async def test_the_staff_read_counters_count_the_receipts_written_before_them(
+    scratch_database: ScratchDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0012 fills rtm.staff_read_counters from the receipts already there."""
+    from realtime_messaging.server.api.messaging import staff_unread_sql
+    from realtime_messaging.store import migrate as runner
+
+    from .conftest import NAIVE_STAFF_UNREAD_BY_CONVERSATION
+
+    url = await scratch_database()
+    conn = await asyncpg.connect(url)
+    try:
+        shipped = load_migrations()
+        monkeypatch.setattr(
+            runner, "load_migrations", lambda: [m for m in shipped if m.version < 12]
+        )
+        await migrate(conn)
+        customer = await conn.fetchval("INSERT INTO customers (name) VALUES ('c') RETURNING id")
+        users = [
+            await conn.fetchval("INSERT INTO users (name) VALUES ($1) RETURNING id", name)
+            for name in ("u1", "u2", "u3")
+        ]
+        conversations = [
+            await conn.fetchval(
+                "INSERT INTO conversations (customer_id) VALUES ($1) RETURNING id", customer
+            )
+            for _ in range(3)
+        ]
+        messages = await conn.fetch(
+            "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+            "SELECT c, 'customer', $2, 'm' FROM unnest($1::uuid[]) AS c, generate_series(1, 5) "
+            "RETURNING id",
+            conversations,
+            customer,
+        )
+        ids = [r["id"] for r in messages]
+        for n, user in enumerate(users[:2]):
+            await conn.execute(
+                "INSERT INTO message_read_receipts (message_id, read_by_user_id) "
+                "SELECT m, $2 FROM unnest($1::uuid[]) AS m",
+                ids[n::2],
+                user,
+            )
+
+        monkeypatch.undo()
+        assert [m.version for m in await migrate(conn)] == [12]
+        assert await conn.fetchval("SELECT sum(receipts) FROM rtm.staff_read_counters") == len(
+            ids[0::2]
+        ) + len(ids[1::2])
+        for user in users:
+            counted = await conn.fetch(staff_unread_sql(False), user)
+            assert counted == await conn.fetch(NAIVE_STAFF_UNREAD_BY_CONVERSATION, user)
+            assert sum(r["unread"] for r in counted) == await conn.fetchval(
+                "SELECT get_unread_message_count($1, NULL)", user
+            )
+        # And from then on the triggers keep them.
+        await conn.execute("DELETE FROM customer_messages WHERE id = $1", ids[0])
+        await conn.execute("SELECT mark_message_as_read($1, $2, NULL)", ids[2], users[2])
+        for user in users:
+            counted = await conn.fetch(staff_unread_sql(False), user)
+            assert counted == await conn.fetch(NAIVE_STAFF_UNREAD_BY_CONVERSATION, user)
     finally:
         await conn.close()

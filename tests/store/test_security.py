@@ -29,7 +29,7 @@ PUBLIC_TABLES = [
     "message_delivery_status",
     "portal_tokens",
 ]
-COUNTER_TABLES = ["rtm.conversation_counters", "rtm.reader_counters"]
+COUNTER_TABLES = ["rtm.conversation_counters", "rtm.reader_counters", "rtm.staff_read_counters"]
 
 
 @pytest.fixture
@@ -469,6 +469,7 @@ async def test_a_recipient_acknowledges_only_their_own_delivery(
     "statement",
     [
         "UPDATE rtm.reader_counters SET receipts = 0",
+        "UPDATE rtm.staff_read_counters SET receipts = 0",
         "UPDATE rtm.conversation_counters SET staff_messages = 0",
         "INSERT INTO users (name) VALUES ('me too')",
         "INSERT INTO customers (name) VALUES ('me too')",

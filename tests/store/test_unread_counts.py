@@ -1,9 +1,11 @@
-"""get_unread_message_count() answers from counters; it must always equal the naive count.
+"""get_unread_message_count() and a staff user's per-conversation counts (GET /api/unread) answer
+from counters; they must always equal the naive count.
 
 A property test drives random histories (sends from either side, single and bulk reads with
-repeats, deletions of messages, conversations and staff users) and compares every reader's count
-with the naive anti-join after each step. A concurrency test does the same with committed,
-racing writers.
+repeats, deletions of messages, conversations and staff users) and compares every reader's count,
+and every staff user's count per conversation, with the naive anti-join after each step. A
+concurrency test does the same with committed, racing writers; a seeded random desk compares the
+per-conversation counts on a larger data set.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from realtime_messaging.store.caller import Caller, as_caller
 
-from .conftest import Rows, acting, unread_and_naive
+from .conftest import Rows, acting, staff_unread_by_conversation_and_naive, unread_and_naive
 
 CONVERSATIONS = 3  # 0: customer 0, assigned to user 0; 1: customer 0, unassigned; 2: customer 1
 USERS = 3
@@ -165,6 +167,11 @@ async def assert_counts_exact(conn: asyncpg.Connection, world: World, after: obj
     for reader in world.readers():
         counted, naive = await unread_and_naive(conn, **reader)
         assert counted == naive, (reader, after)
+        if "user" in reader:
+            by_counters, by_anti_join = await staff_unread_by_conversation_and_naive(
+                conn, reader["user"]
+            )
+            assert by_counters == by_anti_join, (reader, after)
 
 
 @settings(
@@ -215,6 +222,83 @@ async def test_duplicate_receipts_in_one_statement_count_once(rows: Rows) -> Non
         )
         after, naive = await unread_and_naive(rows.conn, user=user)
         assert (after, naive) == (before - 1, before - 1)
+
+
+async def test_staff_counts_per_conversation_equal_the_anti_join_on_a_random_desk(
+    conn: asyncpg.Connection,
+) -> None:
+    """A seeded random desk, larger than the property test's: 4 staff users, 30 conversations,
+    1,500 messages, receipts from bulk and single reads, then deletions. GET /api/unread's
+    per-conversation answer from the counters equals the old anti-join for every staff user, also
+    as the user themselves (row-level security) and for one conversation at a time."""
+    import random
+
+    from realtime_messaging.server.api.messaging import staff_unread_sql
+
+    rng = random.Random(16)
+    transaction = conn.transaction()  # rolled back: the desk is left to no other test
+    await transaction.start()
+    try:
+        rows = Rows(conn)
+        customers = [await rows.customer() for _ in range(8)]
+        users = [await rows.user() for _ in range(4)]
+        conversations = [
+            await rows.conversation(rng.choice(customers), rng.choice([None, *users]))
+            for _ in range(30)
+        ]
+        owners = dict(
+            await conn.fetch(
+                "SELECT id, customer_id FROM conversations WHERE id = ANY($1)", conversations
+            )
+        )
+        plan = [rng.choice(conversations) for _ in range(1_500)]
+        sides = [rng.choice(["customer", "customer", "staff"]) for _ in plan]
+        senders = [
+            owners[c] if s == "customer" else rng.choice(users)
+            for c, s in zip(plan, sides, strict=True)
+        ]
+        messages = await conn.fetch(
+            "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+            "SELECT c, s, id, 'm' FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS t (c, s, id) "
+            "RETURNING id, sender_type",
+            plan,
+            sides,
+            senders,
+        )
+        from_customers = [r["id"] for r in messages if r["sender_type"] == "customer"]
+        for user in users:
+            # A bulk read of a random share (with repeats), then single reads.
+            picked = rng.sample(from_customers, k=rng.randrange(len(from_customers)))
+            await conn.execute(
+                "INSERT INTO message_read_receipts (message_id, read_by_user_id) "
+                "SELECT m, $2 FROM unnest($1::uuid[]) AS m "
+                "ON CONFLICT ON CONSTRAINT unique_message_reader DO NOTHING",
+                picked + picked[: len(picked) // 3],
+                user,
+            )
+            for message in rng.sample(from_customers, k=40):
+                await conn.execute("SELECT mark_message_as_read($1, $2, NULL)", message, user)
+        await conn.execute(
+            "DELETE FROM customer_messages WHERE id = ANY($1)", rng.sample(from_customers, k=200)
+        )
+        await conn.execute("DELETE FROM conversations WHERE id = ANY($1)", conversations[:3])
+        await conn.execute("DELETE FROM users WHERE id = $1", users[3])
+
+        mine = set(conversations)
+        for user in users[:3]:
+            by_counters, by_anti_join = await staff_unread_by_conversation_and_naive(conn, user)
+            assert by_counters == by_anti_join, user
+            ours = {c: n for c, n in by_counters.items() if c in mine}
+            assert len(ours) > 10 and sum(ours.values()) > 100  # the desk is not trivially read
+            async with acting(conn, Caller.staff(user)):
+                as_themselves = await conn.fetch(staff_unread_sql(False), user)
+                assert {r["conversation_id"]: r["unread"] for r in as_themselves} == by_counters
+                for conversation in conversations[:8]:
+                    one = await conn.fetch(staff_unread_sql(True), user, conversation)
+                    expected = by_anti_join.get(conversation)
+                    assert [r["unread"] for r in one] == ([expected] if expected else [])
+    finally:
+        await transaction.rollback()
 
 
 async def retrying(pool: asyncpg.Pool, statement: str, *args: object) -> None:
@@ -280,6 +364,12 @@ async def test_racing_writers_keep_counts_exact(pool: asyncpg.Pool) -> None:
         for who in ({"user": agent}, {"user": other_agent}, {"customer": customer}):
             counted, naive = await unread_and_naive(pool, **who)
             assert counted == naive, who
+        async with pool.acquire() as conn:
+            for staff in (agent, other_agent):
+                by_counters, by_anti_join = await staff_unread_by_conversation_and_naive(
+                    conn, staff
+                )
+                assert by_counters == by_anti_join, staff
 
     await asyncio.gather(*(writer(n) for n in range(6)))
     await check()

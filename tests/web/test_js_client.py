@@ -9,7 +9,9 @@ environment:
   that stops on expiry is the client's own timer, not the server deleting the row), and a short
   presence grace (closing a client turns it offline within a second);
 - ``RTM_RESTART_URL``: a second server on the same database that ``POST RTM_CONTROL_URL/stop``
-  and ``/start`` stop and start again on the same port, for the resume test.
+  and ``/start`` stop and start again on the same port, for the resume test; ``/prune`` deletes
+  the change log up to its head (what the server's retention does to older changes), for the
+  test of a rejoin that lost history.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -67,7 +70,8 @@ async def js_build() -> Path:
 
 @asynccontextmanager
 async def control_server(restartable: RestartableServer) -> AsyncIterator[str]:
-    """``POST /stop`` and ``POST /start`` for the restartable server, answered once done."""
+    """``POST /stop``, ``POST /start`` for the restartable server and ``POST /prune`` for the
+    change log, answered once done."""
 
     async def stop(_: web.Request) -> web.Response:
         await restartable.stop()
@@ -77,9 +81,24 @@ async def control_server(restartable: RestartableServer) -> AsyncIterator[str]:
         server = await restartable.start()
         return web.json_response({"url": server.http_url})
 
+    async def prune(_: web.Request) -> web.Response:
+        conn = await asyncpg.connect(restartable.database_url)
+        try:
+            async with asyncio.timeout(10):  # every committed change stamped first
+                while await conn.fetchval("SELECT count(*) FROM rtm.change_queue"):
+                    await asyncio.sleep(0.02)
+            await conn.execute(
+                "DELETE FROM rtm.change_log "
+                "WHERE pos <= (SELECT last_pos FROM rtm.change_feed_state)"
+            )
+        finally:
+            await conn.close()
+        return web.json_response({"pruned": True})
+
     app = web.Application()
     app.router.add_post("/stop", stop)
     app.router.add_post("/start", start)
+    app.router.add_post("/prune", prune)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

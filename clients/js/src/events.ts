@@ -77,6 +77,25 @@ export interface PresenceEvent {
   position?: number
 }
 
+/**
+ * A subscription joined again after a reconnect (or a channel crash, or `setAuth` reopening
+ * it), and changes flow again. Not sent for the first join.
+ */
+export interface RejoinEvent {
+  /** The topic without `realtime:`, e.g. `conversation:<id>`. */
+  topic: string
+  /** The conversation of a `conversation:<id>` or `presence:<id>` topic. */
+  conversationId?: string
+  /**
+   * True when every change since the last position seen was replayed (it reached the other
+   * handlers before this event); false when some were lost (older than the server's
+   * retention): reload what the UI shows.
+   */
+  complete: boolean
+  /** Where the subscription carries on live from. */
+  position?: number
+}
+
 export type RealtimeEvent =
   | { kind: 'message'; event: MessageEvent }
   | { kind: 'readReceipt'; event: ReadReceiptEvent }

@@ -46,6 +46,7 @@ export type {
   PresenceStatus,
   ReadReceiptEvent,
   RealtimeEvent,
+  RejoinEvent,
   SenderType,
   TypingIndicatorEvent,
 } from './events.js'

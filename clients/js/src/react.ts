@@ -32,6 +32,7 @@ import {
   participantOf,
   type MessageEvent,
   type PresenceEvent,
+  type RejoinEvent,
   type TypingIndicatorEvent,
 } from './events.js'
 import type { Identity } from './identity.js'
@@ -144,21 +145,31 @@ export function useConversation(conversationId: string): ConversationState {
           current.map((m) => (m.id === event.messageId ? { ...m, deliveryStatus: event.status } : m)),
         )
       },
+      onRejoin: (event) => {
+        // Changes were lost while disconnected: read the latest page again.
+        if (active && !event.complete) void load(true)
+      },
       onError: (failure) => {
         if (active) setError(failure)
       },
     })
-    manager
-      .getMessages(conversationId)
-      .then((page) => {
-        if (active) setMessages((current) => mergeMessages(page.messages, current))
-      })
-      .catch((failure: unknown) => {
-        if (active) setError(asError(failure))
-      })
-      .finally(() => {
-        if (active) setLoading(false)
-      })
+    // The first page yields to live events that came before it; a page read again after a
+    // lost history is the newer truth (delivery status included).
+    const load = (again: boolean): Promise<void> =>
+      manager
+        .getMessages(conversationId)
+        .then((page) => {
+          if (!active) return
+          setMessages((current) =>
+            again ? mergeMessages(current, page.messages) : mergeMessages(page.messages, current),
+          )
+        })
+        .catch((failure: unknown) => {
+          if (active) setError(asError(failure))
+        })
+    void load(false).finally(() => {
+      if (active) setLoading(false)
+    })
     return () => {
       active = false
       void subscription.unsubscribe()
@@ -307,7 +318,10 @@ export function useUnreadCount(): number {
     manager.getIdentity().then(
       (me) => {
         if (!active) return
-        const handlers = { onMessage: refresh, onReadReceipt: refresh }
+        // After a rejoin that lost changes, the replay cannot tell: count again.
+        const onRejoin = (event: RejoinEvent): Promise<void> | undefined =>
+          event.complete ? undefined : refresh()
+        const handlers = { onMessage: refresh, onReadReceipt: refresh, onRejoin }
         if (me.kind === 'staff' && me.userId) {
           subscription = manager.subscribeToStaffMessages(me.userId, handlers)
         } else if (me.customerId) {

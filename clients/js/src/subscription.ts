@@ -7,6 +7,7 @@ import type {
   PresenceEvent,
   ReadReceiptEvent,
   RealtimeEvent,
+  RejoinEvent,
   TypingIndicatorEvent,
 } from './events.js'
 import type { Listener, SubscriptionState, Topic } from './topic.js'
@@ -20,6 +21,12 @@ export interface SubscriptionHandlers {
   onTyping?: Handler<TypingIndicatorEvent>
   onDeliveryStatus?: Handler<DeliveryStatusEvent>
   onPresence?: Handler<PresenceEvent>
+  /**
+   * The subscription joined again after a reconnect (not on the first join), once per rejoin,
+   * after the changes replayed: `complete` false means some changes were lost (older than the
+   * server's retention), so reload what the UI shows.
+   */
+  onRejoin?: Handler<RejoinEvent>
   /**
    * Connection losses (the client reconnects by itself), refusals, channel errors, lost
    * history, and what the other handlers throw. Without it the manager's `onError` gets them.
@@ -48,6 +55,7 @@ export class Subscription {
     this.listener = {
       deliver: (event) => this.enqueue(() => this.handle(event)),
       fail: (error) => this.enqueue(() => this.handleError(error)),
+      rejoined: (event) => this.enqueue(() => this.handleRejoin(event)),
       close: () => {
         this.closed = true
       },
@@ -105,6 +113,15 @@ export class Subscription {
           await this.handlers.onPresence?.(item.event)
           break
       }
+    } catch (error) {
+      await this.handleError(error instanceof Error ? error : new RealtimeError(String(error)))
+    }
+  }
+
+  private async handleRejoin(event: RejoinEvent): Promise<void> {
+    if (this.closed) return
+    try {
+      await this.handlers.onRejoin?.(event)
     } catch (error) {
       await this.handleError(error instanceof Error ? error : new RealtimeError(String(error)))
     }

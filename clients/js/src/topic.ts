@@ -25,6 +25,7 @@ import {
   type ChangeData,
   type PresenceEvent,
   type RealtimeEvent,
+  type RejoinEvent,
   type TypingIndicatorEvent,
 } from './events.js'
 import { PresenceView } from './presence.js'
@@ -51,6 +52,8 @@ export interface Frame {
 export interface Listener {
   deliver(event: RealtimeEvent): void
   fail(error: Error): void
+  /** The topic joined again (not the first join), after replaying what it could. */
+  rejoined(event: RejoinEvent): void
   /** The topic was left (`manager.unsubscribe(topic)`): the subscription is closed. */
   close(): void
 }
@@ -101,6 +104,10 @@ export class Topic {
   private readonly typingTimers = new Map<string, ReturnType<typeof setTimeout>>()
   /** The presence snapshot is read once per open, not on every rejoin (resume covers those). */
   private snapshotLoaded = false
+  /** A join was confirmed already: the next confirmed one is a rejoin. */
+  private subscribedOnce = false
+  /** The server said, during the current join, that history after the position is lost. */
+  private historyLost = false
 
   constructor(
     readonly name: string,
@@ -217,7 +224,10 @@ export class Topic {
         const response = payload['response']
         const reason = isObject(response) ? response['reason'] : response
         this.refusal = typeof reason === 'string' ? reason : JSON.stringify(reason)
-      } else if (payload['status'] === 'ok' && this.bindings.length === 0) {
+        return
+      }
+      this.historyLost = false // this join's verdict follows its reply
+      if (payload['status'] === 'ok' && this.bindings.length === 0) {
         this.settleReady()
       }
       return
@@ -276,9 +286,13 @@ export class Topic {
     const position = payload['position']
     const at = typeof position === 'number' && Number.isInteger(position) ? position : null
     if (payload['history_lost'] === true) {
+      this.historyLost = true
       this.fail(new HistoryLostError(this.name, at))
       return // "Subscribed to PostgreSQL" follows
     }
+    // Complete when the join resumed from a position and nothing after it was lost.
+    const complete = this.lastPosition !== null && !this.historyLost
+    this.historyLost = false
     // Where the subscription starts: an idle channel resumes from here too.
     if (at !== null && (this.lastPosition === null || at > this.lastPosition)) this.advance(at)
     this.settleReady()
@@ -286,6 +300,16 @@ export class Topic {
       this.snapshotLoaded = true
       void this.loadPresence(this.presence)
     }
+    if (this.subscribedOnce) this.rejoined(complete)
+    this.subscribedOnce = true
+  }
+
+  private rejoined(complete: boolean): void {
+    const event: RejoinEvent = { topic: this.name, complete }
+    const conversation = /^(?:conversation|presence):(.+)$/.exec(this.name)?.[1]
+    if (conversation !== undefined) event.conversationId = conversation
+    if (this.lastPosition !== null) event.position = this.lastPosition
+    for (const listener of this.listeners) listener.rejoined(event)
   }
 
   /** Remember the position and put it in the join payload, for whatever rejoin comes next. */

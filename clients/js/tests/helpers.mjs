@@ -82,6 +82,7 @@ export class Recorder {
       onTyping: add('typing'),
       onDeliveryStatus: add('deliveryStatus'),
       onPresence: add('presence'),
+      onRejoin: add('rejoin'),
       onError: add('error'),
     }
   }
@@ -167,7 +168,11 @@ export class Managers {
   }
 }
 
-/** Stop (`'stop'`) or start again (`'start'`) the server at RESTART_URL, on the same port. */
+/**
+ * Stop (`'stop'`) or start again (`'start'`) the server at RESTART_URL, on the same port; or
+ * (`'prune'`) delete the change log up to its head, as the server does with what is older than
+ * its retention, so that a subscription resuming from before it has lost history.
+ */
 export async function restartServer(action) {
   const response = await fetch(`${CONTROL_URL}/${action}`, { method: 'POST' })
   if (!response.ok) throw new Error(`${action}: ${response.status} ${await response.text()}`)

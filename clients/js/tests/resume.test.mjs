@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, test } from 'node:test'
-import { ChannelClosedError, ChannelError, ConnectionLostError } from '../dist/index.js'
+import { ChannelClosedError, ChannelError, ConnectionLostError, HistoryLostError } from '../dist/index.js'
 import { Managers, RESTART_URL, Recorder, call, conversation, restartServer, within } from './helpers.mjs'
 
 let managers
@@ -35,6 +35,7 @@ test('after a server restart nothing is missed and nothing is delivered twice', 
   await seen.expect('message', (m) => m.id === expected[0])
   const before = sub.lastPosition
   assert.ok(Number.isInteger(before))
+  assert.deepEqual(seen.of('rejoin'), []) // not on the first join
 
   await restartServer('stop')
   await seen.expect('error', (e) => e instanceof ConnectionLostError)
@@ -42,6 +43,13 @@ test('after a server restart nothing is missed and nothing is delivered twice', 
   await restartServer('start')
   for (let i = 6; i <= 8; i++) await send(`m${i}`) // racing the rejoin
   await seen.expect('message', (m) => m.id === expected[8], { timeout: 15_000 })
+  // once rejoined, complete: after what was replayed (everything sent while it was down)
+  const rejoin = await seen.expect('rejoin')
+  assert.equal(rejoin.complete, true)
+  assert.equal(rejoin.topic, `conversation:${conv.id}`)
+  assert.equal(rejoin.conversationId, conv.id)
+  const order = seen.events.map((e) => (e.kind === 'rejoin' ? 'rejoin' : e.event.id))
+  assert.ok(order.indexOf('rejoin') > order.indexOf(expected[5]), order.join(' '))
 
   // live again; everything before this one has arrived, in order, each once
   await send('live')
@@ -52,6 +60,7 @@ test('after a server restart nothing is missed and nothing is delivered twice', 
   )
   assert.equal(sub.state, 'joined')
   assert.ok(sub.lastPosition > before)
+  assert.equal(seen.of('rejoin').length, 1) // once per rejoin
 
   // the acknowledgements that failed while the server was down were sent once it was back
   for (const id of expected) {
@@ -83,10 +92,38 @@ test('a channel the server closed (its token was revoked) rejoins on setAuth and
   await within(sub.ready)
   assert.equal(sub.state, 'joined')
   await seen.expect('message', (m) => m.id === missed.id)
+  assert.equal((await seen.expect('rejoin')).complete, true)
   const after = await staff.sendMessage(conv.id, 'after')
   await seen.expect('message', (m) => m.id === after.id)
   assert.deepEqual(seen.of('message').map((m) => m.id), [first.id, missed.id, after.id])
   // the server said why before closing: a channel error, then the close
   const errors = seen.of('error')
   assert.ok(errors.every((e) => e instanceof ChannelError), errors.join('\n'))
+})
+
+test('a rejoin past what the server keeps says the history is incomplete', async () => {
+  const conv = await conversation()
+  const staff = managers.open(conv.staff.token, { url: RESTART_URL })
+  const customer = managers.open(conv.customer.token)
+  const seen = new Recorder('staff')
+  const sub = staff.subscribeToConversation(conv.id, seen.handlers())
+  await within(sub.ready)
+  const first = await customer.sendMessage(conv.id, 'before')
+  await seen.expect('message', (m) => m.id === first.id)
+
+  await restartServer('stop')
+  await seen.expect('error', (e) => e instanceof ConnectionLostError)
+  const lost = await customer.sendMessage(conv.id, 'pruned before the rejoin')
+  await restartServer('prune')
+  await restartServer('start')
+  const rejoin = await seen.expect('rejoin', () => true, { timeout: 15_000 })
+  assert.equal(rejoin.complete, false)
+  assert.equal(rejoin.conversationId, conv.id)
+  assert.ok(seen.of('error').some((e) => e instanceof HistoryLostError))
+  assert.ok(!seen.of('message').some((m) => m.id === lost.id))
+
+  // live again, without another rejoin
+  const after = await customer.sendMessage(conv.id, 'after')
+  await seen.expect('message', (m) => m.id === after.id)
+  assert.equal(seen.of('rejoin').length, 1)
 })

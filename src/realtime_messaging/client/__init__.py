@@ -17,6 +17,7 @@ from .events import (
     MessageEvent,
     PresenceEvent,
     ReadReceiptEvent,
+    RejoinEvent,
     TypingIndicatorEvent,
 )
 from .helpers import PresenceHelper, RateBudget, ReadTracker, TypingHelper
@@ -44,6 +45,7 @@ __all__ = [
     "RealtimeSocket",
     "ReadReceiptEvent",
     "ReadTracker",
+    "RejoinEvent",
     "SocketChannel",
     "Subscription",
     "TypingHelper",

@@ -78,6 +78,25 @@ class PresenceEvent:
 Event = MessageEvent | ReadReceiptEvent | TypingIndicatorEvent | DeliveryStatusEvent | PresenceEvent
 
 
+@dataclass(frozen=True, slots=True)
+class RejoinEvent:
+    """A subscription joined again after a reconnect (or a channel crash), and changes flow.
+
+    Not sent for the first join. ``complete`` is True when every change since the last position
+    the subscription saw was replayed before this event (they reached the other handlers
+    first); False when some are lost (older than the server's retention, docs/changes.md
+    "Resuming"): reload what the UI shows, as after ``HistoryLostError``. ``topic`` is the
+    channel (``conversation:<id>``, ``staff:<id>:messages``…), ``conversation_id`` set on a
+    conversation's or its presence's channel; ``position`` is where the subscription carries
+    on live from.
+    """
+
+    topic: str
+    complete: bool
+    conversation_id: str | None = None
+    position: int | None = None
+
+
 def typing_key(event: TypingIndicatorEvent) -> str:
     """Whose typing in which conversation: one indicator at a time per participant."""
     return f"{event.conversation_id}:{event.user_id or event.customer_id or event.id}"

@@ -21,6 +21,7 @@ from .events import (
     MessageEvent,
     PresenceEvent,
     ReadReceiptEvent,
+    RejoinEvent,
     TypingIndicatorEvent,
     TypingTransitions,
     event_from_change,
@@ -37,6 +38,7 @@ HANDLERS = (
     "on_typing",
     "on_delivery_status",
     "on_presence",
+    "on_rejoin",
     "on_error",
 )
 _HANDLER_OF: dict[type, str] = {
@@ -45,6 +47,7 @@ _HANDLER_OF: dict[type, str] = {
     TypingIndicatorEvent: "on_typing",
     DeliveryStatusEvent: "on_delivery_status",
     PresenceEvent: "on_presence",
+    RejoinEvent: "on_rejoin",
 }
 _CLOSED = object()
 #: What :meth:`RealtimeMessagingManager.connect` joins (with a random suffix): a topic of its
@@ -83,9 +86,10 @@ MESSAGE_TABLES = (
 class Subscription:
     """One subscribed channel: handlers are called in order; also an async iterator of events.
 
-    Iterating yields the typed events; errors that need attention (a refused or closed channel,
-    lost history) are raised by the iterator in place, transient connection losses are not (they go
-    to ``on_error`` only). Iteration ends after ``unsubscribe``.
+    Iterating yields the typed events, and a :class:`RejoinEvent` after each rejoin; errors that
+    need attention (a refused or closed channel, lost history) are raised by the iterator in place,
+    transient connection losses are not (they go to ``on_error`` only). Iteration ends after
+    ``unsubscribe``.
     """
 
     def __init__(
@@ -128,6 +132,12 @@ class Subscription:
     def _on_error(self, error: RealtimeError) -> None:
         self._inbox.put_nowait(error)
 
+    def _on_rejoin(self, complete: bool) -> None:
+        kind, _, rest = self.channel_name.partition(":")
+        conversation = rest if kind in ("conversation", "presence") else None
+        position = self.channel.last_position if self.channel is not None else None
+        self._inbox.put_nowait(RejoinEvent(self.channel_name, complete, conversation, position))
+
     def _offer(self, item: Any) -> None:
         if self._iter.full():
             self._iter.get_nowait()  # nobody iterates: keep the newest
@@ -145,7 +155,8 @@ class Subscription:
                 await self._call_error(item)
                 continue
             self._offer(item)
-            self.manager._observe(item)
+            if not isinstance(item, RejoinEvent):
+                self.manager._observe(item)
             handler = self.handlers.get(_HANDLER_OF[type(item)])
             if handler is None:
                 continue
@@ -168,17 +179,17 @@ class Subscription:
         except Exception:
             log.exception("on_error handler of %s failed", self.channel_name)
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Event | RejoinEvent]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> Event | RejoinEvent:
         item = await self._iter.get()
         if item is _CLOSED:
             self._iter.put_nowait(_CLOSED)
             raise StopAsyncIteration
         if isinstance(item, Exception):
             raise item
-        event: Event = item
+        event: Event | RejoinEvent = item
         return event
 
     async def _close(self) -> None:
@@ -310,6 +321,7 @@ class RealtimeMessagingManager:
             postgres_changes=_bindings(tables, filter_),
             on_change=subscription._on_change,
             on_error=subscription._on_error,
+            on_rejoin=subscription._on_rejoin,
         )
         subscription.channel = channel
         self.subscriptions[name] = subscription

@@ -104,6 +104,7 @@ class SocketChannel:
         on_error: Callable[[RealtimeError], None],
         on_message: Callable[[Message], None] | None = None,
         presence_key: str = "",
+        on_rejoin: Callable[[bool], None] | None = None,
     ) -> None:
         self.topic = topic if topic.startswith("realtime:") else f"realtime:{topic}"
         self.postgres_changes = postgres_changes
@@ -111,11 +112,18 @@ class SocketChannel:
         self.on_error = on_error
         self.on_message = on_message
         self.presence_key = presence_key
+        #: Called with whether history was complete each time a join after the first one
+        #: has its PostgreSQL subscription confirmed (after the replay).
+        self.on_rejoin = on_rejoin
         self.state = ChannelState.CLOSED
         self.join_ref: str | None = None
         #: The last ``data.position`` delivered on this channel (the resume point).
         self.last_position: int | None = None
         self.wanted = True
+        #: Whether a join of this channel was confirmed already (the next one is a rejoin).
+        self._subscribed = False
+        #: The server said, during the current join, that history after the position is lost.
+        self._history_lost = False
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
@@ -132,6 +140,7 @@ class SocketChannel:
         }
         if self.last_position is not None:
             config["resume"] = {"position": self.last_position}
+        self._history_lost = False  # this join's verdict follows its reply
         payload: dict[str, Any] = {"config": config}
         if access_token:
             payload["access_token"] = access_token
@@ -176,11 +185,15 @@ class SocketChannel:
             self.on_error(error)
             return
         if payload.get("history_lost"):
+            self._history_lost = True  # "Subscribed to PostgreSQL" follows
             position = payload.get("position")
             self.on_error(
                 HistoryLostError(self.name, position if isinstance(position, int) else None)
             )
             return
+        # Complete when the join resumed from a position and nothing after it was lost.
+        complete = self.last_position is not None and not self._history_lost
+        self._history_lost = False
         position = payload.get("position")
         if isinstance(position, int) and (
             self.last_position is None or position > self.last_position
@@ -188,6 +201,9 @@ class SocketChannel:
             # A server that says where the subscription starts lets an idle channel resume too.
             self.last_position = position
         self._settle()
+        if self._subscribed and self.on_rejoin is not None:
+            self.on_rejoin(complete)
+        self._subscribed = True
 
 
 class RealtimeSocket:

@@ -581,7 +581,9 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
     async def mark_read_batch(ctx: Context, body: MessageIds) -> dict[str, Any]:
         user, customer = _reader(ctx)
         ids = sorted(set(body.message_ids))  # one lock order for every batch: no deadlocks
-        await ctx.limiter.check_read_receipts(user or customer, cost=len(ids))
+        # One request, one unit of the read-receipt budget, whatever the batch's size (the limit
+        # is about requests; MAX_BATCH bounds the size).
+        await ctx.limiter.check_read_receipts(user or customer)
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             await conn.execute(
                 "SELECT public.mark_message_as_read(m, $2, $3) FROM unnest($1::uuid[]) AS m",
@@ -728,24 +730,16 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
     )
     async def unread(ctx: Context, query: UnreadQuery) -> dict[str, Any]:
         user, customer = _reader(ctx)
-        reader_col = "read_by_user_id" if user else "read_by_customer_id"
-        other_side = "customer" if user else "staff"
-        reader = user or customer
-        filter_ = "AND m.conversation_id = $3" if query.conversation_id else ""
-        args: list[Any] = [other_side, reader]
+        args: list[Any] = [user or customer]
         if query.conversation_id:
             args.append(query.conversation_id)
+        one = query.conversation_id is not None
+        per_conversation = staff_unread_sql(one) if user else customer_unread_sql(one)
         async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
             total = await conn.fetchval(
                 "SELECT public.get_unread_message_count($1, $2)", user, customer
             )
-            rows = await conn.fetch(
-                "SELECT m.conversation_id, count(*) AS unread FROM public.customer_messages m "
-                f"WHERE m.sender_type = $1 {filter_} AND NOT EXISTS (SELECT 1 FROM "
-                f"public.message_read_receipts r WHERE r.message_id = m.id AND r.{reader_col} = $2) "
-                "GROUP BY m.conversation_id ORDER BY m.conversation_id",
-                *args,
-            )
+            rows = await conn.fetch(per_conversation, *args)
         return {
             "total": int(total),
             "conversations": [
@@ -753,6 +747,32 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
                 for r in rows
             ],
         }
+
+
+def staff_unread_sql(one_conversation: bool) -> str:
+    """A staff user's ($1) unread customer messages per conversation (only $2 if asked), from the
+    counters of migration 0012: one row per conversation, no anti-join over every customer
+    message (docs/database.md, "Unread counts")."""
+    only = "AND cc.conversation_id = $2 " if one_conversation else ""
+    return (
+        "SELECT cc.conversation_id, cc.customer_messages - coalesce(s.receipts, 0) AS unread "
+        "FROM rtm.conversation_counters cc LEFT JOIN rtm.staff_read_counters s "
+        "ON s.user_id = $1 AND s.conversation_id = cc.conversation_id "
+        f"WHERE cc.customer_messages > coalesce(s.receipts, 0) {only}"
+        "ORDER BY cc.conversation_id"
+    )
+
+
+def customer_unread_sql(one_conversation: bool) -> str:
+    """A customer's ($1) unread staff messages per conversation (only $2 if asked): an anti-join
+    over their own conversations only (row-level security)."""
+    only = "AND m.conversation_id = $2 " if one_conversation else ""
+    return (
+        "SELECT m.conversation_id, count(*) AS unread FROM public.customer_messages m "
+        f"WHERE m.sender_type = 'staff' {only}AND NOT EXISTS (SELECT 1 FROM "
+        "public.message_read_receipts r WHERE r.message_id = m.id AND r.read_by_customer_id = $1) "
+        "GROUP BY m.conversation_id ORDER BY m.conversation_id"
+    )
 
 
 def presence_json(row: asyncpg.Record | None) -> dict[str, Any] | None:

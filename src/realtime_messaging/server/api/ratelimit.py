@@ -46,7 +46,7 @@ class Limits:
 
     typing: str  # per participant per conversation
     presence: str  # per user or customer
-    read_receipts: str  # per reader; a batch counts each message
+    read_receipts: str  # per reader; a request counts once, a batch of up to 500 too
     requests: str  # per token, every API request
 
 
@@ -162,9 +162,9 @@ class RateLimiter:
         """Presence changes: per staff user or customer."""
         await self.check("presence", str(participant))
 
-    async def check_read_receipts(self, reader: object, cost: int = 1) -> None:
-        """Read receipts: per reader; a batch counts each message."""
-        await self.check("read_receipts", str(reader), cost)
+    async def check_read_receipts(self, reader: object) -> None:
+        """Read-receipt requests: per reader; a batch (up to 500 messages) is one request."""
+        await self.check("read_receipts", str(reader))
 
     async def check(self, kind: str, key: str, cost: int = 1) -> None:
         """Count ``cost`` hits; raise a 429 :class:`ApiError` with ``Retry-After`` when over."""

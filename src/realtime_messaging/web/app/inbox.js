@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-D5XBPYTC.js";
+} from "./chunk-7QKL7XLO.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-D5XBPYTC.js";
+} from "./chunk-7QKL7XLO.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

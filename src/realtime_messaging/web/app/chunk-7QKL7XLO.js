@@ -6466,6 +6466,7 @@ var Subscription = class {
     this.listener = {
       deliver: (event) => this.enqueue(() => this.handle(event)),
       fail: (error) => this.enqueue(() => this.handleError(error)),
+      rejoined: (event) => this.enqueue(() => this.handleRejoin(event)),
       close: () => {
         this.closed = true;
       }
@@ -6517,6 +6518,14 @@ var Subscription = class {
           await this.handlers.onPresence?.(item.event);
           break;
       }
+    } catch (error) {
+      await this.handleError(error instanceof Error ? error : new RealtimeError(String(error)));
+    }
+  }
+  async handleRejoin(event) {
+    if (this.closed) return;
+    try {
+      await this.handlers.onRejoin?.(event);
     } catch (error) {
       await this.handleError(error instanceof Error ? error : new RealtimeError(String(error)));
     }
@@ -6650,6 +6659,10 @@ var Topic = class {
     this.typingTimers = /* @__PURE__ */ new Map();
     /** The presence snapshot is read once per open, not on every rejoin (resume covers those). */
     this.snapshotLoaded = false;
+    /** A join was confirmed already: the next confirmed one is a rejoin. */
+    this.subscribedOnce = false;
+    /** The server said, during the current join, that history after the position is lost. */
+    this.historyLost = false;
     this.presence = name.startsWith("presence:") ? new PresenceView((event) => this.broadcast({ kind: "presence", event })) : null;
   }
   get state() {
@@ -6746,7 +6759,10 @@ var Topic = class {
         const response = payload["response"];
         const reason = isObject3(response) ? response["reason"] : response;
         this.refusal = typeof reason === "string" ? reason : JSON.stringify(reason);
-      } else if (payload["status"] === "ok" && this.bindings.length === 0) {
+        return;
+      }
+      this.historyLost = false;
+      if (payload["status"] === "ok" && this.bindings.length === 0) {
         this.settleReady();
       }
       return;
@@ -6800,15 +6816,27 @@ var Topic = class {
     const position = payload["position"];
     const at = typeof position === "number" && Number.isInteger(position) ? position : null;
     if (payload["history_lost"] === true) {
+      this.historyLost = true;
       this.fail(new HistoryLostError(this.name, at));
       return;
     }
+    const complete = this.lastPosition !== null && !this.historyLost;
+    this.historyLost = false;
     if (at !== null && (this.lastPosition === null || at > this.lastPosition)) this.advance(at);
     this.settleReady();
     if (this.presence !== null && !this.snapshotLoaded) {
       this.snapshotLoaded = true;
       void this.loadPresence(this.presence);
     }
+    if (this.subscribedOnce) this.rejoined(complete);
+    this.subscribedOnce = true;
+  }
+  rejoined(complete) {
+    const event = { topic: this.name, complete };
+    const conversation = /^(?:conversation|presence):(.+)$/.exec(this.name)?.[1];
+    if (conversation !== void 0) event.conversationId = conversation;
+    if (this.lastPosition !== null) event.position = this.lastPosition;
+    for (const listener of this.listeners) listener.rejoined(event);
   }
   /** Remember the position and put it in the join payload, for whatever rejoin comes next. */
   advance(position) {
