@@ -134,7 +134,13 @@ async def test_broadcasts_arrive_in_commit_order(
         await send(first, topic, {"n": "holder"})
         waiting = asyncio.create_task(send(second, topic, {"n": "waiter"}))
         await send(pool, unique("other"), {"n": "not held up"})
-        await asyncio.sleep(0.2)
+        # The second sender is blocked on a lock (PostgreSQL says so), not merely slow.
+        blocked = second.get_server_pid()
+        async with asyncio.timeout(5):
+            while not await pool.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", blocked
+            ):
+                await asyncio.sleep(0.02)
         assert not waiting.done()
         await holding.commit()
         await asyncio.wait_for(waiting, 5)

@@ -110,6 +110,7 @@ class Channel:
         "participant",
         "tracked",
         "access",
+        "reads_private",
     )
 
     def __init__(
@@ -125,6 +126,8 @@ class Channel:
         self.join_ref = join_ref
         self.config = config
         self.identity = identity
+        #: A plain attribute, not a property: the hub reads it for every broadcast delivery.
+        self.reads_private = config.private
         self.key = f"{session.server.node_id}:{next(_channel_ids)}"
         self.presence_key = config.presence_key
         self.expiry: asyncio.TimerHandle | None = None
@@ -148,10 +151,6 @@ class Channel:
     @property
     def receives_own_broadcasts(self) -> bool:
         return self.config.broadcast_self
-
-    @property
-    def reads_private(self) -> bool:
-        return self.config.private
 
     @property
     def outbox(self) -> Outbox:
