@@ -21,11 +21,12 @@ from tests.conftest import RunningServer, Seed
 class Relay:
     """Forwards TCP to ``target``; after ``doom()`` the connections open at that moment drop
     the next request they carry (a process gone behind a connection the client still pools);
-    new connections work."""
+    new connections work, except the next ``to_reset`` (taken by a dying process's listener)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.connections = 0
+        self.to_reset = 0  # new connections to reset on arrival (a listener being closed)
         self.open: set[asyncio.StreamWriter] = set()
         self.doomed: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
@@ -35,6 +36,10 @@ class Relay:
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.to_reset:
+            self.to_reset -= 1
+            client_w.transport.abort()
+            return
         self.open.add(client_w)
         server_r, server_w = await asyncio.open_connection(*self.target)
         await asyncio.gather(
@@ -105,3 +110,27 @@ async def test_a_send_on_dead_kept_alive_connections_is_retried_and_stored_once(
             conversation,
         )
         assert sorted(r["content"] for r in rows) == ["first 1", "first 2", "second"]
+
+
+async def test_a_send_retries_while_new_connections_are_reset_for_a_moment(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """A SIGKILLed worker's listener takes new connections until the kernel has closed it, and
+    resets them: the retry on a new connection can fail too (seen in CI with --workers 2)."""
+    customer_id, portal = await seed.customer()
+    conversation = await seed.conversation(customer_id)
+    async with (
+        relay_to(server) as (relay, url),
+        RealtimeMessagingManager(url, server.anon_key, access_token=portal) as customer,
+    ):
+        await customer.send_message(conversation, "first")
+        relay.doom()
+        relay.to_reset = 2
+        sent = await customer.send_message(conversation, "second")
+        assert sent["content"] == "second"
+        assert relay.connections == 4  # the kept one, two reset, the one that answered
+        rows = await pool.fetch(
+            "SELECT content FROM customer_messages WHERE conversation_id = $1 ORDER BY created_at",
+            conversation,
+        )
+        assert [r["content"] for r in rows] == ["first", "second"]

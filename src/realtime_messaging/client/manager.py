@@ -55,6 +55,9 @@ _CLOSED = object()
 CONNECTION_TOPIC = "rtm:connection"
 ITER_BUFFER = 10_000
 ACKED_MEMORY = 10_000
+# Pauses before the retries of an HTTP call whose connection failed: a killed process's
+# listener can still take (and then reset) connections for a moment after it died.
+_RECONNECT_DELAYS = (0.0, 0.1, 0.5)
 
 
 def socket_url(http_url: str) -> str:
@@ -493,19 +496,23 @@ class RealtimeMessagingManager:
         headers = {"apikey": self.key}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
-        session = self._http
-        try:
-            return await self._call(session, method, path, body, headers)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            # A kept-alive connection whose server went away (a restarted or killed process
-            # behind the same address): once more, on new connections (the others kept to that
-            # process are dead too). Every call is idempotent (sends carry a clientMessageId),
-            # so a request that did arrive is answered the same way the second time.
-            if self._http is session:  # not replaced already by a call that failed alike
-                self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-                await session.close()
-            assert self._http is not None
-            return await self._call(self._http, method, path, body, headers)
+        for delay in _RECONNECT_DELAYS:
+            session = self._http
+            assert session is not None
+            try:
+                return await self._call(session, method, path, body, headers)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A kept-alive connection whose server went away (a restarted or killed process
+                # behind the same address), or a new one taken by a listener that was closing:
+                # again, on new connections (the others kept to that process are dead too),
+                # after a short pause. Every call is idempotent (sends carry a
+                # clientMessageId), so a request that did arrive is answered the same way again.
+                if self._http is session:  # not replaced already by a call that failed alike
+                    self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+                    await session.close()
+                await asyncio.sleep(delay)
+        assert self._http is not None
+        return await self._call(self._http, method, path, body, headers)
 
     async def _call(
         self,
