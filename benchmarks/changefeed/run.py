@@ -38,14 +38,21 @@ and errs low by however late the writer's coroutine resumed. ``commit_timestamp`
 ``clock_timestamp()``, before the commit, truncated to the millisecond) gives a second,
 server-clocked figure that errs high by the commit time plus up to 1 ms; both are printed.
 
-Phases, on the same connections: a short warm-up, then 1,000 msgs/s for 20 s (target p99 < 50
-ms), then a stepped search (1,500, 2,000, 3,000, … msgs/s, 10 s each) for the highest rate
+Phases, on the same connections: the cold start (500 msgs/s for 3 s, the first messages the fresh
+server and its fresh database ever see, before anything was analysed; latency also per second),
+then 1,000 msgs/s for 20 s (target p99 < 50 ms), then 500 msgs/s for 3 s again (the warm
+baseline of the cold start, same connections, same run), then a stepped search (1,500, 2,000, 3,000, … msgs/s, 10 s each) for the highest rate
 sustained with p99 < 100 ms, stopping at the first step that fails it, that loses or duplicates
 a delivery, or that the writers cannot keep up with. Every phase checks that each message
 reached its customer and every staff subscriber exactly once (by subscriber and sequence
 number).
 
     python benchmarks/changefeed/run.py [--subscribers 10000] [--quick] [--profile DIR]
+
+Profiling PostgreSQL (no pg_stat_statements in the embedded build): ``--pg-sample`` samples
+``pg_stat_activity`` every 10 ms and prints, per phase, which statements the backends were
+running (by backend kind); ``--pg-log-ms N`` logs statements slower than N ms and every
+autovacuum/autoanalyze into ``<profile dir>/postgres.log``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import asyncio
 import gc
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +82,7 @@ from picows import WSListener, WSMsgType, WSTransport
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402  (benchmarks/common.py, put on the path above)
+    ANALYZE_TABLES,
     CLIENT_CPU,
     NOISY_PCT,
     SERVER_CPU,
@@ -100,11 +109,17 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
 )
 
 WRITER_APP = "rtm-bench-writer"
+STATISTICS_APP = "rtm statistics"  # store/changefeed.py, STATISTICS_APPLICATION_NAME
 MONITOR_APP = "rtm-bench-monitor"
 JWT_SECRET = "changefeed-benchmark-secret-0123456789abcdef"  # throwaway, for a temp data dir
 FIRST_TARGET_MS = 50.0  # p99 target at 1,000 msgs/s
 STEP_TARGET_MS = 100.0  # p99 target of the stepped search
 KEEP_UP = 0.95  # a step whose writers reach less than this share of the rate is not sustained
+COLD = "cold start"
+WARM = "warm 500/s"
+COLD_RATE = 500.0
+#: The cold start's target: p99 under this in every second.
+COLD_TARGET_MS = 50.0
 STEPS = (1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000)
 INSERT = (
     "INSERT INTO public.customer_messages (conversation_id, sender_type, sender_id, content) "
@@ -120,12 +135,14 @@ class Plan:
     first_rate: float
     first_s: float
     step_s: float
-    warm_s: float
+    cold_s: float
     batch: int
     drain_s: float
     budget_s: float  # no new step starts after this many seconds of phases
     sync_commit: bool  # the writers' synchronous_commit
-    analyze: bool  # ANALYZE after the bulk setup
+    pg_sample: bool  # sample pg_stat_activity during phases
+    pg_log_ms: int | None  # log statements slower than this, and autovacuum runs
+    analyze: bool  # ANALYZE after the cold start (as autovacuum would, later)
     seed: int
 
 
@@ -215,6 +232,10 @@ class Phase:
     disconnects: int = 0
     send_span_s: float = 0.0
     max_behind_s: float = 0.0  # how late the writers got against the schedule
+    t0_ns: int = 0  # time.time_ns() when the phase's writers started
+    per_second: bool = False  # report latency by second of the phase too
+    pg_samples: Counter[tuple[str, str]] = field(default_factory=Counter)
+    pg_sample_rounds: int = 0
     drain_s: float = 0.0
     wall_s: float = 0.0
     rtm_cpu_s: float = 0.0
@@ -237,6 +258,12 @@ class Phase:
             if stamp_ns[seq]:
                 lat_ts.append(at - stamp_ns[seq])
         negative = sum(1 for v in lat if v < 0)
+        buckets: dict[int, list[int]] = {}
+        if self.per_second:
+            for seq, at in zip(self.recv_seq, self.recv_ns, strict=True):
+                if commit_ns[seq]:
+                    second = (commit_ns[seq] - self.t0_ns) // 1_000_000_000
+                    buckets.setdefault(int(second), []).append(at - commit_ns[seq])
         lat_sorted, ts_sorted, ins = sorted(lat), sorted(lat_ts), sorted(self.insert_ns)
 
         def pct(values: list[int], q: float) -> float | None:
@@ -287,6 +314,24 @@ class Phase:
             # (updates of rtm.change_feed_state), rows of rtm.change_log read by sequential
             # scans, transactions committed in the database
             "feed_stats": self.feed_stats,
+            # by second of the phase (of the commit): deliveries, p50 / p99 / max ms
+            "per_second": [
+                {
+                    "second": k,
+                    "deliveries": len(v),
+                    "p50_ms": pct(sorted(v), 0.5),
+                    "p99_ms": pct(sorted(v), 0.99),
+                    "max_ms": pct(sorted(v), 1.0),
+                }
+                for k, v in sorted(buckets.items())
+            ],
+            # --pg-sample: share of samples in which a backend of that kind ran that statement
+            "pg_samples": [
+                {"kind": kind, "query": query, "busy": round(n / self.pg_sample_rounds, 3)}
+                for (kind, query), n in self.pg_samples.most_common(12)
+            ]
+            if self.pg_sample_rounds
+            else [],
         }
 
 
@@ -320,6 +365,7 @@ class LoadGen:
         self.stray = 0
         self.pools: list[asyncpg.Connection] = []
         self.monitor: asyncpg.Connection | None = None
+        self.sample_conn: asyncpg.Connection | None = None  # --pg-sample
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -333,7 +379,7 @@ class LoadGen:
             server.service_key,
             customers=plan.subscribers,
             staff=plan.staff,
-            analyze=plan.analyze,
+            analyze=False,  # the cold start runs on tables nobody analysed
         )
         self.cust_ids, self.conv_ids = seeded.customer_ids, seeded.conversation_ids
         for k, (conv, token) in enumerate(zip(self.conv_ids, seeded.portal_tokens, strict=True)):
@@ -505,6 +551,10 @@ class LoadGen:
         self.monitor = await asyncpg.connect(
             self.server.db_url, server_settings={"application_name": MONITOR_APP}
         )
+        if self.plan.pg_sample:
+            self.sample_conn = await asyncpg.connect(
+                self.server.db_url, server_settings={"application_name": MONITOR_APP}
+            )
 
     async def _backend_kinds(self) -> dict[int, str]:
         """PostgreSQL pid -> what it does: the writers, rtm's change feed, rtm's pool, ..."""
@@ -521,12 +571,39 @@ class LoadGen:
                 kind = "writers"
             elif row["application_name"] == MONITOR_APP:
                 kind = "monitor"
+            elif row["application_name"] == STATISTICS_APP:
+                kind = "rtm statistics"  # the stamping process's ANALYZE of grown tables
             elif "rtm.change_" in query or "advisory_lock" in query or "LISTEN" in query:
                 kind = "rtm feed"
             else:
                 kind = "rtm pool"
             kinds[row["pid"]] = kind
         return kinds
+
+    async def _sample_pg(self, phase: Phase) -> None:
+        """What the backends are running, every 10 ms, until cancelled (``--pg-sample``).
+
+        The query is the top-level statement: time in a trigger counts to its INSERT."""
+        conn = self.sample_conn
+        assert conn is not None
+        kinds = await self._backend_kinds()
+        while True:
+            rows = await conn.fetch(
+                "SELECT pid, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query, "
+                "wait_event FROM pg_stat_activity "
+                "WHERE state = 'active' AND pid <> pg_backend_pid()"
+            )
+            phase.pg_sample_rounds += 1
+            for row in rows:
+                kind = kinds.get(row["pid"])
+                if kind is None:
+                    kinds = await self._backend_kinds()
+                    kind = kinds.get(row["pid"], "background")
+                if kind == "monitor":
+                    continue
+                wait = f" [{row['wait_event']}]" if row["wait_event"] else ""
+                phase.pg_samples[(kind, (row["query"] or "") + wait)] += 1
+            await asyncio.sleep(0.01)
 
     async def _feed_stats(self) -> dict[str, int]:
         assert self.monitor is not None
@@ -540,10 +617,16 @@ class LoadGen:
         )
         return {k: int(v or 0) for k, v in dict(row).items()}
 
+    async def analyze(self) -> None:
+        assert self.monitor is not None
+        for table in ANALYZE_TABLES:
+            await self.monitor.execute(f"ANALYZE {table}")
+
     async def close_writers(self) -> None:
-        if self.monitor is not None:
-            self.pools.append(self.monitor)
-            self.monitor = None
+        for extra in (self.monitor, self.sample_conn):
+            if extra is not None:
+                self.pools.append(extra)
+        self.monitor = self.sample_conn = None
         for conn in self.pools:
             try:
                 await asyncio.wait_for(conn.close(), 5)
@@ -603,10 +686,13 @@ class LoadGen:
             phase.insert_ns.append(after - before)
             sched["last"] = time.monotonic()
 
-    async def run_phase(self, name: str, rate: float, duration: float) -> dict[str, Any]:
-        phase = Phase(name, rate, len(self.conv_of))
+    async def run_phase(
+        self, name: str, rate: float, duration: float, *, per_second: bool = False
+    ) -> dict[str, Any]:
+        phase = Phase(name, rate, len(self.conv_of), per_second=per_second)
         self.phases.append(phase)
         self.phase = phase
+        phase.t0_ns = time.time_ns()
         rtm0, pg0, cli0 = self.probe.sample()
         stats0 = await self._feed_stats()
         cpus0 = cpu_times()
@@ -618,6 +704,9 @@ class LoadGen:
             "next": 0,
             "last": 0.0,
         }
+        sampler = (
+            asyncio.create_task(self._sample_pg(phase)) if self.sample_conn is not None else None
+        )
         await asyncio.gather(*(self._writer(c, sched) for c in self.pools))
         phase.end_seq = len(self.conv_of)
         phase.send_span_s = max(1e-9, sched["last"] - sched["t0"])
@@ -632,6 +721,9 @@ class LoadGen:
             if now - last_progress > 5.0 or now - drain0 > self.plan.drain_s:
                 break
         phase.drain_s = time.monotonic() - drain0
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
         rtm1, pg1, cli1 = self.probe.sample()
         phase.wall_s = time.monotonic() - wall0
         phase.rtm_cpu_s = rtm1 - rtm0
@@ -652,6 +744,17 @@ class LoadGen:
 # -- profiling ----------------------------------------------------------------------------
 
 
+async def _log_slow_statements(db_url: str, ms: int) -> None:
+    """Statements slower than ``ms`` and every autovacuum run go to PostgreSQL's log."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = {int(ms)}")
+        await conn.execute("ALTER SYSTEM SET log_autovacuum_min_duration = 0")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
 def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     return start_py_spy(pid, out, duration=600, threads=False)
 
@@ -668,6 +771,15 @@ def _line(s: dict[str, Any]) -> str:
         f"misrouted {s['misrouted']}, CPU rtm/pg/load {s['rtm_cpu_pct']}/{s['pg_cpu_pct']}/"
         f"{s['load_cpu_pct']}%, busy {s['cpu_busy_pct']}"
     )
+
+
+def _seconds(s: dict[str, Any]) -> str:
+    """A cold-start or warm phase by second: deliveries and p50 / p99 / max ms."""
+    cells = [
+        f"s{b['second']}: {b['p50_ms']}/{b['p99_ms']}/{b['max_ms']} ms ({b['deliveries']})"
+        for b in s["per_second"]
+    ]
+    return f"  {s['phase']} by second (p50/p99/max, deliveries): " + ", ".join(cells)
 
 
 def step_verdict(s: dict[str, Any], limit_ms: float) -> str | None:
@@ -701,6 +813,8 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
             cpus = {CLIENT_CPU} if args.pg_cpu == "load" else {SERVER_CPU, CLIENT_CPU}
             print(f"postgres moved to CPUs {sorted(cpus)}: {probe.pin_postgres(cpus)} processes")
         result["pg_cpu"] = args.pg_cpu if pin else "unpinned"
+        if plan.pg_log_ms is not None:
+            await _log_slow_statements(server.db_url, plan.pg_log_ms)
         gen = LoadGen(plan, server, probe)
         result["setup"] = await gen.create_data()
         await gen.open_writers()
@@ -734,9 +848,18 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
         await asyncio.sleep(1.0)
         phases = []
         t_phases = time.monotonic()
-        warm = await gen.run_phase("warm-up", 500.0, plan.warm_s)
-        phases.append(warm)
-        print(_line(warm), flush=True)
+        if args.profile is not None:
+            spy = _start_py_spy(server.proc.pid, args.profile / "cold.txt")
+        cold = await gen.run_phase(COLD, COLD_RATE, plan.cold_s, per_second=True)
+        phases.append(cold)
+        print(_line(cold), flush=True)
+        print(_seconds(cold), flush=True)
+        await stop_py_spy(spy)
+        spy = None
+        if plan.analyze:
+            # What autovacuum does within a minute or so; the phases below have always run
+            # on analysed tables.
+            await gen.analyze()
         if args.profile is not None:
             spy = _start_py_spy(server.proc.pid, args.profile / "first.txt")
         first = await gen.run_phase(f"{plan.first_rate:,.0f}/s", plan.first_rate, plan.first_s)
@@ -744,6 +867,10 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
         print(_line(first), flush=True)
         await stop_py_spy(spy)
         spy = None
+        warm = await gen.run_phase(WARM, COLD_RATE, plan.cold_s, per_second=True)
+        phases.append(warm)
+        print(_line(warm), flush=True)
+        print(_seconds(warm), flush=True)
         if args.profile is not None:
             spy = _start_py_spy(server.proc.pid, args.profile / "steps.txt")
         best = first["target_msgs_per_s"] if step_verdict(first, STEP_TARGET_MS) is None else 0
@@ -793,6 +920,10 @@ async def bench(args: argparse.Namespace, plan: Plan, workdir: Path, pin: bool) 
             await asyncio.sleep(0.5)
         await asyncio.to_thread(server.stop)
         result["server_log_problems"] = server.problems()[:20]
+        pg_log = server.data_dir / "pg" / "log"
+        if plan.pg_log_ms is not None and args.profile is not None and pg_log.exists():
+            args.profile.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pg_log, args.profile / "postgres.log")
     return result
 
 
@@ -805,7 +936,7 @@ def table(r: dict[str, Any]) -> str:
     lines = [head, "|" + "---|" * 11]
     for s in r.get("phases", []):
         limit = FIRST_TARGET_MS if s is r["phases"][1] else STEP_TARGET_MS
-        why = step_verdict(s, limit) if s["phase"] != "warm-up" else None
+        why = step_verdict(s, limit) if s["phase"] not in (COLD, WARM) else None
         busy = s["cpu_busy_pct"]
         lines.append(
             f"| {s['phase']} | {s['target_msgs_per_s']:,.0f} | {s['msgs_per_s']:,.0f} "
@@ -823,9 +954,9 @@ def table(r: dict[str, Any]) -> str:
         "PostgreSQL CPU by backend (% of one CPU; µs per message sent) and change-feed work per "
         "message sent:",
         "",
-        "| phase | writers | rtm feed | rtm pool | background | stamp transactions / msg "
-        "| change_log rows seq-scanned / msg | commits / msg |",
-        "|" + "---|" * 8,
+        "| phase | writers | rtm feed | rtm pool | rtm statistics | background "
+        "| stamp transactions / msg | change_log rows seq-scanned / msg | commits / msg |",
+        "|" + "---|" * 9,
     ]
     for s in r.get("phases", []):
         pct, us, fs = s["pg_cpu_pct_by_kind"], s["pg_cpu_us_per_msg_by_kind"], s["feed_stats"]
@@ -837,7 +968,7 @@ def table(r: dict[str, Any]) -> str:
         seq_rows = fs.get("log_seq_rows", 0) / sent
         lines.append(
             f"| {s['phase']} | {cell('writers')} | {cell('rtm feed')} | {cell('rtm pool')} "
-            f"| {cell('background')} | {fs.get('stamps', 0) / sent:.2f} "
+            f"| {cell('rtm statistics')} | {cell('background')} | {fs.get('stamps', 0) / sent:.2f} "
             f"| {seq_rows:,.1f} | {fs.get('commits', 0) / sent:.2f} |"
         )
     return "\n".join(lines)
@@ -852,6 +983,20 @@ def verdict(r: dict[str, Any]) -> str:
         f"ms to 'Subscribed to PostgreSQL', {c['slow_subscribes_over_1s']} over 1 s, "
         f"{c.get('listen_overflows', 0)} SYNs dropped by a full listen queue, "
         f"rtm CPU {c['rtm_cpu_ms_per_subscribe']} ms per subscriber)"
+    )
+    cold, warm = r["phases"][0], r["phases"][2] if len(r["phases"]) > 2 else None
+    worst = max((b["p99_ms"] or 0.0 for b in cold["per_second"]), default=None)
+    ok = "PASS" if worst is not None and worst <= COLD_TARGET_MS else "FAIL"
+    lines.append(
+        f"cold start (500 msgs/s, 3 s): p50 {cold['p50_ms']} ms, p99 {cold['p99_ms']} ms, worst "
+        f"second's p99 {worst} ms (target <= {COLD_TARGET_MS:.0f} ms): {ok}; PostgreSQL "
+        f"{cold['pg_cpu_us_per_msg']} µs per message"
+        + (
+            f" (warm baseline, same run: p50 {warm['p50_ms']} ms, p99 {warm['p99_ms']} ms, "
+            f"{warm['pg_cpu_us_per_msg']} µs)"
+            if warm is not None
+            else ""
+        )
     )
     first = r["phases"][1]
     p99 = first["p99_ms"]
@@ -921,7 +1066,16 @@ def main() -> int:
         help="the writers' synchronous_commit: off (default) or on; see the README",
     )
     parser.add_argument(
-        "--no-analyze", action="store_true", help="do not ANALYZE after the bulk setup"
+        "--no-analyze", action="store_true", help="do not ANALYZE after the cold start"
+    )
+    parser.add_argument(
+        "--pg-sample", action="store_true", help="sample pg_stat_activity every 10 ms"
+    )
+    parser.add_argument(
+        "--pg-log-ms",
+        type=int,
+        default=None,
+        help="log statements slower than this (and autovacuum) to <profile dir>/postgres.log",
     )
     parser.add_argument("--quick", action="store_true", help="1,000 subscribers, short phases")
     parser.add_argument("--rate", type=float, default=1000.0, help="first phase, msgs/s")
@@ -962,13 +1116,15 @@ def main() -> int:
         first_rate=args.rate,
         first_s=args.duration or (5.0 if args.quick else 20.0),
         step_s=args.step_duration or (3.0 if args.quick else 10.0),
-        warm_s=1.0 if args.quick else 3.0,
+        cold_s=3.0,
         batch=args.batch,
         drain_s=10.0 if args.quick else 20.0,
         budget_s=30.0 if args.quick else 200.0,
         seed=args.seed,
         sync_commit=args.commit == "sync",
         analyze=not args.no_analyze,
+        pg_sample=args.pg_sample,
+        pg_log_ms=args.pg_log_ms,
     )
     outcome = run_pinned(
         plan,
@@ -992,9 +1148,14 @@ def main() -> int:
             print(f"{key}: {result[key]}")
     if result.get("stray_deliveries"):
         print(f"stray deliveries (no phase): {result['stray_deliveries']}")
+    for s in result.get("phases", []):
+        if s["pg_samples"]:
+            print(f"\n{s['phase']}: busy backends by statement (mean number active):")
+            for row in s["pg_samples"]:
+                print(f"  {row['busy']:6.3f}  {row['kind']:<10} {row['query']}")
     print_log_problems(result.get("server_log_problems", []))
     if args.profile is not None:
-        for name in ("connect.txt", "first.txt", "steps.txt"):
+        for name in ("connect.txt", "cold.txt", "first.txt", "steps.txt"):
             print()
             print(summarize_profile(args.profile / name))
     if args.json is not None:

@@ -173,7 +173,9 @@ async def test_the_staff_read_counters_count_the_receipts_written_before_them(
                 user,
             )
 
-        monkeypatch.undo()
+        monkeypatch.setattr(
+            runner, "load_migrations", lambda: [m for m in shipped if m.version <= 12]
+        )
         assert [m.version for m in await migrate(conn)] == [12]
         assert await conn.fetchval("SELECT sum(receipts) FROM rtm.staff_read_counters") == len(
             ids[0::2]

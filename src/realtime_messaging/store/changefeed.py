@@ -1,7 +1,8 @@
 """The change feed: every committed change to the messaging tables, in order, with a position.
 
-Triggers (migration ``0004_change_feed``) append each row change to ``rtm.change_queue`` and,
-while the stamper sleeps, ``NOTIFY rtm_change`` (migration ``0007``). One process at a time, the *stamper*, moves the committed queue rows into
+Triggers (``rtm.capture_change``, currently defined by migration ``0013_lean_capture``) append
+each row change to ``rtm.change_queue`` and, while the stamper sleeps, ``NOTIFY rtm_change``
+(migration ``0007``). One process at a time, the *stamper*, moves the committed queue rows into
 ``rtm.change_log``, numbering them with consecutive positions in one transaction. Why this is
 gap-free and ordered:
 
@@ -10,8 +11,10 @@ gap-free and ordered:
 * the trigger locks the conversation's counter row before queueing, so within a conversation
   queue ids follow commit order, and so do positions.
 
-Every process (the stamper included) then reads the log by position and hands the changes to
-its router. The log is kept for ``retention`` seconds so that clients can resume.
+Every process then reads the log by position and hands the changes to its router (the stamper
+hands over what it stamps, without reading it back). The log is kept for ``retention`` seconds
+so that clients can resume. The stamper also keeps the statistics of growing tables current
+(:func:`analyze_grown_tables`): docs/changes.md, "A fresh database".
 """
 
 from __future__ import annotations
@@ -50,10 +53,14 @@ _COLUMNS = (
 #: NOTIFY per batch that moved something. The first position is a scalar from ``base``'s one
 #: row, not a join with it: joined, the planner multiplied the batch by its guess at the rows of
 #: ``change_feed_state`` (2,140 when never analysed), and planned millions of rows (issue 12).
+#: The batch's ids are an array computed once, not ``id IN (subquery)``: the statement has no
+#: parameters, so its plan is made once per session, whatever the queue held then, and after an
+#: ANALYZE that found the queue empty the planner rescanned the subquery for every queued row (a
+#: nested loop: stamps took 20 to 390 ms at 1,000 changes/s, issue 16).
 _STAMP = f"""
 WITH batch AS (
     DELETE FROM rtm.change_queue
-    WHERE id IN (SELECT id FROM rtm.change_queue ORDER BY id LIMIT {BATCH})
+    WHERE id = ANY (ARRAY(SELECT id FROM rtm.change_queue ORDER BY id LIMIT {BATCH}))
     RETURNING *
 ), base AS (
     UPDATE rtm.change_feed_state SET last_pos = last_pos + (SELECT count(*) FROM batch)
@@ -243,14 +250,62 @@ async def read_since_many(
     return result
 
 
+#: The feed's session plans no table scans. Every statement it runs walks a primary key in
+#: order (or the log's time index), over tables whose size swings from nothing to thousands of
+#: rows within a second (the queue, the log of a fresh database). A plan made once for the
+#: session while a table was empty (the stamp has no parameters; the read's cached generic plan)
+#: was a scan of the whole table, kept as the table grew: on a fresh database every read scanned
+#: the whole log until autovacuum's first ANALYZE (issue 12), and the stamp the whole queue. A
+#: bitmap scan reads every row after the position, then sorts them, for a batch of 2,000.
+FEED_SETTINGS: dict[str, str] = {
+    **SERVER_SETTINGS,
+    "application_name": APPLICATION_NAME,
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+}
+
+
 async def connect_feed(url: str) -> asyncpg.Connection:
-    """The change feed's own connection (with the server's session settings: no JIT)."""
-    conn: asyncpg.Connection = await asyncpg.connect(
-        url,
-        timeout=10,
-        server_settings={**SERVER_SETTINGS, "application_name": APPLICATION_NAME},
-    )
+    """The change feed's own connection (the server's session settings, no JIT; no table
+    scans, :data:`FEED_SETTINGS`)."""
+    conn: asyncpg.Connection = await asyncpg.connect(url, timeout=10, server_settings=FEED_SETTINGS)
     return conn
+
+
+#: How the statistics keeper's connection shows in pg_stat_activity.
+STATISTICS_APPLICATION_NAME = "rtm statistics"
+#: Seconds between two looks at the tables' growth.
+STATISTICS_INTERVAL = 1.0
+
+#: Tables that have grown past twice their size at their last ANALYZE (and by more than
+#: STATISTICS_MIN_GROWTH rows), in the schemas the messaging tables, their triggers and the
+#: feed use. Autovacuum would analyse them too, but it looks every minute (autovacuum_naptime),
+#: and what a trigger or a session plans in between, it plans for the size at its last ANALYZE,
+#: or, for a table never analysed, with no statistics at all: on a fresh database the presence
+#: trigger then walked every open connection for each participant that connected (10,000
+#: customers connecting: 3.5 s per batch of 250 and a core busy for 15 s, issue 16). Generic
+#: plans cached by triggers and sessions are replanned after an ANALYZE.
+_GROWN = """
+SELECT format('%I.%I', s.schemaname, s.relname) AS name
+FROM pg_stat_user_tables AS s
+JOIN pg_class AS c ON c.oid = s.relid
+WHERE s.schemaname IN ('public', 'rtm', 'realtime')
+  AND s.n_live_tup > 2 * greatest(c.reltuples, 0) + $1
+  AND pg_has_role(c.relowner, 'MEMBER')  -- what this role may analyse
+ORDER BY s.n_live_tup
+"""
+STATISTICS_MIN_GROWTH = 500
+
+
+async def analyze_grown_tables(conn: asyncpg.Connection) -> list[str]:
+    """ANALYZE the tables that have outgrown their statistics (:data:`_GROWN`); their names.
+
+    A table another session is analysing (or altering) is left for the next round."""
+    done: list[str] = []
+    for row in await conn.fetch(_GROWN, STATISTICS_MIN_GROWTH):
+        await conn.execute(f"ANALYZE (SKIP_LOCKED) {row['name']}")
+        done.append(row["name"])
+    return done
 
 
 async def feed_head(conn: asyncpg.Connection) -> int:
@@ -280,6 +335,7 @@ class ChangeFeed:
         self.position: int | None = None
         self.live = asyncio.Event()
         self.stamper = False
+        self._statistics: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rtm-change-feed")
@@ -329,16 +385,20 @@ class ChangeFeed:
             # the linger put it to sleep properly.
             awake = False
             last_change = float("-inf")
+            # The stamper hands out every position from here on: once it has read up to the
+            # head it found, it knows what the log holds without reading it.
+            head: int | None = None
             if self.stamper:
-                await conn.execute(_AWAKE, True)
+                head = await self._take_over(conn)
                 awake, last_change = True, loop.time()
             while True:
                 self._wake.clear()
                 rows: list[asyncpg.Record] = []
-                if self.stamper:
+                if head is not None:
                     stamped = await conn.fetch(_STAMP)
                     if stamped:
                         last_change = loop.time()
+                        head = stamped[-1]["pos"]
                         if stamped[0]["pos"] == self.position + 1:
                             rows = stamped
                     if loop.time() - last_prune > min(60.0, self._retention / 4):
@@ -346,10 +406,10 @@ class ChangeFeed:
                         last_prune = loop.time()
                 elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", STAMPER_LOCK_KEY):
                     self.stamper = True
-                    await conn.execute(_AWAKE, True)
+                    head = await self._take_over(conn)
                     awake, last_change = True, loop.time()
                     continue
-                if not rows:
+                if not rows and (head is None or self.position < head):
                     rows = await conn.fetch(_READ, self.position)
                 if rows:
                     changes = [Change.from_row(r) for r in rows]
@@ -385,13 +445,55 @@ class ChangeFeed:
                 if conn.is_closed():
                     raise ConnectionError("connection closed")
         finally:
-            # Bounded: a close after a cancelled query first waits, without a timeout of its
-            # own, for asyncpg's cancel request to complete, and was seen to wait forever in
-            # the test suite. Past the bound the socket is dropped.
+            await self._stop_statistics()
+            await _close(conn)
+
+    async def _take_over(self, conn: asyncpg.Connection) -> int:
+        """Become the stamper: awake, keeping statistics; the head of the log now."""
+        await conn.execute(_AWAKE, True)
+        if self._statistics is None:
+            self._statistics = asyncio.create_task(
+                self._keep_statistics(), name="rtm-change-feed-statistics"
+            )
+        return await feed_head(conn)
+
+    async def _keep_statistics(self) -> None:
+        """While this process stamps: ANALYZE what outgrew its statistics, on a connection of
+        its own (an ANALYZE takes milliseconds to seconds, which the stamper cannot wait)."""
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await asyncpg.connect(
+                            self._url,
+                            timeout=10,
+                            server_settings={
+                                **SERVER_SETTINGS,
+                                "application_name": STATISTICS_APPLICATION_NAME,
+                            },
+                        )
+                    analysed = await analyze_grown_tables(conn)
+                    if analysed:
+                        log.debug("analysed %s", ", ".join(analysed))
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.info("statistics upkeep failed (%r); trying again", exc)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                await asyncio.sleep(STATISTICS_INTERVAL)
+        finally:
+            if conn is not None:
+                await _close(conn)
+
+    async def _stop_statistics(self) -> None:
+        task, self._statistics = self._statistics, None
+        if task is not None:
+            task.cancel()
             try:
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
-            except TimeoutError:
-                conn.terminate()
+                await task
+            except asyncio.CancelledError:
+                pass
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -404,3 +506,13 @@ class ChangeFeed:
             "WHERE inserted_at < localtimestamp - make_interval(secs => $1)",
             float(self._retention),
         )
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    # Bounded: a close after a cancelled query first waits, without a timeout of its own, for
+    # asyncpg's cancel request to complete, and was seen to wait forever in the test suite.
+    # Past the bound the socket is dropped.
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+    except TimeoutError:
+        conn.terminate()
