@@ -1,16 +1,20 @@
-"""Broadcast and presence between real sockets, in both wire formats."""
+"""Broadcast between real sockets in both wire formats, and typing: a broadcast that also
+writes the sender's typing indicator."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
 from realtime_messaging.protocol.frames import Vsn, encode_user_broadcast_push
 from tests.conftest import RunningServer
 
-from .wsclient import RawSocket
+from ..wsclient import RawSocket
+from .conftest import Conversation
 
 
 def _is(event: str):  # type: ignore[no-untyped-def]
@@ -155,105 +159,6 @@ async def test_v1_text_broadcast_reaches_v2_as_array(server: RunningServer) -> N
         await b.close()
 
 
-async def test_presence_state_after_join_then_diffs_to_every_member(server: RunningServer) -> None:
-    cfg_a = {"presence": {"key": "alice", "enabled": True}}
-    cfg_b = {"presence": {"key": "bob", "enabled": True}}
-    a = await RawSocket.connect(server.ws_url, server.anon_key)
-    b = await RawSocket.connect(server.ws_url, server.anon_key, Vsn.V2)
-    try:
-        await a.join("pr-room", cfg_a)
-        assert (await a.expect(_is("presence_state")))["payload"] == {}
-        await a.send(
-            "realtime:pr-room", "presence", {"event": "track", "payload": {"name": "A"}}, "3", "1"
-        )
-        assert (await a.reply_to("3"))["payload"]["status"] == "ok"
-        diff = (await a.expect(_is("presence_diff")))["payload"]
-        meta = diff["joins"]["alice"]["metas"][0]
-        assert meta["name"] == "A" and meta["phx_ref"]
-        assert diff["leaves"] == {}
-
-        await b.join("pr-room", cfg_b)
-        state = await b.expect(_is("presence_state"))
-        assert state["payload"] == {"alice": {"metas": [meta]}}
-        assert state["join_ref"] == "1"
-
-        # Re-tracking replaces: a leave of the old meta and a join carrying phx_ref_prev.
-        await a.send(
-            "realtime:pr-room", "presence", {"event": "track", "payload": {"name": "A2"}}, "4", "1"
-        )
-        retrack = (await b.expect(_is("presence_diff")))["payload"]
-        assert retrack["leaves"] == {"alice": {"metas": [meta]}}
-        new_meta = retrack["joins"]["alice"]["metas"][0]
-        assert new_meta["name"] == "A2" and new_meta["phx_ref_prev"] == meta["phx_ref"]
-
-        await a.send("realtime:pr-room", "presence", {"event": "untrack"}, "5", "1")
-        untrack = (await b.expect(_is("presence_diff")))["payload"]
-        assert untrack == {"joins": {}, "leaves": {"alice": {"metas": [new_meta]}}}
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def test_closed_connection_leaves_presence_at_once(server: RunningServer) -> None:
-    a = await RawSocket.connect(server.ws_url, server.anon_key)
-    b = await RawSocket.connect(server.ws_url, server.anon_key)
-    try:
-        await a.join("pr-close", {"presence": {"key": "gone"}})
-        await b.join("pr-close", {"presence": {"key": "stays", "enabled": True}})
-        await a.send(
-            "realtime:pr-close", "presence", {"event": "track", "payload": {"v": 1}}, "2", "1"
-        )
-        joined = await b.expect(
-            lambda m: m.get("event") == "presence_diff" and "gone" in m["payload"]["joins"]
-        )
-        await a.close()
-        left = await b.expect(
-            lambda m: m.get("event") == "presence_diff" and "gone" in m["payload"]["leaves"]
-        )
-        assert left["payload"]["leaves"]["gone"] == joined["payload"]["joins"]["gone"]
-    finally:
-        await b.close()
-
-
-async def test_presence_track_needs_a_map(server: RunningServer) -> None:
-    a = await RawSocket.connect(server.ws_url, server.anon_key)
-    try:
-        await a.join("pr-bad")
-        await a.send("realtime:pr-bad", "presence", {"event": "track", "payload": "nope"}, "2", "1")
-        reply = await a.reply_to("2")
-        assert reply["payload"] == {
-            "status": "error",
-            "response": {"reason": "Presence track payload must be a map"},
-        }
-    finally:
-        await a.close()
-
-
-async def test_duplicate_join_replaces_the_channel_without_phx_close(server: RunningServer) -> None:
-    a = await RawSocket.connect(server.ws_url, server.anon_key)
-    b = await RawSocket.connect(server.ws_url, server.anon_key)
-    try:
-        await a.join("dup", {"broadcast": {"self": False}})
-        await b.join("dup")
-        # The second join of the same topic on the same socket: only a reply, no phx_close.
-        ref = a.next_ref()
-        await a.send("realtime:dup", "phx_join", {"config": {}}, ref, ref)
-        first = await a.recv()
-        assert first["event"] == "phx_reply" and first["payload"]["status"] == "ok"
-        await b.send(
-            "realtime:dup",
-            "broadcast",
-            {"type": "broadcast", "event": "after", "payload": {}},
-            "9",
-            "1",
-        )
-        got = await a.recv()
-        assert got["event"] == "broadcast" and got["payload"]["event"] == "after"
-    finally:
-        await a.close()
-        await b.close()
-
-
 @pytest.mark.parametrize("vsn", [Vsn.V1, Vsn.V2])
 async def test_many_subscribers_each_get_every_broadcast_once_in_order(
     server: RunningServer, vsn: Vsn
@@ -286,36 +191,66 @@ async def test_many_subscribers_each_get_every_broadcast_once_in_order(
             await s.close()
 
 
-async def test_internal_failure_errors_only_that_channel(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+def _typing(topic: str, payload: dict[str, Any], ref: str | None) -> tuple[Any, ...]:
+    return (topic, "broadcast", {"type": "broadcast", "event": "typing", "payload": payload}, ref)
+
+
+async def test_typing_from_a_participant_writes_the_indicator_then_broadcasts(
+    conversation: Conversation, pool: asyncpg.Pool
 ) -> None:
-    from realtime_messaging.server import realtime
+    device, agent = conversation.device, conversation.agent
+    topic = f"conversation:{conversation.id}"
+    await device.join(topic, {"broadcast": {"ack": True}})
+    await agent.join(topic)
+    await device.send(*_typing(f"realtime:{topic}", {"isTyping": True}, "7"), "1")
+    assert (await device.reply_to("7"))["payload"] == {"status": "ok", "response": {}}
+    got = await agent.expect(_is("broadcast"))
+    assert got["payload"]["event"] == "typing"
+    assert got["payload"]["payload"] == {"isTyping": True}
+    # Written before the broadcast went out.
+    assert await pool.fetchval(
+        "SELECT is_typing FROM message_typing_indicators "
+        "WHERE conversation_id = $1 AND customer_id = $2",
+        conversation.id,
+        conversation.customer,
+    )
 
-    def broken(self: object, event: object) -> None:
-        raise RuntimeError("injected failure")
 
-    a = await RawSocket.connect(server.ws_url, server.anon_key)
+async def test_a_refused_typing_push_is_not_broadcast(conversation: Conversation) -> None:
+    device, agent = conversation.device, conversation.agent
+    topic = f"conversation:{conversation.id}"
+    await device.join(topic)
+    await agent.join(topic)
+    await device.send(*_typing(f"realtime:{topic}", {"isTyping": "yes"}, "3"), "1")
+    refused = await device.reply_to("3")
+    assert refused["payload"] == {
+        "status": "error",
+        "response": {"reason": "typing: the payload needs isTyping, true or false"},
+    }
+    await device.send(
+        f"realtime:{topic}",
+        "broadcast",
+        {"type": "broadcast", "event": "after", "payload": {}},
+        None,
+        "1",
+    )
+    assert (await agent.expect(_is("broadcast")))["payload"]["event"] == "after"
+
+
+async def test_typing_from_someone_who_is_no_participant_is_a_plain_broadcast(
+    server: RunningServer,
+) -> None:
+    a, b = await _pair(server, "typing-anon", {"broadcast": {"ack": True}})
     try:
-        await a.join("fails")
-        await a.join("survives", {"broadcast": {"self": True}})
-        monkeypatch.setattr(realtime.Session, "_broadcast", broken)
-        await a.send(
-            "realtime:fails",
-            "broadcast",
-            {"type": "broadcast", "event": "x", "payload": {}},
-            "5",
-            "1",
-        )
-        error = await a.recv()
-        assert error == {"topic": "realtime:fails", "event": "phx_error", "payload": {}, "ref": "1"}
-        monkeypatch.undo()
-        await a.send(
-            "realtime:survives",
-            "broadcast",
-            {"type": "broadcast", "event": "ok", "payload": {}},
-            None,
-            "2",
-        )
-        assert (await a.expect(_is("broadcast")))["payload"]["event"] == "ok"
+        # From a staff user or customer this payload would be refused; from anon it is relayed.
+        await a.send(*_typing("realtime:typing-anon", {"isTyping": "yes"}, "4"), "1")
+        assert (await a.reply_to("4"))["payload"]["status"] == "ok"
+        got = await b.expect(_is("broadcast"))
+        assert got["payload"] == {
+            "type": "broadcast",
+            "event": "typing",
+            "payload": {"isTyping": "yes"},
+        }
     finally:
         await a.close()
+        await b.close()

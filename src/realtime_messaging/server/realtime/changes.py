@@ -1,0 +1,125 @@
+"""postgres_changes on a channel: subscribe its bindings, replay what it missed on a resume,
+send changes in feed order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+
+from ...protocol.connection import subtopic
+from ...store.changefeed import Change, History, history_bounds, read_broadcasts, read_since
+from ..pgchanges import receives, scope_of
+from .channel import Channel
+from .session import Session
+
+log = logging.getLogger(__package__)
+
+
+def subscribe(session: Session, channel: Channel, resume: int | None) -> None:
+    """Route the channel's bindings to it, from now on or (``resume``) from a position."""
+    error = session.server.router.subscribe(
+        channel, channel.config.postgres_changes, channel.identity
+    )
+    if error is not None:
+        _system(
+            session,
+            channel,
+            "error",
+            f"Unable to subscribe to changes with given parameters: {error}",
+        )
+        return
+    if resume is None:
+        # Every change after this position reaches the channel: a client that loses its
+        # connection before its first change resumes from here.
+        position = session.server.feed_position()
+        channel.pg_position = position
+        _system(session, channel, "ok", "Subscribed to PostgreSQL", position=position)
+        return
+    resume_from(session, channel, resume)
+
+
+def resume_from(session: Session, channel: Channel, position: int) -> None:
+    """Replay what the channel missed since ``position``; live changes wait meanwhile."""
+    channel.pg_buffer = []
+    channel.replay = asyncio.create_task(_replay(session, channel, position))
+
+
+async def _replay(session: Session, channel: Channel, position: int) -> None:
+    """Send what the channel missed since ``position``, then what arrived meanwhile:
+    postgres changes its bindings match, and broadcasts from the database to its topic."""
+    server = session.server
+    _, customer = scope_of(channel.identity)
+    bindings = bool(channel.config.postgres_changes)
+    try:
+        if not bindings:
+            async with server.pool.acquire() as conn:
+                history: History | None = await history_bounds(conn, position)
+        elif customer is None:
+            async with server.pool.acquire() as conn:
+                history = await read_since(conn, position)
+        else:
+            history = await server.histories.get((position, customer))
+        assert history is not None
+        async with server.pool.acquire() as conn:
+            broadcasts = await read_broadcasts(
+                conn, position, subtopic(channel.topic), history.head
+            )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("resume of %s failed: %s", channel.topic, exc)
+        channel.pg_buffer = None
+        if session.channels.get(channel.topic) is channel:
+            _system(session, channel, "error", "Unable to resume: the database is unavailable")
+        return
+    if session.channels.get(channel.topic) is not channel:
+        return
+    router = server.router
+    channel.pg_position = position
+    if history.lost:
+        _system(
+            session,
+            channel,
+            "ok",
+            "History lost: changes after this position are no longer kept; reload",
+            position=position,
+            history_lost=True,
+        )
+    else:
+        missed: list[tuple[Change, list[int]]] = [
+            (change, []) for change in broadcasts if receives(change, channel)
+        ]
+        if bindings:
+            for change in history.changes:
+                ids = router.ids_for(change, channel)
+                if ids:
+                    missed.append((change, ids))
+        missed.sort(key=lambda item: item[0].pos)
+        for change, ids in missed:
+            _send(session, channel, change, ids)
+    buffered, channel.pg_buffer = channel.pg_buffer or [], None
+    for change, ids in buffered:
+        if change.pos > channel.pg_position:
+            _send(session, channel, change, ids)
+    # Replay covered the log up to its head, the buffer what was routed meanwhile.
+    position = max(channel.pg_position, history.head, server.feed_position())
+    channel.pg_position = position
+    if bindings:
+        _system(session, channel, "ok", "Subscribed to PostgreSQL", position=position)
+
+
+def _send(session: Session, channel: Channel, change: Change, ids: list[int]) -> None:
+    session.outbox.write(session.server.router.frame(change, channel, ids))
+    channel.pg_position = change.pos
+
+
+def _system(session: Session, channel: Channel, status: str, message: str, **extra: Any) -> None:
+    payload = {
+        "extension": "postgres_changes",
+        "status": status,
+        "message": message,
+        "channel": subtopic(channel.topic),
+        **extra,
+    }
+    session.outbox.text(session.proto.push(channel.topic, "system", payload, channel.join_ref))

@@ -1,0 +1,79 @@
+"""A joined topic of one socket, as the hub and the change router see it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from ...domain.identity import Identity
+from ...protocol.frames import Vsn
+from ...protocol.join import JoinConfig
+from ...store.changefeed import Change
+from ...store.channel_access import ChannelAccess
+from ..fanout import Outbox
+
+#: One count for session ids and channel keys: each is unique within the process.
+serial = itertools.count(1)
+
+
+class Channel:
+    """One joined topic of one session: a hub member."""
+
+    __slots__ = (
+        "outbox",
+        "vsn",
+        "topic",
+        "join_ref",
+        "config",
+        "identity",
+        "key",
+        "presence_key",
+        "expiry",
+        "pg_position",
+        "pg_buffer",
+        "replay",
+        "participant",
+        "tracked",
+        "access",
+        "reads_private",
+    )
+
+    def __init__(
+        self,
+        node_id: str,
+        outbox: Outbox,
+        vsn: Vsn,
+        topic: str,
+        join_ref: str | None,
+        config: JoinConfig,
+        identity: Identity,
+    ) -> None:
+        #: The session's outbox and wire format, plain attributes: read for every delivery.
+        self.outbox = outbox
+        self.vsn = vsn
+        self.topic = topic
+        self.join_ref = join_ref
+        self.config = config
+        self.identity = identity
+        #: A plain attribute, not a property: the hub reads it for every broadcast delivery.
+        self.reads_private = config.private
+        self.key = f"{node_id}:{next(serial)}"
+        self.presence_key = config.presence_key
+        self.expiry: asyncio.TimerHandle | None = None
+        #: Position of the last postgres change delivered (changes at or below it are skipped).
+        self.pg_position = 0
+        #: While a resume replays history, live changes wait here.
+        self.pg_buffer: list[tuple[Change, list[int]]] | None = None
+        self.replay: asyncio.Task[None] | None = None
+        #: On ``presence:<conversation_id>`` topics, the staff user or customer this channel's
+        #: presence stands for (its key), with the server-owned part of its meta.
+        self.participant: dict[str, str] | None = None
+        self.tracked: dict[str, Any] = {}
+        #: On a private channel whose topic is not one of ours, what the policies on
+        #: realtime.messages allow (decided at join, again when the token changes).
+        self.access: ChannelAccess | None = None
+
+    @property
+    def receives_own_broadcasts(self) -> bool:
+        return self.config.broadcast_self

@@ -1,0 +1,131 @@
+"""The WebSocket endpoint of one process: upgrades sockets, runs their sessions, stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from ...protocol.errors import ProtocolError
+from ...protocol.frames import Vsn
+from ...store.changefeed import Change
+from ..auth import AuthError
+from . import presence, tokens
+from .dispatch import on_frame
+from .session import Session, who
+from .shared import Shared
+
+log = logging.getLogger(__package__)
+
+#: How long closing a socket waits for the client's close frame before cutting it.
+CLOSE_HANDSHAKE_TIMEOUT = 1.0
+#: "Service restart": the close code of a stopping server (clients reconnect).
+CLOSE_SERVICE_RESTART = 1012
+#: Sockets closed at once when the server stops (as Centrifuge does), the pause between two
+#: batches (10,000 sockets: 4 s), and the bound on the close handshakes once all are sent.
+DRAIN_BATCH = 128
+DRAIN_INTERVAL = 0.05
+DRAIN_TIMEOUT = 5.0
+
+
+class RealtimeServer(Shared[Session]):
+    """The WebSocket endpoint of one process: what its sessions share, their upgrade, the
+    sweepers that close them, and the drain when the server stops."""
+
+    #: The token and idle sweepers, while the server runs.
+    _sweepers: tuple[asyncio.Task[None], ...] = ()
+
+    async def start(self) -> None:
+        await self.cluster.start()
+        self._sweepers = (
+            asyncio.create_task(tokens.sweep(self), name="rtm-token-sweeper"),
+            asyncio.create_task(self._sweep_idle(), name="rtm-idle-sweeper"),
+        )
+
+    async def stop(self) -> None:
+        """Close every socket with 1012 ("service restart"), :data:`DRAIN_BATCH` at a time.
+
+        1012, never 1000, after which phoenix.js does not reconnect: clients come back to
+        another process (or this one restarted) and resume. A batch starts every
+        :data:`DRAIN_INTERVAL` without waiting for the previous one's close handshakes, so
+        that thousands of clients (realtime-js retries after a fixed second) do not all come
+        back in the same instant; the handshakes are bounded together by
+        :data:`DRAIN_TIMEOUT`, then cut.
+        """
+        for task in self._sweepers:
+            task.cancel()
+        await asyncio.gather(*self._sweepers, return_exceptions=True)
+        self._sweepers = ()
+        sessions = list(self.sessions)
+        closing: list[asyncio.Task[None]] = []
+        for start in range(0, len(sessions), DRAIN_BATCH):
+            if start:
+                await asyncio.sleep(DRAIN_INTERVAL)
+            closing += [
+                asyncio.create_task(session.drain(CLOSE_SERVICE_RESTART, "service restart"))
+                for session in sessions[start : start + DRAIN_BATCH]
+            ]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=DRAIN_TIMEOUT)
+            for task in late:
+                task.cancel()  # aiohttp then closes the transport
+            await asyncio.gather(*closing, return_exceptions=True)
+        await self.cluster.stop()
+
+    async def _sweep_idle(self) -> None:
+        """Close sockets silent for longer than the idle timeout (clients heartbeat every 25 s).
+
+        One sweep for all sockets, instead of a timeout armed around every frame received.
+        """
+        idle = self.settings.idle_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(idle / 2, 5.0))
+            deadline = loop.time() - idle
+            for session in list(self.sessions):
+                if session.last_seen < deadline:
+                    # 1001, not 1000: phoenix.js does not reconnect after 1000, and a client
+                    # that was only stalled should come back.
+                    session.close_soon(1001, "idle timeout")
+
+    def presence_changed(self, changes: Sequence[Change]) -> None:
+        """Keep the ``status`` in the Phoenix presence metas equal to the presence rows."""
+        presence.presence_changed(self, changes)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``GET /realtime/v1/websocket``: authenticate, upgrade, run the session."""
+        token = request.headers.get("x-api-key") or request.query.get("apikey")
+        try:
+            vsn = Vsn.parse(request.query.get("vsn"))
+        except ProtocolError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            identity = await self.auth.identify(token)
+        except AuthError as exc:
+            log.info("socket refused (%d): %s", exc.status, exc.message)
+            return web.json_response({"error": exc.message}, status=exc.status)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_frame_bytes,
+            compress=False,
+            autoping=True,
+            # How long a close waits for the client's close frame: a live client answers at
+            # once; one that does not read must not hold a drain up.
+            timeout=CLOSE_HANDSHAKE_TIMEOUT,
+        )
+        await ws.prepare(request)
+        session = Session(self, ws, request.transport, vsn, identity)
+        self.sessions.add(session)
+        log.info("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
+        try:
+            await session.run(on_frame)
+        finally:
+            self.sessions.discard(session)
+            session.teardown()
+            log.info(
+                "socket %s disconnected: %s",
+                session.id,
+                session.close_reason or f"closed by the client ({ws.close_code})",
+            )
+        return ws

@@ -1,0 +1,180 @@
+"""Joining and leaving: the reply, the socket's limits, the join's own token, replacing a
+joined channel, and what a refused join counts."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+from realtime_messaging.protocol.frames import Vsn
+from tests.conftest import TEST_SECRET, RunningServer, running_server
+
+from ..wsclient import RawSocket
+from .metrics import socket_errors
+
+
+async def test_join_echoes_bindings_in_order_with_stable_nonzero_ids(server: RunningServer) -> None:
+    bindings = [
+        {"event": "INSERT", "schema": "public", "table": "customer_messages", "filter": "id=eq.1"},
+        {"event": "*", "schema": "public", "table": "message_read_receipts", "extra": [1]},
+    ]
+    a = await RawSocket.connect(server.ws_url, server.anon_key)
+    b = await RawSocket.connect(server.ws_url, server.anon_key, Vsn.V2)
+    try:
+        ra = await a.join("room-bindings", {"postgres_changes": bindings})
+        rb = await b.join("room-bindings", {"postgres_changes": bindings})
+        entries = ra["response"]["postgres_changes"]
+        assert [{k: v for k, v in e.items() if k != "id"} for e in entries] == bindings
+        assert all(isinstance(e["id"], int) and e["id"] > 0 for e in entries)
+        assert entries[0]["id"] != entries[1]["id"]
+        assert rb["response"]["postgres_changes"] == entries
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_join_accepts_null_config_sections(server: RunningServer) -> None:
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        ref = sock.next_ref()
+        payload = {"config": {"broadcast": None, "presence": None, "postgres_changes": None}}
+        await sock.send("realtime:room-null", "phx_join", payload, ref, ref)
+        reply = await sock.reply_to(ref)
+        assert reply["payload"] == {"status": "ok", "response": {"postgres_changes": []}}
+    finally:
+        await sock.close()
+
+
+async def test_leave_replies_ok_then_phx_close(server: RunningServer) -> None:
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await sock.join("room-leave")
+        await sock.send("realtime:room-leave", "phx_leave", {}, "20", "1")
+        reply = await sock.recv()
+        assert reply["event"] == "phx_reply" and reply["ref"] == "20"
+        assert reply["payload"]["status"] == "ok"
+        close = await sock.recv()
+        assert close["event"] == "phx_close" and close["ref"] == "1"
+        await sock.send(
+            "realtime:room-leave",
+            "broadcast",
+            {"type": "broadcast", "event": "e", "payload": {}},
+            "21",
+        )
+        assert (await sock.reply_to("21"))["payload"]["response"]["reason"] == "unmatched topic"
+    finally:
+        await sock.close()
+
+
+async def test_channel_limit_per_connection(database_url: str) -> None:
+    async with running_server(database_url, max_channels_per_connection=2) as srv:
+        sock = await RawSocket.connect(srv.ws_url, srv.anon_key)
+        try:
+            assert (await sock.join("limit-1"))["status"] == "ok"
+            assert (await sock.join("limit-2"))["status"] == "ok"
+            third = await sock.join("limit-3")
+            assert third == {
+                "status": "error",
+                "response": {"reason": "ChannelRateLimitReached: Too many channels"},
+            }
+            assert (await sock.join("limit-1"))[
+                "status"
+            ] == "ok"  # rejoining a joined topic is not a new channel
+        finally:
+            await sock.close()
+
+
+async def test_join_flood_is_refused_and_disconnected(database_url: str) -> None:
+    async with running_server(database_url, max_joins_per_second=5) as srv:
+        flood = await RawSocket.connect(srv.ws_url, srv.anon_key)
+        other = await RawSocket.connect(srv.ws_url, srv.anon_key)
+        try:
+            for i in range(10):
+                ref = str(i + 1)
+                await flood.send(f"realtime:flood-{i}", "phx_join", {}, ref, ref)
+            refused = await flood.expect(lambda m: m.get("payload", {}).get("status") == "error")
+            assert (
+                refused["payload"]["response"]["reason"]
+                == "ClientJoinRateLimitReached: Too many joins per second"
+            )
+            assert await flood.closed() == 1008
+            assert (await other.join("after-flood"))["status"] == "ok"
+        finally:
+            await flood.close()
+            await other.close()
+
+
+def _token(claims: dict[str, object]) -> str:
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+async def test_expired_join_token_is_refused(server: RunningServer) -> None:
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        expired = _token({"role": "authenticated", "exp": int(time.time()) - 30})
+        reply = await sock.join("room-expired", access_token=expired)
+        assert reply["status"] == "error"
+        assert reply["response"]["reason"].startswith("InvalidJWTToken: Token has expired")
+    finally:
+        await sock.close()
+
+
+async def test_duplicate_join_replaces_the_channel_without_phx_close(server: RunningServer) -> None:
+    a = await RawSocket.connect(server.ws_url, server.anon_key)
+    b = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await a.join("dup", {"broadcast": {"self": False}})
+        await b.join("dup")
+        # The second join of the same topic on the same socket: only a reply, no phx_close.
+        ref = a.next_ref()
+        await a.send("realtime:dup", "phx_join", {"config": {}}, ref, ref)
+        first = await a.recv()
+        assert first["event"] == "phx_reply" and first["payload"]["status"] == "ok"
+        await b.send(
+            "realtime:dup",
+            "broadcast",
+            {"type": "broadcast", "event": "after", "payload": {}},
+            "9",
+            "1",
+        )
+        got = await a.recv()
+        assert got["event"] == "broadcast" and got["payload"]["event"] == "after"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_replaced_channel_receives_each_broadcast_once(server: RunningServer) -> None:
+    a = await RawSocket.connect(server.ws_url, server.anon_key)
+    b = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        await a.join("dup-once")
+        await a.join("dup-once")
+        await b.join("dup-once")
+        for event in ("first", "second"):
+            await b.send(
+                "realtime:dup-once",
+                "broadcast",
+                {"type": "broadcast", "event": event, "payload": {}},
+                None,
+                "1",
+            )
+        # Had the first channel stayed in the hub, "first" would arrive twice before "second".
+        events = [(await a.recv())["payload"]["event"] for _ in range(2)]
+        assert events == ["first", "second"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_refused_join_is_counted(server: RunningServer) -> None:
+    sock = await RawSocket.connect(server.ws_url, server.anon_key)
+    try:
+        before = await socket_errors(server.http_url, "join_refused")
+        reply = await sock.join("staff:00000000-0000-0000-0000-000000000000")
+        assert reply["status"] == "error"
+        assert reply["response"]["reason"].startswith("Unauthorized: ")
+        assert await socket_errors(server.http_url, "join_refused") == before + 1
+    finally:
+        await sock.close()
