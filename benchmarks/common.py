@@ -95,6 +95,37 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
+async def accepting(port: int, proc: subprocess.Popen[bytes] | None = None) -> int:
+    """``time.monotonic_ns()`` when 127.0.0.1:``port`` first accepts a TCP connection, probed
+    every 5 ms; RuntimeError if ``proc`` (the server that should listen) exits first."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited ({proc.returncode})") from None
+            await asyncio.sleep(0.005)
+            continue
+        at = time.monotonic_ns()
+        writer.close()
+        return at
+
+
+async def http_ok(url: str) -> int:
+    """``time.monotonic_ns()`` when a GET of ``url`` first answers 200, tried every 5 ms, each
+    time on a new connection (a readiness probe, as a load balancer's)."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return time.monotonic_ns()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+
+
 class Stoppable(Protocol):
     def stop(self) -> None: ...
 

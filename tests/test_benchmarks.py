@@ -53,3 +53,30 @@ def test_sdk_benchmark_quick() -> None:
     for metric in METRICS:
         assert re.search(rf"^\| {metric} \(\w+\) \| [\d.]+ ms \|", out, re.M), (metric, out)
     assert re.search(r"^\| messages lost / duplicated / misrouted \| 0 / 0 / 0 \|", out, re.M), out
+
+
+def test_restart_benchmark_one_round() -> None:
+    """``benchmarks/restart.py`` at its smallest (one counted round, about 5 s with its own
+    embedded database): it runs to the end and reports every row."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "restart.py"), "--runs", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "RTM_DATABASE_URL"}  # embedded only
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark took over 60 s:\n{out}")
+    assert proc.returncode == 0, out
+    for row in (
+        "baseline: import aiohttp, asyncpg: launch to exit",
+        "baseline: bare aiohttp app: launch to accepting",
+        "rtm serve: launch to accepting",
+        "rtm serve: launch to first answer",
+        "rtm serve: launch to /readyz 200",
+        "rtm serve: SIGTERM to exit",
+    ):
+        line = rf"^{re.escape(row)} +min +[\d.]+ +median +[\d.]+ +max +[\d.]+ ms$"
+        assert re.search(line, out, re.M), (row, out)

@@ -11,6 +11,7 @@ import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -218,8 +219,6 @@ async def build_app(
     admin.register(api, secret=secret)
     rpc.register(api)
     await rest.register(api, pool)
-    spec = openapi(api, title="realtime-messaging", version=__version__)
-    spec["paths"].update(broadcast_openapi_paths())
     app.middlewares.append(metrics.middleware)
     app.middlewares.append(envelope_errors)
     app.middlewares.append(rest.postgrest_errors)
@@ -238,7 +237,14 @@ async def build_app(
     web_assets = WebAssets(public_url, anon_key(secret), embed_origins=settings.embed_origins)
     app.router.add_routes(web_assets.routes())
 
+    spec: dict[str, Any] = {}
+
     async def openapi_json(request: web.Request) -> web.Response:
+        # Built on first request: generating the schemas is most of build_app's time, and
+        # every start would pay it before serving (issue 16).
+        if not spec:
+            spec.update(openapi(api, title="realtime-messaging", version=__version__))
+            spec["paths"].update(broadcast_openapi_paths())
         return web.json_response(spec)
 
     app.router.add_get("/openapi.json", openapi_json)
@@ -359,9 +365,11 @@ async def serve(settings: Settings, db: Database, *, link: socket.socket | None 
     running = await start(settings, db.url, secret, worker=link is not None)
     # Everything built so far lives as long as the process: keep the collector off it, and
     # collect young objects less often. Measured: full collections while 10,000 sockets
-    # connected paused the loop for up to half a second (benchmarks/README.md).
+    # connected paused the loop for up to half a second (benchmarks/README.md). ``rtm serve``
+    # keeps the collector off during the start: on again from here.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    gc.enable()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

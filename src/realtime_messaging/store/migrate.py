@@ -3,6 +3,9 @@
 Each file ``NNNN_name.sql`` runs in its own transaction and is recorded in
 ``rtm.schema_migrations`` with a checksum, so re-running is a no-op and an edited migration that
 was already applied is reported instead of silently diverging.
+
+Every start of ``rtm serve`` migrates, and almost always finds nothing to do: that case is
+answered from one query, without the lock (see :func:`migrate`).
 """
 
 from __future__ import annotations
@@ -48,9 +51,45 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+def _check_applied(migrations: list[Migration], applied: dict[int, str]) -> bool:
+    """Whether every migration is in ``applied`` (version: checksum); MigrationError for one
+    that was applied with other contents."""
+    pending = False
+    for migration in migrations:
+        checksum = applied.get(migration.version)
+        if checksum is None:
+            pending = True
+        elif checksum != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version:04d}_{migration.name} was changed after "
+                "it was applied; add a new migration instead"
+            )
+    return not pending
+
+
+async def _applied(conn: asyncpg.Connection) -> dict[int, str] | None:
+    """The recorded migrations (version: checksum); None before the first migration."""
+    try:
+        rows = await conn.fetch("SELECT version, checksum FROM rtm.schema_migrations")
+    except asyncpg.UndefinedTableError:  # no rtm schema or table yet
+        return None
+    return {r["version"]: r["checksum"] for r in rows}
+
+
 async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every pending migration on ``conn``; return the ones applied now."""
+    """Apply every pending migration on ``conn``; return the ones applied now.
+
+    An up-to-date database is answered from one read of ``rtm.schema_migrations``, without the
+    advisory lock or any DDL: a restart should not wait behind another process's migration it
+    does not need, nor pay a round trip per statement (issue 16). The table only ever gains
+    rows, each committed with its migration, so a read that finds them all is final. Anything
+    pending takes the lock and looks again under it. (Inside a caller's transaction the read is
+    skipped: on a fresh database its error would abort that transaction.)"""
     migrations = load_migrations()
+    if not conn.is_in_transaction():
+        applied = await _applied(conn)
+        if applied is not None and _check_applied(migrations, applied):
+            return []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await conn.execute(
@@ -64,16 +103,11 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             );
             """
         )
-        rows = await conn.fetch("SELECT version, checksum FROM rtm.schema_migrations")
-        applied = {r["version"]: r["checksum"] for r in rows}
+        applied = await _applied(conn) or {}
+        _check_applied(migrations, applied)
         done: list[Migration] = []
         for migration in migrations:
             if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version:04d}_{migration.name} was changed after "
-                        "it was applied; add a new migration instead"
-                    )
                 continue
             try:
                 async with conn.transaction():
