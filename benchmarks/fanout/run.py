@@ -119,6 +119,8 @@ class Plan:
     seed: int
     #: the member that publishes in each room: random (None) or always this position
     sender: int | None = None
+    #: --idle: connect in these cumulative steps, measure memory after each, no traffic
+    idle_steps: tuple[int, ...] = ()
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -367,9 +369,11 @@ class LoadGen:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def connect_all(self) -> dict[str, Any]:
+    async def connect_all(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+        """Connect (and for rtm join) clients ``start:stop``, ``plan.batch`` at a time."""
         started = time.monotonic()
-        clients = self.clients
+        clients = self.clients[start:stop]
+        self.join_s, self.upgrade_s, self.slow_batches = [], [], set()
         for at in range(0, len(clients), self.plan.batch):
             batch = clients[at : at + self.plan.batch]
             await asyncio.gather(*(self._connect(c, at // self.plan.batch) for c in batch))
@@ -605,13 +609,17 @@ async def bench_server(
         if profile is not None:
             spy = start_py_spy(server.proc.pid, profile / f"{kind}-connect.txt", **SPY)
         cpu0 = probe.cpu()
-        result["connect"] = await gen.connect_all()
+        first = plan.idle_steps[0] if plan.idle_steps else None
+        result["connect"] = await gen.connect_all(0, first)
         result["connect"]["server_cpu_ms_per_connect"] = round(
             1e3 * (probe.cpu() - cpu0) / plan.clients, 3
         )
         await stop_py_spy(spy)
         spy = None
         print(f"[{kind}] connected: {result['connect']}", flush=True)
+        if plan.idle_steps:
+            result["idle_steps"] = await idle_steps(kind, gen, probe, plan, rss0)
+            return result
         await asyncio.sleep(plan.idle_s)
         rss1 = probe.rss()
         result["rss_start_mb"] = round(rss0 / 2**20, 1)
@@ -652,6 +660,63 @@ async def bench_server(
         await asyncio.to_thread(server.stop)
         result["server_log_problems"] = server.problems()[:20]
     return result
+
+
+async def idle_steps(
+    kind: str, gen: LoadGen, probe: Probe, plan: Plan, rss0: int
+) -> list[dict[str, Any]]:
+    """Idle connections in steps up to the whole count: after each step, the server's RSS per
+    connection since start, the marginal cost of the step's connections, and how fast they
+    came (a flat marginal cost is memory linear in the count)."""
+    steps: list[dict[str, Any]] = []
+    done = plan.idle_steps[0]
+    await asyncio.sleep(plan.idle_s)
+    rss = probe.rss()
+    steps.append(_idle_step(done, rss, rss0, None, None))
+    print(f"[{kind}] idle {steps[-1]}", flush=True)
+    for count in plan.idle_steps[1:]:
+        connect = await gen.connect_all(done, count)
+        await asyncio.sleep(plan.idle_s)
+        before, rss = rss, probe.rss()
+        steps.append(_idle_step(count, rss, rss0, (rss - before) / (count - done), connect))
+        done = count
+        print(f"[{kind}] idle {steps[-1]}", flush=True)
+    return steps
+
+
+def _idle_step(
+    count: int, rss: int, rss0: int, marginal: float | None, connect: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "connections": count,
+        "rss_mb": round(rss / 2**20, 1),
+        "kb_per_conn": round((rss - rss0) / count / 1024, 2),
+        "marginal_kb_per_conn": None if marginal is None else round(marginal / 1024, 2),
+        "connects_per_s": None if connect is None else connect["connects_per_s"],
+        "join_p99_ms": None if connect is None else connect["join_p99_ms"],
+        "connect_errors": None if connect is None else connect["connect_errors"],
+    }
+
+
+def idle_table(results: list[dict[str, Any]]) -> str:
+    rows = [
+        "| server | connections | RSS MB | KB/conn since start | KB/conn of the step "
+        "| connects/s of the step (join p99 ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for st in r.get("idle_steps", []):
+            rate = "" if st["connects_per_s"] is None else f"{st['connects_per_s']:,.0f}"
+            if st["join_p99_ms"] is not None:
+                rate += f" ({st['join_p99_ms']})"
+            marginal = st["marginal_kb_per_conn"]
+            rows.append(
+                f"| {r['server']} | {st['connections']:,} | {st['rss_mb']} | "
+                f"{st['kb_per_conn']} | {'' if marginal is None else marginal} | {rate} |"
+            )
+        if "error" in r:
+            rows.append(f"| {r['server']} | error: {r['error']} | | | | |")
+    return "\n".join(rows)
 
 
 def _line(s: dict[str, Any]) -> str:
@@ -973,7 +1038,8 @@ async def bench_cluster(
             flush=True,
         )
         cpu0 = probe.cpu()
-        result["connect"] = await gen.connect_all()
+        first = plan.idle_steps[0] if plan.idle_steps else None
+        result["connect"] = await gen.connect_all(0, first)
         result["connect"]["server_cpu_ms_per_connect"] = round(
             1e3 * (probe.cpu() - cpu0) / plan.clients, 3
         )
@@ -1390,6 +1456,11 @@ def main() -> int:
         "--clients", type=int, default=None, help="default 10000 (1000 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="1,000 clients, short phases")
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="idle connections only, in steps up to --clients (default: the fd limit's 19,000)",
+    )
     parser.add_argument("--servers", default="rtm,baseline", help="comma-separated, in order")
     parser.add_argument(
         "--rate", type=float, default=None, help="fixed-rate phase, msgs/s (5000; --multi: 2000)"
@@ -1437,7 +1508,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    clients = args.clients or (1000 if args.quick else 10000)
+    clients = args.clients or (1000 if args.quick else 19000 if args.idle else 10000)
     if args.quiet_wait is None:
         args.quiet_wait = 2.0 if args.quick else 5.0
     duration = args.duration or (2.0 if args.quick else 5.0)
@@ -1455,6 +1526,7 @@ def main() -> int:
         # --multi: every room's first member publishes (the same messages in every
         # configuration; with --configs cross, that member is on the other process)
         sender=0 if args.multi else None,
+        idle_steps=tuple(clients * k // 4 for k in (1, 2, 3, 4)) if args.idle else (),
     )
     limit = raise_fd_limit(clients + 1000)
     if limit < clients + 200:
@@ -1484,6 +1556,8 @@ def main() -> int:
         print(cluster_table(results))
         print()
         print(cluster_verdict(results))
+    elif args.idle:
+        print(idle_table(results))
     else:
         text, summary = table(results)
         print(text)

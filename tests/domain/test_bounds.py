@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from realtime_messaging.domain.bounds import InputLimits, metadata_problem, too_deep
+import orjson
+
+from realtime_messaging.domain.bounds import (
+    InputLimits,
+    may_nest_deeper,
+    metadata_problem,
+    too_deep,
+)
 from realtime_messaging.protocol.connection import ServerConnection
 from realtime_messaging.protocol.events import BadPush, BroadcastReceived, JoinRefused
 from realtime_messaging.protocol.frames import Vsn, encode_user_broadcast_push
@@ -26,6 +34,23 @@ def test_depth_counts_arrays_and_objects_and_stops_at_the_limit() -> None:
     # Deep siblings count, shallow ones do not hide them; no recursion, whatever the depth.
     assert too_deep({"a": 1, "b": [_nest(32)]}, 32)
     assert too_deep(_nest(100_000, arrays=True), 32)
+
+
+def test_the_bracket_count_never_lets_a_deep_value_pass() -> None:
+    """The cheap pre-check of socket frames: when it says a text cannot nest past the limit,
+    the walk would have agreed, for values of every depth and for brackets inside strings."""
+    rng = random.Random(7)
+    for _ in range(500):
+        depth = rng.randrange(0, 12)
+        value = _nest(depth, arrays=rng.random() < 0.5)
+        if rng.random() < 0.5:
+            value = {"text": "[{" * rng.randrange(0, 6), "v": value}
+        for text in (orjson.dumps(value), orjson.dumps(value).decode()):
+            for limit in range(0, 14):
+                if too_deep(value, limit):
+                    assert may_nest_deeper(text, limit)
+    assert not may_nest_deeper('{"a": [1, 2]}', 2) and may_nest_deeper('{"a": [[1]]}', 2)
+    assert may_nest_deeper(b'{"a": "[[["}', 2)  # cautious: a walk then decides
 
 
 def test_metadata_is_bounded_in_bytes() -> None:
@@ -63,6 +88,4 @@ def test_the_protocol_core_refuses_deep_pushes_and_joins_with_a_reply() -> None:
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from realtime_messaging.broker import Envelope
 from realtime_messaging.protocol.frames import Vsn
-from realtime_messaging.server.fanout import Hub, Outbox
+from realtime_messaging.server.fanout import Hub, Outbox, Turn
 
 
 @dataclass
@@ -30,23 +30,27 @@ class Transport:
 class Member:
     key: str
     reads_private: bool
+    turn: Turn
     transport: Transport = field(default_factory=Transport)
     vsn: Vsn = Vsn.V1
     receives_own_broadcasts: bool = False
+    outbox: Outbox = field(init=False)
 
-    @property
-    def outbox(self) -> Outbox:
-        return Outbox(self.transport, 1 << 20, lambda: None)  # type: ignore[arg-type]
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.transport, 1 << 20, lambda: None, self.turn)  # type: ignore[arg-type]
 
 
-def test_private_and_public_channels_of_one_topic_stay_apart() -> None:
-    hub = Hub()
-    private, public = Member("p", reads_private=True), Member("q", reads_private=False)
+async def test_private_and_public_channels_of_one_topic_stay_apart() -> None:
+    hub, turn = Hub(), Turn()
+    private, public = Member("p", True, turn), Member("q", False, turn)
     hub.add("realtime:room", private)
     hub.add("realtime:room", public)
     hub.deliver(Envelope("realtime:room", "broadcast", {"secret": 1}, private=True))
+    turn.flush()
     hub.deliver(Envelope("realtime:room", "broadcast", {"open": 1}, private=False))
+    turn.flush()
     assert [b"secret" in f for f in private.transport.frames] == [True]
     assert [b"open" in f for f in public.transport.frames] == [True]
     hub.deliver(Envelope("realtime:room", "presence_diff", {"joins": {}, "leaves": {}}))
+    turn.flush()
     assert len(private.transport.frames) == len(public.transport.frames) == 2

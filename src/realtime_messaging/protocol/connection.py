@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.bounds import DEFAULT_LIMITS, InputLimits, depth_message, too_deep
+from ..domain.bounds import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    depth_message,
+    may_nest_deeper,
+    too_deep,
+)
 from .errors import ProtocolError
 from .events import (
     AccessTokenReceived,
@@ -47,7 +53,8 @@ class ServerConnection:
     # -- inbound -------------------------------------------------------------------------
 
     def receive_text(self, data: str | bytes) -> Event:
-        return self._interpret(decode_text(self.vsn, data))
+        deep = may_nest_deeper(data, self.limits.max_json_depth)
+        return self._interpret(decode_text(self.vsn, data), deep)
 
     def receive_binary(self, data: bytes) -> Event:
         frame = decode_binary(self.vsn, data)
@@ -55,19 +62,21 @@ class ServerConnection:
             return BadPush(frame.topic, frame.ref, frame.join_ref, UNMATCHED)
         payload = frame.as_message().payload if frame.json_encoded else None
         body = payload["payload"] if payload is not None else None
-        if too_deep(body, self.limits.max_json_depth):
+        limit = self.limits.max_json_depth
+        if may_nest_deeper(frame.payload, limit) and too_deep(body, limit):
             return BadPush(
                 frame.topic, frame.ref, frame.join_ref, depth_message(self.limits.max_json_depth)
             )
         return BroadcastReceived(frame.topic, frame.ref, frame.event, body, frame)
 
-    def _interpret(self, msg: Message) -> Event:
+    def _interpret(self, msg: Message, deep: bool) -> Event:
+        """``deep``: whether the frame's text could nest past the depth limit at all."""
         topic, event = msg.topic, msg.event
         if topic == "phoenix":
             if event == "heartbeat":
                 return Heartbeat(msg.ref)
             return BadPush(topic, msg.ref, msg.join_ref, UNMATCHED)
-        if too_deep(msg.payload, self.limits.max_json_depth):
+        if deep and too_deep(msg.payload, self.limits.max_json_depth):
             problem = depth_message(self.limits.max_json_depth)
             if event == "phx_join":
                 return JoinRefused(topic, msg.ref, msg.join_ref, f"InvalidJoinPayload: {problem}")

@@ -1,4 +1,4 @@
-"""What a client's frame means, as the server sees it: one frozen event per kind of push."""
+"""What a client's frame means, as the server sees it: one event per kind of push."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ class LeaveRequested:
     join_ref: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BroadcastReceived:
-    """A broadcast push; ``binary`` is set when it came as a kind-3 frame."""
+    """A broadcast push; ``binary`` is set when it came as a kind-3 frame. Never changed once
+    made, but not frozen: one is built per broadcast, and a frozen one costs four times as much."""
 
     topic: str
     ref: str | None

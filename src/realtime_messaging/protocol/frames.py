@@ -34,9 +34,10 @@ class Vsn(enum.Enum):
         raise ProtocolError(f"unsupported vsn {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One Phoenix message, in either direction."""
+    """One Phoenix message, in either direction; never changed once made (not frozen: a frozen
+    dataclass costs four times as much to build, and one is built per frame)."""
 
     topic: str
     event: str

@@ -50,7 +50,9 @@ class Session:
         self.identity = identity
         self.id = f"{server.node_id}:s{next(serial)}"
         self.proto = ServerConnection(vsn, server.settings.input_limits)
-        self.outbox = Outbox(transport, server.settings.send_buffer_limit, self._overflow)
+        self.outbox = Outbox(
+            transport, server.settings.send_buffer_limit, self._overflow, server.turn
+        )
         self.channels: dict[str, Channel] = {}
         self._closing: asyncio.Task[None] | None = None
         self._transport = transport
@@ -106,6 +108,7 @@ class Session:
                 code, reason = self._drain
                 # Sent from the task that reads, so aiohttp waits for the client's close
                 # frame before it closes the connection (bounded by the socket's timeout).
+                self.outbox.flush()  # what was queued goes before the close frame
                 await ws.close(code=code, message=reason.encode())
         finally:
             self._done.set()
@@ -143,6 +146,7 @@ class Session:
     async def shutdown(self, code: int, reason: str) -> None:
         self.close_reason = self.close_reason or f"{code} {reason}"
         self.outbox.closed = True
+        self.outbox.flush()  # what was queued goes before the close frame
         await self.ws.close(code=code, message=reason.encode())
 
     def teardown(self) -> None:

@@ -31,6 +31,7 @@ from ..api.ratelimit import RateLimiter
 from ..auth import Authenticator
 from ..batching import Coalesced
 from ..cluster import ClusterPresence
+from ..fanout import Turn
 from ..liveness import LivenessTracker
 from ..pgchanges import ChangeRouter
 from .channel import Channel
@@ -106,6 +107,8 @@ class Shared(Generic[S]):
             dead_after=settings.process_dead_after,
         )
         self.hub = self.cluster.hub
+        #: The sockets' outboxes written to in this turn of the event loop (flushed together).
+        self.turn = Turn()
         #: Socket-side errors by kind, for the metrics.
         self.errors: Counter[str] = Counter()
         #: The last change position routed in this process (set by the composition root).
