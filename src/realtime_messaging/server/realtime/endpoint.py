@@ -119,10 +119,7 @@ class RealtimeServer(Shared[Session]):
         self.sessions.add(session)
         log.info("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
         try:
-            # Its own task: every frame resumes the session's few frames, not the request's
-            # chain of middlewares above them (a third of the resumption cost per frame).
-            # Cancelling this handler cancels the task it waits on.
-            await asyncio.create_task(session.run(on_frame), name=f"rtm-socket-{session.id}")
+            await session.start(on_frame)
         finally:
             self.sessions.discard(session)
             session.teardown()

@@ -62,7 +62,6 @@ class Session:
         self.close_reason: str | None = None
         self._task: asyncio.Task[Any] | None = None
         self._receiving = False
-        self._done = asyncio.Event()
         #: The socket's budgets: pushes of any kind, and joins.
         self.push_budget = PerSecond(server.settings.max_events_per_second)
         self.join_budget = PerSecond(server.settings.max_joins_per_second)
@@ -78,40 +77,45 @@ class Session:
             self.server.portal_holders.hold(self, identity.token_hash)
             self.held_tokens.add(identity.token_hash)
 
-    async def run(self, on_frame: Callable[[Session, Any, bool], Awaitable[None]]) -> None:
+    def start(
+        self, on_frame: Callable[[Session, Any, bool], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Run the session in a task of its own: each frame then resumes the session's few
+        frames, not the request's chain of middlewares above them (a third of the cost of a
+        frame, benchmarks/README.md "Fan-out"). Cancelling whoever awaits the task cancels it."""
+        self._task = asyncio.create_task(self._run(on_frame), name=f"rtm-socket-{self.id}")
+        return self._task
+
+    async def _run(self, on_frame: Callable[[Session, Any, bool], Awaitable[None]]) -> None:
         """Read frames and hand each to ``on_frame`` until the socket closes."""
         ws = self.ws
         loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        try:
-            while not self.outbox.closed:
-                self._receiving = True
-                try:
-                    msg = await ws.receive()
-                except asyncio.CancelledError:
-                    if self._drain is None:
-                        raise
-                    assert self._task is not None
-                    self._task.uncancel()  # drain() stopped the read, nothing else
-                    break
-                finally:
-                    self._receiving = False
-                self.last_seen = loop.time()
-                kind = msg.type
-                if kind is WSMsgType.TEXT:
-                    await on_frame(self, msg.data, False)
-                elif kind is WSMsgType.BINARY:
-                    await on_frame(self, msg.data, True)
-                else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
-                    return
-            if self._drain is not None:
-                code, reason = self._drain
-                # Sent from the task that reads, so aiohttp waits for the client's close
-                # frame before it closes the connection (bounded by the socket's timeout).
-                self.outbox.flush()  # what was queued goes before the close frame
-                await ws.close(code=code, message=reason.encode())
-        finally:
-            self._done.set()
+        while not self.outbox.closed:
+            self._receiving = True
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                if self._drain is None:
+                    raise
+                assert self._task is not None
+                self._task.uncancel()  # drain() stopped the read, nothing else
+                break
+            finally:
+                self._receiving = False
+            self.last_seen = loop.time()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                await on_frame(self, msg.data, False)
+            elif kind is WSMsgType.BINARY:
+                await on_frame(self, msg.data, True)
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
+                return
+        if self._drain is not None:
+            code, reason = self._drain
+            # Sent from the task that reads, so aiohttp waits for the client's close
+            # frame before it closes the connection (bounded by the socket's timeout).
+            self.outbox.flush()  # what was queued goes before the close frame
+            await ws.close(code=code, message=reason.encode())
 
     async def drain(self, code: int, reason: str) -> None:
         """Close with ``code`` and a complete closing handshake.
@@ -127,8 +131,9 @@ class Session:
         self.outbox.closed = True
         if self._receiving and self._task is not None:
             self._task.cancel()
+        assert self._task is not None
         try:
-            await self._done.wait()
+            await asyncio.wait([self._task])
         except asyncio.CancelledError:
             if self._transport is not None:
                 self._transport.abort()
