@@ -45,6 +45,8 @@ def subtopic(topic: str) -> str:
 class ServerConnection:
     """Protocol state of one socket: its serializer and the join ref of each joined topic."""
 
+    __slots__ = ("vsn", "limits", "joined")
+
     def __init__(self, vsn: Vsn, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.vsn = vsn
         self.limits = limits

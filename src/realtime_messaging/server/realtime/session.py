@@ -36,6 +36,28 @@ def who(identity: Identity) -> str:
 class Session:
     """One socket: reads frames, owns its joined channels, closes."""
 
+    # Slots: thousands of idle sessions per process (benchmarks/README.md, "Idle connections").
+    __slots__ = (
+        "server",
+        "ws",
+        "vsn",
+        "identity",
+        "id",
+        "proto",
+        "outbox",
+        "channels",
+        "_closing",
+        "_transport",
+        "_drain",
+        "close_reason",
+        "_task",
+        "_receiving",
+        "push_budget",
+        "join_budget",
+        "last_seen",
+        "held_tokens",
+    )
+
     def __init__(
         self,
         server: Shared[Session],
