@@ -112,6 +112,7 @@ from realtime_messaging.client import (  # noqa: E402
     Subscription,
     TypingIndicatorEvent,
 )
+from realtime_messaging.client import socket as sdk_socket  # noqa: E402
 from realtime_messaging.client.events import TypingTransitions  # noqa: E402
 
 
@@ -842,6 +843,7 @@ class Bench:
         self.phases.append(phase)
         self.phase = phase
         sockets0 = [m.socket.connections for m in self.managers]
+        attempts = _Attempts()
         t_term = time.monotonic_ns()
         old = self.server
         await asyncio.to_thread(old.stop)
@@ -849,8 +851,18 @@ class Bench:
         await self._commit_while_down(phase)
         new = self.new_server()
         accepting = asyncio.create_task(_accepting(new.port))
-        await asyncio.to_thread(new.start, 120.0)
+        starting = asyncio.create_task(asyncio.to_thread(new.start, 120.0))
+        spy = None
+        if self.args.profile is not None:
+            # Attached while the new process loads (before it accepts): the rejoin storm.
+            while new.proc is None and not starting.done():
+                await asyncio.sleep(0.001)
+            if new.proc is not None:
+                spy = _py_spy_fast(new.proc.pid, self.args.profile / "reconnect.txt")
+        serving = asyncio.create_task(_serving(new.http))
+        await starting
         t_accept = await asyncio.wait_for(accepting, 30)
+        t_serving = await asyncio.wait_for(serving, 30)
         if self.pin and self.args.pg_cpu != "server" and self.embedded is not None:
             self.pin_postgres()
         deadline = time.monotonic() + 60.0
@@ -864,6 +876,8 @@ class Bench:
             if all_sockets_ns and min(self.subscribed_ns) > t_term:
                 break
             await asyncio.sleep(0.005)
+        attempts.stop()
+        await stop_py_spy(spy)
         back = sorted(t - t_accept for t in self.subscribed_ns if t > t_term)
         phase.lat_ns = [back[-1]] if back else []
         phase.waiting = sum(1 for t in self.subscribed_ns if t <= t_term)  # never came back
@@ -874,12 +888,14 @@ class Bench:
         phase.extra = {
             "stop_ms": ms(t_down - t_term),
             "down_ms": ms(t_accept - t_down),
+            "serving_ms": ms(t_serving - t_accept),
             "all_sockets_connected_ms": ms(all_sockets_ns - t_accept) if all_sockets_ns else None,
             "resubscribed_p50_ms": ms(back[len(back) // 2]) if back else None,
             "resubscribed_max_ms": ms(back[-1]) if back else None,
             "from_sigterm_to_all_back_ms": ms(back[-1] + t_accept - t_term) if back else None,
             "subscriptions": len(self.subscribed_ns),
             "reconnects": sum(m.socket.connections for m in self.managers) - sum(sockets0),
+            "sdk_attempts": attempts.summary(t_down, t_accept),
         }
         await self._drain(phase)  # the messages committed during the outage
         return phase
@@ -937,6 +953,107 @@ class Bench:
         cpus = {CLIENT_CPU} if self.args.pg_cpu == "load" else {SERVER_CPU, CLIENT_CPU}
         assert self.embedded is not None
         pin_processes(postgres_procs(postmaster_of(self.embedded)), cpus)
+
+
+def _py_spy_fast(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy at 1,000 Hz: the rejoin storm lasts a fraction of a second."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "record", "-p", str(pid), "-d", "60", "-r", "1000", "-f", "raw", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class _Attempts:
+    """The SDK's connection attempts during the reconnect phase, timed by wrapping the
+    ``connect`` its sockets call: when the clients tried, and how long after the new server
+    accepted each one's first attempt came (a backoff waited out) and succeeded."""
+
+    def __init__(self) -> None:
+        self.tries: list[tuple[int, int, int, bool]] = []  # (client, start, end, opened)
+        self.errors: Counter[str] = Counter()
+        # The socket module's global, looked up at every attempt (not re-exported: vars()).
+        self._connect = vars(sdk_socket)["connect"]
+        vars(sdk_socket)["connect"] = self._wrapped
+
+    def _wrapped(self, *args: Any, **kwargs: Any) -> Any:
+        inner = self._connect(*args, **kwargs)
+        client = id(asyncio.current_task())
+        tries, errors = self.tries, self.errors
+
+        async def timed() -> Any:
+            start = time.monotonic_ns()
+            try:
+                ws = await inner
+            except BaseException as exc:
+                tries.append((client, start, time.monotonic_ns(), False))
+                errors[type(exc).__name__] += 1
+                raise
+            tries.append((client, start, time.monotonic_ns(), True))
+            return ws
+
+        return timed()
+
+    def stop(self) -> None:
+        vars(sdk_socket)["connect"] = self._connect
+
+    def summary(self, t_down: int, t_accept: int) -> dict[str, Any]:
+        def ms(ns: int) -> float:
+            return round(ns / 1e6, 1)
+
+        def p(values: list[int], q: float) -> float | None:
+            return ms(sorted(values)[int(q * (len(values) - 1))]) if values else None
+
+        clients = {c for c, *_ in self.tries}
+        first_after: dict[int, int] = {}
+        opened: dict[int, int] = {}
+        for client, start, end, ok in sorted(self.tries, key=lambda t: t[1]):
+            if start >= t_accept:
+                first_after.setdefault(client, start - t_accept)
+            if ok:
+                opened.setdefault(client, end - t_accept)
+        failed_while_down = [t for t in self.tries if not t[3] and t[1] < t_accept]
+        gaps: list[int] = []  # spacing of one client's attempts while the port refused
+        last: dict[int, int] = {}
+        for client, start, _, _ in sorted(self.tries, key=lambda t: t[1]):
+            if start < t_accept and client in last:
+                gaps.append(start - last[client])
+            last[client] = start
+        return {
+            "clients": len(clients),
+            "attempts": len(self.tries),
+            "failed_before_accept": len(failed_while_down),
+            "failed_p50_max_ms_before_accept": (
+                p([t_accept - t[1] for t in failed_while_down], 0.5),
+                p([t_accept - t[1] for t in failed_while_down], 1.0),
+            ),
+            "failures_took_p50_max_ms": (
+                p([t[2] - t[1] for t in failed_while_down], 0.5),
+                p([t[2] - t[1] for t in failed_while_down], 1.0),
+            ),
+            "errors": dict(self.errors),
+            "retry_gap_p50_max_ms": (p(gaps, 0.5), p(gaps, 1.0)),
+            "first_try_after_accept_p50_max_ms": (
+                p(list(first_after.values()), 0.5),
+                p(list(first_after.values()), 1.0),
+            ),
+            "opened_p50_max_ms": (p(list(opened.values()), 0.5), p(list(opened.values()), 1.0)),
+        }
+
+
+async def _serving(base: str) -> int:
+    """monotonic_ns when ``base``'s ``/healthz`` first answers (probed every 5 ms): the new
+    process listens before it has loaded its application, and queues connections meanwhile."""
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{base}/healthz") as response:
+                    if response.status == 200:
+                        return time.monotonic_ns()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
 
 
 async def _accepting(port: int) -> int:

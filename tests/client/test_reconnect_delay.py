@@ -10,26 +10,52 @@ from realtime_messaging.client.socket import (
     QUICK_PHASE,
     QUICK_RETRIES,
     _worth_reporting,
+    after_session,
     reconnect_delay,
 )
 
 
-@given(st.integers(0, 50), st.floats(0, QUICK_PHASE, exclude_max=True))
+@given(st.integers(0, 500), st.floats(0, QUICK_PHASE, exclude_max=True))
 def test_quick_phase(attempt: int, down_for: float) -> None:
     step = QUICK_RETRIES[min(attempt, len(QUICK_RETRIES) - 1)]
     delay = reconnect_delay(attempt, down_for, 0.5, 30.0)
-    assert step / 2 <= delay <= step <= 0.25
+    assert step / 2 <= delay <= step <= 0.1
 
 
-@given(st.integers(0, 200), st.floats(QUICK_PHASE, 1e6))
+def test_quick_schedule() -> None:
+    """A client is back at most 100 ms after the server accepts again, and never retries more
+    often than every 50 ms after its first two attempts."""
+    assert QUICK_RETRIES == (0.01, 0.05, 0.1)
+
+
+@given(st.integers(0, 500), st.floats(QUICK_PHASE, 1e6))
 def test_then_exponential_and_capped(attempt: int, down_for: float) -> None:
     delay = reconnect_delay(attempt, down_for, 0.5, 30.0)
-    expected = min(30.0, 0.5 * 2.0 ** max(0, attempt - len(QUICK_RETRIES)))
+    expected = min(30.0, max(0.5, down_for - QUICK_PHASE))
     assert expected / 2 <= delay <= expected
+
+
+@given(st.integers(0, 500))
+def test_backoff_starts_from_base(attempt: int) -> None:
+    """However many quick attempts there were, the first wait after them is about ``base``."""
+    assert reconnect_delay(attempt, QUICK_PHASE, 0.5, 30.0) <= 0.5
 
 
 def test_never_above_the_cap() -> None:
     assert reconnect_delay(0, 0.0, 0.5, 0.005) <= 0.005
+    assert reconnect_delay(100, 1e6, 0.5, 2.0) <= 2.0
+
+
+@given(st.integers(0, 500), st.floats(QUICK_PHASE, 1e4))
+def test_healthy_connection_restarts_the_quick_phase(attempt: int, up_for: float) -> None:
+    """A connection up for the quick phase's length (less than a heartbeat interval, too) was
+    healthy: its loss is retried quickly again."""
+    assert after_session(attempt, 0.0, 100.0, 100.0 + up_for) == (0, 100.0 + up_for)
+
+
+@given(st.integers(0, 500), st.floats(0, QUICK_PHASE - 0.001))
+def test_connection_closed_at_once_keeps_backing_off(attempt: int, up_for: float) -> None:
+    assert after_session(attempt, 3.0, 100.0, 100.0 + up_for) == (attempt, 3.0)
 
 
 def test_failed_attempts_reported_sparingly() -> None:

@@ -3,37 +3,70 @@
 from __future__ import annotations
 
 import random
+import uuid
 
 import asyncpg
 
-from realtime_messaging.store.changefeed import read_since, read_since_many
+from realtime_messaging.store.changefeed import (
+    History,
+    Missed,
+    history_bounds,
+    read_broadcasts,
+    read_missed,
+    read_since,
+)
 from tests.conftest import RunningServer, Seed
 
+from .test_db_broadcast import send
 from .test_resume import INSERT, stamped_head
 
 
-async def test_many_at_once_equals_one_at_a_time(
+async def test_the_rejoins_of_one_turn_read_what_each_reading_alone_would(
     server: RunningServer, seed: Seed, pool: asyncpg.Pool
 ) -> None:
-    """(The running server stamps the log.)"""
+    """Customers' changes, everything or some tables' (staff), only the bounds (no bindings)
+    and each topic's broadcasts, for asks at random positions; pages of 3 rows make some asks
+    read the rest on their own."""
     start = await stamped_head(pool)
-    customers = [(await seed.customer())[0] for _ in range(4)]
+    customers = [(await seed.customer())[0] for _ in range(3)]
     conversations = {c: await seed.conversation(c) for c in customers}
-    rng = random.Random(7)
-    for i in range(40):
-        who = rng.choice(customers)
-        await pool.execute(INSERT, conversations[who], who, f"m{i}")
+    topics = [f"room-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    rng = random.Random(11)
+    for i in range(30):
+        if rng.random() < 0.3:
+            await send(pool, rng.choice(topics), {"n": i})
+        else:
+            who = rng.choice(customers)
+            await pool.execute(INSERT, conversations[who], who, f"m{i}")
     head = await stamped_head(pool)
-    requests = [(rng.randint(start - 3, head + 1), rng.choice(customers)) for _ in range(12)]
-    requests.append((head, customers[0]))
-    # One snapshot for both ways of reading: the running server keeps stamping meanwhile.
+    asks = set()
+    for _ in range(24):
+        customer = rng.choice([*customers, None])
+        tables = rng.choice([None, ("customer_messages",)]) if customer is None else None
+        asks.add(
+            Missed(
+                rng.randint(start - 3, head + 1),
+                customer,
+                rng.choice(topics),
+                rng.random() < 0.8,
+                tables,
+            )
+        )
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        many = await read_since_many(conn, requests)
-        for position, customer in requests:
-            one = await read_since(conn, position, customer_id=customer)
-            got = many[(position, customer)]
-            assert (got.lost, got.head) == (one.lost, one.head)
-            assert [c.pos for c in got.changes] == [c.pos for c in one.changes]
-            assert all(c.customer_id == customer and c.pos > position for c in got.changes)
-    # Not vacuous: some requests missed messages.
-    assert any(many[r].changes for r in requests)
+        many = await read_missed(conn, list(asks), page_size=3)
+        for ask in asks:
+            history, broadcasts = many[ask]
+            if ask.bindings:
+                one = await read_since(conn, ask.position, customer_id=ask.customer)
+            else:
+                one = History([], (await history_bounds(conn, ask.position)).lost, history.head)
+            assert (history.lost, history.head) == (one.lost, one.head)
+            wanted = [c.pos for c in one.changes if ask.tables is None or c.table in ask.tables]
+            assert [c.pos for c in history.changes] == wanted
+            alone = await read_broadcasts(conn, ask.position, ask.topic, one.head)
+            assert [c.pos for c in broadcasts] == [c.pos for c in alone]
+    # Not vacuous: some asks missed more than a page of changes, and some broadcasts; some
+    # staff asks of one table missed changes, where the same ask of every table missed more.
+    assert any(len(many[a][0].changes) > 3 for a in asks)
+    assert any(a.tables and a.bindings and many[a][0].changes for a in asks)
+    assert any(many[a][1] for a in asks)

@@ -92,19 +92,21 @@ export function socketUrl(httpUrl: string): string {
   return url.toString()
 }
 
-const QUICK_RETRIES_MS = [10, 50, 100, 150, 200, 250]
-/** Attempts in the quick phase: the six above, then every 250 ms, about 5 s in all. */
-const QUICK_ATTEMPTS = 26
+const QUICK_RETRIES_MS = [10, 50, 100]
+/** Attempts in the quick phase: the three above, then every 75 ms on average, about 5 s in all. */
+const QUICK_ATTEMPTS = 66
 
 /**
  * The default reconnect schedule, the Python SDK's: a restarted server is usually back within
- * seconds, so quick jittered retries first (10 ms to 250 ms, for about 5 s), then exponential
- * backoff from 0.5 s capped at 30 s. Jitter keeps a thousand clients from retrying in step.
+ * seconds, so quick jittered retries first (10 ms, 50 ms, then every 50 to 100 ms for about
+ * 5 s: a client is back at most 100 ms after the server listens again, and a refused attempt
+ * costs the server only a reset), then exponential backoff from 0.5 s capped at 30 s. Jitter
+ * keeps a thousand clients from retrying in step.
  */
 export function reconnectDelay(tries: number): number {
   const jitter = 0.5 + Math.random() / 2
   if (tries <= QUICK_ATTEMPTS) {
-    const step = QUICK_RETRIES_MS[Math.min(Math.max(tries, 1), QUICK_RETRIES_MS.length) - 1] ?? 250
+    const step = QUICK_RETRIES_MS[Math.min(Math.max(tries, 1), QUICK_RETRIES_MS.length) - 1] ?? 100
     return Math.round(step * jitter)
   }
   return Math.round(Math.min(30_000, 500 * 2 ** Math.min(tries - QUICK_ATTEMPTS - 1, 16)) * jitter)

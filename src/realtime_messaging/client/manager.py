@@ -238,6 +238,8 @@ class RealtimeMessagingManager:
         self.on_error = on_error
         self.auto_ack_delivery = auto_ack_delivery
         self.include_own_typing = include_own_typing
+        #: ``_me()`` of the token it was read from: every typing change asks it.
+        self._me_of: tuple[str, tuple[str, str | None] | None] | None = None
         self.socket = RealtimeSocket(
             socket_url(self.url),
             key,
@@ -410,6 +412,17 @@ class RealtimeMessagingManager:
         token = self.access_token
         if not token:
             return None
+        # Read once per token, not per change: decoding the JWT for each typing change was a
+        # third of the SDK benchmark's client CPU, in bursts that delayed typing (issue 16).
+        cached = self._me_of
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        me = self._read_me(token)
+        self._me_of = (token, me)
+        return me
+
+    @staticmethod
+    def _read_me(token: str) -> tuple[str, str | None] | None:
         if token.startswith("pt_"):
             return "customer", None
         try:

@@ -167,9 +167,10 @@ class Authenticator:
         return {r["token_hash"]: r for r in rows}
 
     async def _fetch_owners(self, conversations: list[UUID]) -> dict[UUID, UUID]:
+        # text[]: asyncpg would ask the database about uuid[] on each fresh pool connection.
         rows = await self._pool.fetch(
-            "SELECT id, customer_id FROM conversations WHERE id = ANY($1::uuid[])",
-            conversations,
+            "SELECT id, customer_id FROM conversations WHERE id = ANY($1::text[]::uuid[])",
+            [str(c) for c in conversations],
         )
         return {r["id"]: r["customer_id"] for r in rows}
 

@@ -1,4 +1,4 @@
-"""Look-ups asked for in the same turn of the event loop, answered by one query."""
+"""Look-ups asked for while the previous batch of them is on its way, answered by one query."""
 
 from __future__ import annotations
 
@@ -9,34 +9,70 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
+#: How long a batch on its way holds the next one back at most: a query stuck on a dead
+#: connection must not stop every look-up of the process.
+MAX_HOLD = 0.5
+
 
 class Coalesced(Generic[K, V]):
-    """Lookups asked for in the same turn of the event loop answered by one query.
+    """Lookups answered in batches, one query each, one batch on its way at a time.
 
     A thousand clients rejoining after a restart would otherwise cost a thousand round trips
-    each for their tokens and conversations, queued on a pool of ten connections.
+    each for their tokens and conversations, queued on a pool of ten connections. A batch
+    takes what was asked for in the same turn of the event loop and, while it is on its way,
+    the next one gathers everything asked for meanwhile: under a storm the batches grow with
+    the round trip instead of holding the few frames of one turn (each query costs the loop
+    far more than a key in it), and an idle server still asks at once. A batch slower than
+    :data:`MAX_HOLD` stops holding the next one back.
     """
 
     def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
         self._fetch = fetch
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._scheduled = False
+        #: The batch on its way that holds the next one back (0: none).
+        self._holding = 0
+        #: Batches sent, and keys in them (for tests and profiling).
+        self.batches = 0
+        self.keys = 0
 
     async def get(self, key: K) -> V | None:
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        if not self._waiting:
-            asyncio.get_running_loop().call_soon(self._run)
         self._waiting.setdefault(key, []).append(future)
+        self._schedule()
         return await future
 
-    def _run(self) -> None:
-        waiting, self._waiting = self._waiting, {}
-        task = asyncio.ensure_future(self._fetch(list(waiting)))
-        task.add_done_callback(lambda done: self._answer(done, waiting))
+    def _schedule(self) -> None:
+        if self._waiting and not self._scheduled and not self._holding:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
 
-    @staticmethod
+    def _run(self) -> None:
+        self._scheduled = False
+        if self._holding or not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, {}
+        self.batches += 1
+        self.keys += len(waiting)
+        batch = self._holding = self.batches
+        overdue = asyncio.get_running_loop().call_later(MAX_HOLD, self._release, batch)
+        task = asyncio.ensure_future(self._fetch(list(waiting)))
+        task.add_done_callback(lambda done: self._answer(done, waiting, batch, overdue))
+
+    def _release(self, batch: int) -> None:
+        if self._holding == batch:
+            self._holding = 0
+            self._schedule()  # what was asked for meanwhile
+
     def _answer(
-        done: asyncio.Future[dict[K, V]], waiting: dict[K, list[asyncio.Future[V | None]]]
+        self,
+        done: asyncio.Future[dict[K, V]],
+        waiting: dict[K, list[asyncio.Future[V | None]]],
+        batch: int,
+        overdue: asyncio.TimerHandle,
     ) -> None:
+        overdue.cancel()
+        self._release(batch)
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         found = done.result() if error is None else {}
         for key, futures in waiting.items():

@@ -24,7 +24,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -218,36 +218,104 @@ async def read_broadcasts(
         cursor = rows[-1]["pos"]
 
 
-async def read_since_many(
-    conn: asyncpg.Connection, requests: Sequence[tuple[int, Any]]
-) -> dict[tuple[int, Any], History]:
-    """:func:`read_since` for many (position, customer) pairs in one pass over the log: the
-    rejoins of a reconnect storm cost one query per page, not one per channel."""
-    head, oldest = await conn.fetchrow(_HEAD)
-    result = {(p, c): History([], False, head) for p, c in requests if p >= head}
-    pending = [(p, c) for p, c in requests if p < head]
-    if not pending:
-        return result
-    customers = sorted({c for _, c in pending})
-    seen: dict[Any, list[Change]] = {}
-    cursor = min(p for p, _ in pending)
-    query = (
-        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 AND pos <= {int(head)} "
-        f"AND customer_id = ANY($2::uuid[]) ORDER BY pos LIMIT {BATCH}"
-    )
+class Missed(NamedTuple):
+    """What one resuming channel asks for: changes after ``position`` (all of them when
+    ``customer`` is None, else only that customer's; of ``tables`` only, when they are
+    named), or none without ``bindings``; and the broadcasts from the database to ``topic``
+    (a sub-topic)."""
+
+    position: int
+    customer: Any
+    topic: str
+    bindings: bool
+    tables: tuple[str, ...] | None = None
+
+
+#: A page of the changes to some tables after a position (see :func:`_read_tables`).
+_TABLES = (
+    f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 AND pos <= $2 "
+    f"AND table_name = ANY($3::text[]) ORDER BY pos LIMIT {BATCH}"
+)
+
+
+async def _read_tables(
+    conn: asyncpg.Connection, position: int, tables: tuple[str, ...], head: int
+) -> list[Change]:
+    """The changes to ``tables`` after ``position`` up to ``head``, page by page."""
+    changes: list[Change] = []
     while True:
-        rows = await conn.fetch(query, cursor, customers)
-        for row in rows:
-            change = Change.from_row(row)
-            seen.setdefault(change.customer_id, []).append(change)
+        rows = await conn.fetch(_TABLES, position, head, list(tables))
+        changes.extend(Change.from_row(r) for r in rows)
         if len(rows) < BATCH:
-            break
-        cursor = rows[-1]["pos"]
-    for position, customer in pending:
-        lost = oldest is None or position < oldest - 1
-        changes = [c for c in seen.get(customer, []) if c.pos > position]
-        result[(position, customer)] = History(changes, lost, head)
-    return result
+            return changes
+        position = rows[-1]["pos"]
+
+
+# The arrays are passed as text: asyncpg has codecs of its own for text[] and oid[] only, and
+# asks the database about any other array type on every new pool connection (a slow catalog
+# query, on each of the pool's fresh connections during a reconnect storm).
+
+#: Per customer, its changes after a position: one index probe each (customer, pos), however
+#: far back the positions of the batch reach (one pass over the log from the oldest read every
+#: other customer's changes too).
+_CUSTOMERS = (
+    f"SELECT r.i, c.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(who, since, i) "
+    f"CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log WHERE customer_id = r.who::uuid "
+    f"AND pos > r.since::bigint AND pos <= $3 ORDER BY pos LIMIT $4) AS c"
+)
+#: Per topic, its broadcasts after a position (the log's broadcast index).
+_BROADCASTS = (
+    f"SELECT r.i, c.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(topic, since, i) "
+    f"CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log "
+    f"WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic "
+    f"AND pos > r.since::bigint AND pos <= $3 ORDER BY pos LIMIT $4) AS c"
+)
+
+
+async def read_missed(
+    conn: asyncpg.Connection, asks: list[Missed], *, page_size: int = BATCH
+) -> dict[Missed, tuple[History, list[Change]]]:
+    """For each ask, its history and its topic's broadcasts up to one head, in three queries
+    for all of them (one that fills a page of ``page_size`` reads the rest on its own)."""
+    head, oldest = await conn.fetchrow(_HEAD)
+    by_customer = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
+    by_topic = sorted({(a.topic, a.position) for a in asks})
+    customers = await _probe(conn, _CUSTOMERS, by_customer, head, page_size)
+    topics = await _probe(conn, _BROADCASTS, by_topic, head, page_size)
+    found: dict[Missed, tuple[History, list[Change]]] = {}
+    for ask in asks:
+        position = ask.position
+        lost = position < head and (oldest is None or position < oldest - 1)
+        changes: list[Change] = []
+        if ask.bindings and ask.customer is None and ask.tables is not None:
+            changes = await _read_tables(conn, position, ask.tables, head) if ask.tables else []
+        elif ask.bindings and ask.customer is None:
+            history = await read_since(conn, position)
+            changes, lost = history.changes, history.lost
+        elif ask.bindings:
+            page = customers[(ask.customer, position)]
+            if len(page) < page_size:
+                changes = page
+            else:
+                changes = (await read_since(conn, position, customer_id=ask.customer)).changes
+        page = topics[(ask.topic, position)]
+        if len(page) >= page_size:
+            page = await read_broadcasts(conn, position, ask.topic, head)
+        found[ask] = (History(changes, lost, head), page)
+    return found
+
+
+async def _probe(
+    conn: asyncpg.Connection, query: str, keys: list[tuple[Any, int]], head: int, size: int
+) -> dict[tuple[Any, int], list[Change]]:
+    """One page of the log per (key, position), by ``query``'s index probes."""
+    pages: dict[tuple[Any, int], list[Change]] = {key: [] for key in keys}
+    if not keys:
+        return pages
+    rows = await conn.fetch(query, [str(k) for k, _ in keys], [str(p) for _, p in keys], head, size)
+    for row in rows:  # ordered by position within each key's probe
+        pages[keys[row["i"] - 1]].append(Change.from_row(row))
+    return pages
 
 
 #: The feed's session plans no table scans. Every statement it runs walks a primary key in

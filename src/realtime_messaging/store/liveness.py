@@ -7,12 +7,16 @@ that any process, or a restarted one, settles the presence of participants whose
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+import orjson
+
+from .caller import Caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +134,93 @@ async def close_connections(conn: asyncpg.Connection, connection_ids: Sequence[s
     )
 
 
+_OWN_TYPING = (
+    "INSERT INTO rtm.typing_owners (indicator_id, connection_id) VALUES ($1, $2) "
+    "ON CONFLICT (indicator_id) DO UPDATE SET connection_id = excluded.connection_id"
+)
+
+
 async def own_typing(conn: asyncpg.Connection, indicator_id: UUID, connection_id: str) -> None:
+    await conn.execute(_OWN_TYPING, indicator_id, connection_id)
+
+
+#: A typing write, as one simple-protocol query (so one round trip): PostgreSQL runs the
+#: statements of one query as one transaction (the "implicit transaction block"), committed at
+#: the end, rolled back whole on an error. Parameters need the extended protocol, one statement
+#: per round trip, so the values are literals, which :func:`_literal` admits only when they
+#: cannot be anything but what they are (uuids, and ids of safe characters).
+_WRITE_TYPING = """\
+SELECT set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),
+    set_config('synchronous_commit', 'off', true);
+SELECT set_config('rtm.typing_indicator',
+    (public.update_typing_indicator({conversation}::uuid, {user}::uuid, {customer}::uuid,
+                                    {is_typing}, 5)).id::text,
+    true);
+SELECT set_config('role', 'none', true);
+INSERT INTO rtm.typing_owners (indicator_id, connection_id)
+VALUES (current_setting('rtm.typing_indicator')::uuid, {connection})
+ON CONFLICT (indicator_id) DO UPDATE SET connection_id = excluded.connection_id"""
+
+_SAFE = re.compile(r"[A-Za-z0-9:/_.@-]*")
+
+
+def _literal(value: str | UUID | None) -> str:
+    """A SQL literal for a uuid or a string of :data:`_SAFE` characters (no quote, no
+    backslash: the same text whatever ``standard_conforming_strings`` says)."""
+    if value is None:
+        return "NULL"
+    text = str(value)
+    if not isinstance(value, UUID) and _SAFE.fullmatch(text) is None:
+        raise ValueError(f"not a safe literal: {text!r}")
+    return f"'{text}'"
+
+
+async def write_typing(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    conversation_id: UUID,
+    is_typing: bool,
+    connection_id: str,
+) -> None:
+    """Write ``caller``'s typing indicator, owned by ``connection_id`` (call it outside a
+    transaction).
+
+    One round trip and one transaction, committed without waiting for its WAL to reach the
+    disk (``synchronous_commit = off`` for this transaction only), for the typing latency
+    (issue 16): a typing push used to take five round trips and wait for two flushes, the
+    indicator's and then its owner row's. Why the asynchronous commit is safe:
+
+    * a typing indicator is ephemeral (it expires within seconds, and its owning connection
+      does not survive a crash of the database either), so losing the last few on a crash is
+      harmless; PostgreSQL never loses part of a transaction, and never a synchronous commit
+      written after it;
+    * the change feed is untouched: its stamper commits synchronously, and its commit's WAL
+      comes after the indicator's (it saw that transaction committed), so a position is handed
+      out only for a change that is on disk, and the visibility order the stamper relies on is
+      the same as with a synchronous commit (docs/changes.md);
+    * the indicator is still written as the caller, under row-level security; only the owner
+      row (which the caller's role may not write) is written after switching back to the
+      session's role, in the same transaction.
+    """
+    claims = orjson.dumps(caller.claims()).decode()
+    # The claims hold the role and uuids only; checked like any other literal all the same.
+    if _SAFE.fullmatch(claims.translate(_JSON_PUNCTUATION)) is None:
+        raise ValueError(f"not safe claims: {claims!r}")
     await conn.execute(
-        "INSERT INTO rtm.typing_owners (indicator_id, connection_id) VALUES ($1, $2) "
-        "ON CONFLICT (indicator_id) DO UPDATE SET connection_id = excluded.connection_id",
-        indicator_id,
-        connection_id,
+        _WRITE_TYPING.format(
+            role=_literal(caller.role),
+            claims=f"'{claims}'",
+            conversation=_literal(conversation_id),
+            user=_literal(caller.user_id),
+            customer=_literal(caller.customer_id),
+            is_typing="true" if is_typing else "false",
+            connection=_literal(connection_id),
+        )
     )
+
+
+#: JSON's punctuation, removed before the claims are checked for unsafe characters.
+_JSON_PUNCTUATION = str.maketrans("", "", '{}",')
 
 
 async def settle(

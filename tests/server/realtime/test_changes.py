@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from realtime_messaging.server.realtime import shared
+from realtime_messaging.store.changefeed import read_missed
 from tests.conftest import RunningServer, Seed
 from tests.feed.conftest import is_change, subscribe
 
@@ -93,5 +95,40 @@ async def test_a_left_channel_gets_no_more_changes(subscribed: tuple[RawSocket, 
     await sock.send("phoenix", "heartbeat", {}, "31")
     rest = []
     while (msg := await sock.recv())["ref"] != "31":
+        rest.append(msg)
+    assert rest == []
+
+
+async def test_a_resume_from_the_feed_head_reads_nothing_and_misses_nothing(
+    subscribed: tuple[RawSocket, Writer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel resuming from where the feed is (it missed nothing) is subscribed without a
+    read of the log; what is committed next reaches it live, once."""
+    sock, writer = subscribed
+    topic = f"conversation:{writer.conversation}"
+    await writer.write("seen")
+    await sock.expect(is_change("customer_messages"))
+    # Where the feed is now (the socket's presence row may have moved it past "seen").
+    assert (await sock.join(topic, {"postgres_changes": writer.bindings}))["status"] == "ok"
+    position = (await sock.expect(lambda m: m.get("event") == "system"))["payload"]["position"]
+    reads: list[object] = []
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await read_missed(*args, **kwargs)
+
+    monkeypatch.setattr(shared, "read_missed", counted)
+    config = {"postgres_changes": writer.bindings, "resume": {"position": position}}
+    assert (await sock.join(topic, config))["status"] == "ok"
+    system = await sock.expect(lambda m: m.get("event") == "system")
+    assert system["payload"]["message"] == "Subscribed to PostgreSQL"
+    assert system["payload"]["position"] == position
+    assert reads == []
+    await writer.write("live")
+    assert _content(await sock.expect(is_change("customer_messages"))) == "live"
+    # Not twice: nothing else came before a heartbeat's reply.
+    await sock.send("phoenix", "heartbeat", {}, "40")
+    rest = []
+    while (msg := await sock.recv())["ref"] != "40":
         rest.append(msg)
     assert rest == []

@@ -3,11 +3,15 @@ joined channel, and what a refused join counts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
+import pytest
 
 from realtime_messaging.protocol.frames import Vsn
+from realtime_messaging.server import batching
+from realtime_messaging.server.batching import Coalesced
 from tests.conftest import TEST_SECRET, RunningServer, running_server
 
 from ..wsclient import RawSocket
@@ -178,3 +182,63 @@ async def test_a_refused_join_is_counted(server: RunningServer) -> None:
         assert await socket_errors(server.http_url, "join_refused") == before + 1
     finally:
         await sock.close()
+
+
+class _Lookups:
+    """A look-up query that records its batches and answers each when told to."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.sent = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def fetch(self, keys: list[int]) -> dict[int, int]:
+        self.batches.append(keys)
+        self.sent.set()
+        await self.answer.wait()
+        return {k: k * 10 for k in keys}
+
+
+async def _turns(n: int) -> None:
+    """Let the loop run ``n`` turns (a yield each, no waiting on time)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_lookups_asked_while_a_batch_is_on_its_way_go_in_the_next_one() -> None:
+    """The joins' token and conversation look-ups during a reconnect storm: those asked in
+    different turns while a query runs share the next query instead of one each."""
+    lookups = _Lookups()
+    coalesced: Coalesced[int, int] = Coalesced(lookups.fetch)
+    first = asyncio.ensure_future(coalesced.get(1))
+    await lookups.sent.wait()
+    later = []
+    for key in (2, 3, 2):  # one a turn
+        later.append(asyncio.ensure_future(coalesced.get(key)))
+        await _turns(2)
+    assert lookups.batches == [[1]]
+    lookups.answer.set()
+    assert await asyncio.gather(first, *later) == [10, 20, 30, 20]
+    assert lookups.batches == [[1], [2, 3]]
+
+
+async def test_a_stuck_batch_holds_the_next_one_back_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "MAX_HOLD", 0.0)
+    stuck = _Lookups()
+    answered = {2: 20}
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        if keys == [1]:
+            return await stuck.fetch(keys)
+        return {k: answered[k] for k in keys}
+
+    coalesced: Coalesced[int, int] = Coalesced(fetch)
+    first = asyncio.ensure_future(coalesced.get(1))
+    await stuck.sent.wait()
+    async with asyncio.timeout(5):  # held back for good, it would never be answered
+        assert await coalesced.get(2) == 20
+    assert not first.done()
+    stuck.answer.set()
+    assert await first == 10

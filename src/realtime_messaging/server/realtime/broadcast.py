@@ -12,8 +12,7 @@ from ...broker import Envelope
 from ...domain.identity import TopicKind, parse_topic
 from ...protocol.connection import subtopic
 from ...protocol.events import BroadcastReceived
-from ...store.caller import as_caller
-from ...store.liveness import own_typing
+from ...store.liveness import write_typing
 from ..api.errors import ApiError
 from ..api.framework import caller_of, map_database_error
 from ..fanout import broadcast_payload
@@ -85,20 +84,12 @@ async def typing(session: Session, event: BroadcastReceived, channel: Channel) -
         reason = "typing: conversationId is not a UUID"
     if not isinstance(is_typing, bool):
         reason = "typing: the payload needs isTyping, true or false"
-    if reason is None:
+    if reason is None and isinstance(is_typing, bool):
         caller = caller_of(identity)
         try:
             await server.limiter.check_typing(caller.user_id or caller.customer_id, conversation)
             async with server.pool.acquire() as conn:
-                async with as_caller(conn, caller):
-                    indicator = await conn.fetchval(
-                        "SELECT (public.update_typing_indicator($1, $2, $3, $4, 5)).id",
-                        conversation,
-                        caller.user_id,
-                        caller.customer_id,
-                        is_typing,
-                    )
-                await own_typing(conn, indicator, connection_id)
+                await write_typing(conn, caller, conversation, is_typing, connection_id)
         except ApiError as exc:
             reason = exc.message
         except asyncpg.PostgresError as exc:

@@ -10,12 +10,25 @@ from typing import Any
 import asyncpg
 
 from ...protocol.connection import subtopic
-from ...store.changefeed import Change, History, history_bounds, read_broadcasts, read_since
+from ...store.changefeed import Change, Missed
 from ..pgchanges import receives, scope_of
 from .channel import Channel
 from .session import Session
 
 log = logging.getLogger(__package__)
+
+
+def bound_tables(channel: Channel) -> tuple[str, ...] | None:
+    """The tables a channel's bindings name, or None when one takes any table (or another
+    schema than the messaging tables'): a staff user's presence channel that resumes reads
+    the presence rows it missed, not every change since (thousands, each decoded)."""
+    tables: set[str] = set()
+    for binding in channel.config.postgres_changes:
+        if binding.schema != "public" or binding.table in (None, "*"):
+            return None
+        assert binding.table is not None
+        tables.add(binding.table)
+    return tuple(sorted(tables))
 
 
 def subscribe(session: Session, channel: Channel, resume: int | None) -> None:
@@ -42,7 +55,17 @@ def subscribe(session: Session, channel: Channel, resume: int | None) -> None:
 
 
 def resume_from(session: Session, channel: Channel, position: int) -> None:
-    """Replay what the channel missed since ``position``; live changes wait meanwhile."""
+    """Replay what the channel missed since ``position``; live changes wait meanwhile.
+
+    Nothing to read when the feed has routed nothing after ``position`` (a channel resuming
+    from the head): everything later reaches the channel live, as it is subscribed already.
+    """
+    head = session.server.feed_position()
+    if 0 < head <= position:  # 0: the feed has not started (its head is unknown)
+        channel.pg_position = position
+        if channel.config.postgres_changes:
+            _system(session, channel, "ok", "Subscribed to PostgreSQL", position=position)
+        return
     channel.pg_buffer = []
     channel.replay = asyncio.create_task(_replay(session, channel, position))
 
@@ -53,20 +76,12 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
     server = session.server
     _, customer = scope_of(channel.identity)
     bindings = bool(channel.config.postgres_changes)
+    tables = bound_tables(channel) if bindings and customer is None else None
+    ask = Missed(position, customer, subtopic(channel.topic), bindings, tables)
     try:
-        if not bindings:
-            async with server.pool.acquire() as conn:
-                history: History | None = await history_bounds(conn, position)
-        elif customer is None:
-            async with server.pool.acquire() as conn:
-                history = await read_since(conn, position)
-        else:
-            history = await server.histories.get((position, customer))
-        assert history is not None
-        async with server.pool.acquire() as conn:
-            broadcasts = await read_broadcasts(
-                conn, position, subtopic(channel.topic), history.head
-            )
+        missed_read = await server.missed.get(ask)
+        assert missed_read is not None
+        history, broadcasts = missed_read
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("resume of %s failed: %s", channel.topic, exc)
         channel.pg_buffer = None

@@ -7,7 +7,7 @@ import itertools
 import secrets
 from collections import Counter
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import asyncpg
 
@@ -24,7 +24,7 @@ from ...domain.identity import (
 from ...protocol.connection import subtopic
 from ...protocol.presence import PresenceRegistry
 from ...store.caller import Caller
-from ...store.changefeed import History, read_since_many
+from ...store.changefeed import Change, History, Missed, read_missed
 from ...store.channel_access import ChannelAccess, channel_access
 from ..api.framework import caller_of
 from ..api.ratelimit import RateLimiter
@@ -113,19 +113,17 @@ class Shared(Generic[S]):
         self.errors: Counter[str] = Counter()
         #: The last change position routed in this process (set by the composition root).
         self.feed_position: Callable[[], int] = lambda: 0
-        #: What customers' channels missed, read for all the rejoins of one turn at once.
-        self.histories: Coalesced[tuple[int, Any], History] = Coalesced(self._read_histories)
+        #: What resuming channels missed, read for a reconnect storm's rejoins in batches.
+        self.missed: Coalesced[Missed, tuple[History, list[Change]]] = Coalesced(self._read_missed)
         #: Participant id -> this process's channels on presence topics that stand for them.
         self.participant_channels: dict[str, set[Channel]] = {}
         self.sessions: set[S] = set()
         #: The sessions holding each portal token (as apikey or in a channel).
         self.portal_holders: TokenHolders[S] = TokenHolders()
 
-    async def _read_histories(
-        self, requests: list[tuple[int, Any]]
-    ) -> dict[tuple[int, Any], History]:
+    async def _read_missed(self, asks: list[Missed]) -> dict[Missed, tuple[History, list[Change]]]:
         async with self.pool.acquire() as conn:
-            return await read_since_many(conn, requests)
+            return await read_missed(conn, asks)
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-7QKL7XLO.js";
+} from "./chunk-4PEGYOQM.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -6974,12 +6974,12 @@ function socketUrl(httpUrl) {
   url.hash = "";
   return url.toString();
 }
-var QUICK_RETRIES_MS = [10, 50, 100, 150, 200, 250];
-var QUICK_ATTEMPTS = 26;
+var QUICK_RETRIES_MS = [10, 50, 100];
+var QUICK_ATTEMPTS = 66;
 function reconnectDelay(tries) {
   const jitter = 0.5 + Math.random() / 2;
   if (tries <= QUICK_ATTEMPTS) {
-    const step = QUICK_RETRIES_MS[Math.min(Math.max(tries, 1), QUICK_RETRIES_MS.length) - 1] ?? 250;
+    const step = QUICK_RETRIES_MS[Math.min(Math.max(tries, 1), QUICK_RETRIES_MS.length) - 1] ?? 100;
     return Math.round(step * jitter);
   }
   return Math.round(Math.min(3e4, 500 * 2 ** Math.min(tries - QUICK_ATTEMPTS - 1, 16)) * jitter);
