@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from realtime_messaging.server.app import serve
+from realtime_messaging.server.listen import bound_socket
 from realtime_messaging.store.database import Database
 from tests.conftest import make_settings
 
@@ -96,3 +97,18 @@ async def test_a_start_whose_database_is_away_fails_with_one_line(tmp_path: Path
     assert proc.returncode == 1, err
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot connect to the database"), err
+
+
+def test_the_port_refuses_connections_until_the_site_listens() -> None:
+    """Bound at once (the URL's port is known), listening only once everything is built: a
+    client that comes during the start is refused and retries, instead of waiting in the
+    backlog behind the start."""
+    sock = bound_socket("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        sock.listen(8)
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        sock.close()

@@ -34,7 +34,7 @@ from .broadcast_api import BroadcastApi
 from .broadcast_api import openapi_paths as broadcast_openapi_paths
 from .cors import Cors
 from .http import database_unavailable, error, internal_error, unavailable
-from .listen import BACKLOG, banner, base_url, listening_socket, tls_context
+from .listen import BACKLOG, banner, base_url, bound_socket, tls_context
 from .liveness import LivenessPolicy, LivenessTracker
 from .maintenance import Maintenance
 from .metrics import Metrics
@@ -323,8 +323,9 @@ async def start(
         reset=_keep_session,
         server_settings=dict(SERVER_SETTINGS),
     )
-    # Bound first: with port 0 the public URL's port is only known from the socket.
-    sock = listening_socket(settings.host, settings.port, reuse_port=worker)
+    # Bound first: with port 0 the public URL's port is only known from the socket. It
+    # listens when the site starts, once everything is built.
+    sock = bound_socket(settings.host, settings.port, reuse_port=worker)
     try:
         url = base_url(settings.host, sock.getsockname()[1], tls=ssl_context is not None)
         app = await build_app(settings, pool, database_url, secret, bound_url=url)

@@ -67,16 +67,26 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port). With ``reuse_port``
-    (SO_REUSEPORT) each worker of ``rtm serve --workers`` listens on the same port with a
-    socket of its own, and the kernel spreads new connections over them."""
+def bound_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: any free port), not yet listening: the
+    site listens once the application is built, so that a connection that comes during the
+    start is refused (clients retry at once) rather than queued behind it, and the server
+    serves from its first accepted connection. With ``reuse_port`` (SO_REUSEPORT) each worker
+    of ``rtm serve --workers`` listens on the same port with a socket of its own, and the
+    kernel spreads new connections over them."""
+    family = _family(host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return socket.create_server(
-            (host, port), family=_family(host), backlog=BACKLOG, reuse_port=reuse_port
-        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise _cannot_listen(host, port, exc) from exc
+    return sock
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
