@@ -158,7 +158,11 @@ async def test_a_dead_process_takes_its_participants_offline_and_typing_away(
     typing = await db.fetchval(
         "SELECT (update_typing_indicator($1, NULL, $2, true, 30)).id", conv, who.customer_id
     )
-    await store.own_typing(db, typing, connection)
+    await db.execute(
+        "INSERT INTO rtm.typing_owners (indicator_id, connection_id) VALUES ($1, $2)",
+        typing,
+        connection,
+    )
     last_beat = await db.fetchval(
         "SELECT heartbeat_at FROM rtm.server_processes WHERE id = 'doomed'"
     )

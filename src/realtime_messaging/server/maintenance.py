@@ -67,19 +67,10 @@ class Maintenance:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def expire_typing(self) -> int:
-        deleted, _ = await self._expire_typing()
-        return deleted
-
-    async def _expire_typing(self) -> tuple[int, float | None]:
-        row = await self._pool.fetchrow(_EXPIRE_TYPING)
-        assert row is not None
-        return row["deleted"], row["next_in"]
-
     async def _expire_typing_forever(self) -> None:
         while True:
             try:
-                _, next_in = await self._expire_typing()
+                next_in = await self._pool.fetchval(_EXPIRE_TYPING, column=1)
             except DATABASE_ERRORS as exc:
                 log.warning("typing expiry failed (%s); it runs again shortly", exc)
                 next_in = None

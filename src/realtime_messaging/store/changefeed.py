@@ -164,6 +164,11 @@ class History:
     head: int
 
 
+def _pruned(position: int, head: int, oldest: int | None) -> bool:
+    """Whether changes after ``position`` (up to ``head``) are no longer all in the log."""
+    return position < head and (oldest is None or position < oldest - 1)
+
+
 async def read_since(
     conn: asyncpg.Connection, position: int, *, customer_id: Any = None
 ) -> History:
@@ -174,7 +179,7 @@ async def read_since(
     head, oldest = await conn.fetchrow(_HEAD)
     if position >= head:
         return History([], False, head)
-    lost = oldest is None or position < oldest - 1
+    lost = _pruned(position, head, oldest)
     changes: list[Change] = []
     cursor = position
     where = "" if customer_id is None else " AND customer_id = $2"
@@ -189,13 +194,6 @@ async def read_since(
         if len(rows) < BATCH:
             return History(changes, lost, head)
         cursor = rows[-1]["pos"]
-
-
-async def history_bounds(conn: asyncpg.Connection, position: int) -> History:
-    """The head and whether changes after ``position`` were pruned, without reading them."""
-    head, oldest = await conn.fetchrow(_HEAD)
-    lost = position < head and (oldest is None or position < oldest - 1)
-    return History([], lost, head)
 
 
 async def read_broadcasts(
@@ -285,7 +283,7 @@ async def read_missed(
     found: dict[Missed, tuple[History, list[Change]]] = {}
     for ask in asks:
         position = ask.position
-        lost = position < head and (oldest is None or position < oldest - 1)
+        lost = _pruned(position, head, oldest)
         changes: list[Change] = []
         if ask.bindings and ask.customer is None and ask.tables is not None:
             changes = await _read_tables(conn, position, ask.tables, head) if ask.tables else []

@@ -134,16 +134,6 @@ async def close_connections(conn: asyncpg.Connection, connection_ids: Sequence[s
     )
 
 
-_OWN_TYPING = (
-    "INSERT INTO rtm.typing_owners (indicator_id, connection_id) VALUES ($1, $2) "
-    "ON CONFLICT (indicator_id) DO UPDATE SET connection_id = excluded.connection_id"
-)
-
-
-async def own_typing(conn: asyncpg.Connection, indicator_id: UUID, connection_id: str) -> None:
-    await conn.execute(_OWN_TYPING, indicator_id, connection_id)
-
-
 #: A typing write, as one simple-protocol query (so one round trip): PostgreSQL runs the
 #: statements of one query as one transaction (the "implicit transaction block"), committed at
 #: the end, rolled back whole on an error. Parameters need the extended protocol, one statement
