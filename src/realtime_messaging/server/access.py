@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -24,30 +25,50 @@ SECRET_PARAMS = frozenset({"apikey", "token", "access_token"})
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def request_id(request: web.Request) -> str:
-    """The request's id: the client's ``X-Request-Id`` when safe, else a new random one."""
-    given = request.headers.get("X-Request-Id", "")
+def request_id(given: str) -> str:
+    """A request's id: the client's ``X-Request-Id`` (``given``) when safe, else a new one."""
     return given if _SAFE_ID.fullmatch(given) else secrets.token_hex(16)
 
 
-def loggable_path(request: web.Request) -> str:
+def loggable_path(path: str, query: Iterable[tuple[str, str]]) -> str:
     """The path and query, with the values of :data:`SECRET_PARAMS` dropped."""
-    if not request.query_string:
-        return request.path
     parts = [
         f"{quote(k, safe='')}="
         if k.lower() in SECRET_PARAMS
         else f"{quote(k, safe='')}={quote(v, safe='')}"
-        for k, v in request.query.items()
+        for k, v in query
     ]
-    return f"{request.path}?{'&'.join(parts)}"
+    return f"{path}?{'&'.join(parts)}" if parts else path
+
+
+def log_request(method: str, path: str, status: int, started: float, rid: str) -> None:
+    """The access line of one request (``started``: its ``perf_counter`` time); probes that
+    succeed log at debug only."""
+    duration = round((time.perf_counter() - started) * 1000, 1)
+    probe = path in PROBES and status < 400
+    log.log(
+        logging.DEBUG if probe else logging.INFO,
+        "%s %s %d %.1fms id=%s",
+        method,
+        path,
+        status,
+        duration,
+        rid,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration,
+            "request_id": rid,
+        },
+    )
 
 
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Log the request once answered (a WebSocket once closed: its line says 101 and how
     long it lived)."""
-    rid = request_id(request)
+    rid = request_id(request.headers.get("X-Request-Id", ""))
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     status = 500
@@ -59,25 +80,8 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         status = exc.status
         raise
     finally:
-        duration = round((time.perf_counter() - started) * 1000, 1)
-        path = loggable_path(request)
-        probe = request.path in PROBES and status < 400
-        log.log(
-            logging.DEBUG if probe else logging.INFO,
-            "%s %s %d %.1fms id=%s",
-            request.method,
-            path,
-            status,
-            duration,
-            rid,
-            extra={
-                "method": request.method,
-                "path": path,
-                "status": status,
-                "duration_ms": duration,
-                "request_id": rid,
-            },
-        )
+        path = loggable_path(request.path, request.query.items())
+        log_request(request.method, path, status, started, rid)
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

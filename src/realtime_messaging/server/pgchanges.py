@@ -37,6 +37,10 @@ from .fanout import Outbox, broadcast_payload, ws_frame
 log = logging.getLogger(__name__)
 
 #: The tables whose changes are published, all in schema public.
+#: Parsed filters kept for joins to come (each at most the frame limit, in practice a few
+#: dozen bytes: a user or conversation id).
+FILTER_CACHE = 1024
+
 TABLES = (
     "conversations",
     "customer_messages",
@@ -125,6 +129,8 @@ def scope_of(identity: Identity) -> tuple[bool, UUID | None]:
 class ChangeRouter:
     def __init__(self, tables: dict[str, Table]) -> None:
         self.tables = tables
+        #: Parsed filters by table and text (:meth:`_parsed`), the oldest dropped past the bound.
+        self._filters: dict[tuple[str, str], Filter] = {}
         self._index: dict[str, _TableIndex] = {name: _TableIndex() for name in tables}
         self._entries: dict[int, list[tuple[str, _Entry, tuple[str, Any] | None]]] = {}
         #: Every joined channel by full topic, for broadcasts from the database.
@@ -156,7 +162,7 @@ class ChangeRouter:
                 if wildcard:
                     return "a filter needs a table"
                 try:
-                    flt = parse_filter(binding.filter, self.tables[names[0]].types)  # type: ignore[index]
+                    flt = self._parsed(names[0], binding.filter)  # type: ignore[arg-type]
                 except FilterError as exc:
                     return str(exc)
                 key = flt.eq_key()
@@ -179,6 +185,19 @@ class ChangeRouter:
                 index.rest.add(entry)
         self._entries[id(subscriber)] = planned
         return None
+
+    def _parsed(self, table: str, text: str) -> Filter:
+        """``text`` parsed for ``table``, once: the rejoins of a reconnect storm send the same
+        few filters again (parsing was 40 % of a join's CPU, benchmarks/README.md "Restart").
+        Filters are immutable, so subscribers share them; refused ones are not kept."""
+        key = (table, text)
+        parsed = self._filters.get(key)
+        if parsed is None:
+            parsed = parse_filter(text, self.tables[table].types)
+            if len(self._filters) >= FILTER_CACHE:
+                del self._filters[next(iter(self._filters))]  # the oldest
+            self._filters[key] = parsed
+        return parsed
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         for name, entry, key in self._entries.pop(id(subscriber), ()):

@@ -4,6 +4,8 @@ also writes their typing indicator."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -20,17 +22,20 @@ from .channel import Channel
 from .session import Session
 
 
-async def handle_broadcast(session: Session, event: BroadcastReceived, channel: Channel) -> None:
+def handle_broadcast(
+    session: Session, event: BroadcastReceived, channel: Channel
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    """Publish at once; a typing push returns its database write, to be awaited."""
     if channel.access is not None and not channel.access.write:
         # No INSERT policy for the caller on this private channel: dropped without a word, as
         # Supabase does.
-        return
+        return None
     if event.event == "typing" and (event.binary is None or event.binary.json_encoded):
         # realtime-js under vsn 2.0.0 sends every broadcast as a binary frame with a JSON
         # payload: a typing push all the same.
-        await typing(session, event, channel)
-    else:
-        publish(session, event, channel)
+        return partial(typing, session, event, channel)
+    publish(session, event, channel)
+    return None
 
 
 def publish(session: Session, event: BroadcastReceived, channel: Channel) -> None:

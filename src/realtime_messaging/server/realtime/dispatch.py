@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from ...protocol import events
@@ -26,55 +28,76 @@ CLOSE_PROTOCOL_ERROR = 1007
 #: by timers, leaves when a view closes).
 _ACTIVITY = (events.JoinRequested, events.BroadcastReceived, events.PresenceReceived)
 
+#: What is left of a frame's handling once its handler returns: nothing, or the work to await
+#: (a function, so that nothing is created for a socket that closes before it starts).
+Later = Callable[[], Coroutine[Any, Any, None]] | None
 
-async def on_frame(session: Session, data: Any, binary: bool) -> None:
+
+def on_frame(session: Session, data: Any, binary: bool) -> Coroutine[Any, Any, None] | None:
+    """Handle one frame at once, or return what is left to await (:class:`Session` awaits it
+    before the next frame)."""
     proto = session.proto
     try:
         event = proto.receive_binary(data) if binary else proto.receive_text(data)
     except ProtocolError as exc:
         session.server.errors["protocol"] += 1
-        await session.shutdown(CLOSE_PROTOCOL_ERROR, f"malformed frame: {exc}"[:120])
-        return
+        return session.shutdown(CLOSE_PROTOCOL_ERROR, f"malformed frame: {exc}"[:120])
     if isinstance(event, events.Heartbeat):
         session.outbox.text(proto.heartbeat_reply(event.ref))
-        return
+        return None
     if not session.push_budget.allow(time.monotonic()):
         topic = getattr(event, "topic", "phoenix")
         session.refuse(topic, getattr(event, "ref", None), None, "Too many messages per second")
-        return
+        return None
     if isinstance(event, _ACTIVITY):
         session.server.liveness.activity(session.id)
     try:
-        await route(session, event)
+        later = route(session, event)
     except Exception:
-        topic = event.topic
-        log.exception("error handling %s on %s", type(event).__name__, topic)
-        channel = session.channels.get(topic)
-        if channel is not None:
-            session.drop(channel)
-            session.outbox.text(proto.error_channel(topic))
+        _failed(session, event)
+        return None
+    return None if later is None else _guarded(session, event, later)
 
 
-async def route(session: Session, event: events.Event) -> None:
+def route(session: Session, event: events.Event) -> Later:
     """Hand an event (heartbeats are answered before the budget) to its feature's handler; a
     push acts through a joined channel that may still act."""
     match event:
         case events.JoinRequested():
-            await join.handle_join(session, event)
+            return partial(join.handle_join, session, event)
         case events.BroadcastReceived() | events.PresenceReceived():
             channel = _acting_channel(session, event)
             if channel is None:
-                return
+                return None
             if isinstance(event, events.PresenceReceived):
-                await presence.handle_presence(session, event, channel)
-            else:
-                await broadcast.handle_broadcast(session, event, channel)
+                return partial(presence.handle_presence, session, event, channel)
+            return broadcast.handle_broadcast(session, event, channel)
         case events.AccessTokenReceived():
-            await tokens.handle_access_token(session, event)
+            return partial(tokens.handle_access_token, session, event)
         case events.LeaveRequested():
             join.handle_leave(session, event)
         case events.JoinRefused() | events.BadPush():
             session.refuse(event.topic, event.ref, event.join_ref, event.reason)
+    return None
+
+
+async def _guarded(
+    session: Session, event: events.Event, later: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    try:
+        await later()
+    except Exception:
+        _failed(session, event)
+
+
+def _failed(session: Session, event: events.Event) -> None:
+    """A handler failed: its channel errors (clients rejoin), the socket carries on."""
+    topic: str = getattr(event, "topic", "phoenix")
+    log.exception("error handling %s on %s", type(event).__name__, topic)
+    channel = session.channels.get(topic)
+    if channel is not None:
+        session.drop(channel)
+        session.outbox.text(session.proto.error_channel(topic))
 
 
 def _acting_channel(

@@ -8,19 +8,20 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from ...domain.identity import Identity
 from ...protocol.errors import ProtocolError
 from ...protocol.frames import Vsn
 from ...store.changefeed import Change
 from ..auth import AuthError
 from . import presence, tokens
 from .dispatch import on_frame
+from .frontdoor import Refusal, Upgrade
 from .session import Session, who
 from .shared import Shared
+from .wire import CLOSE_HANDSHAKE_TIMEOUT, AiohttpWire, PicowsWire, Wire
 
 log = logging.getLogger(__package__)
 
-#: How long closing a socket waits for the client's close frame before cutting it.
-CLOSE_HANDSHAKE_TIMEOUT = 1.0
 #: "Service restart": the close code of a stopping server (clients reconnect).
 CLOSE_SERVICE_RESTART = 1012
 #: Sockets closed at once when the server stops (as Centrifuge does), the pause between two
@@ -70,7 +71,7 @@ class RealtimeServer(Shared[Session]):
         if closing:
             _, late = await asyncio.wait(closing, timeout=DRAIN_TIMEOUT)
             for task in late:
-                task.cancel()  # aiohttp then closes the transport
+                task.cancel()  # the wire then cuts the connection
             await asyncio.gather(*closing, return_exceptions=True)
         await self.cluster.stop()
 
@@ -94,38 +95,63 @@ class RealtimeServer(Shared[Session]):
         """Keep the ``status`` in the Phoenix presence metas equal to the presence rows."""
         presence.presence_changed(self, changes)
 
+    async def admit(self, upgrade: Upgrade) -> PicowsWire[Session]:
+        """An upgrade the front door read: authenticated, the wire that will serve it."""
+        token = upgrade.headers.get("x-api-key") or upgrade.query.get("apikey")
+        vsn, identity = await self._admit(token, upgrade.query.get("vsn"))
+        return PicowsWire(
+            lambda wire: self._open(wire, vsn, identity),
+            self._ended,
+            self.settings.max_frame_bytes,
+        )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /realtime/v1/websocket``: authenticate, upgrade, run the session."""
+        """``GET /realtime/v1/websocket`` on a connection aiohttp already serves (an upgrade
+        on a kept-alive connection): authenticate, upgrade, run the session."""
         token = request.headers.get("x-api-key") or request.query.get("apikey")
         try:
-            vsn = Vsn.parse(request.query.get("vsn"))
-        except ProtocolError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        try:
-            identity = await self.auth.identify(token)
-        except AuthError as exc:
-            log.info("socket refused (%d): %s", exc.status, exc.message)
-            return web.json_response({"error": exc.message}, status=exc.status)
+            vsn, identity = await self._admit(token, request.query.get("vsn"))
+        except Refusal as refusal:
+            return web.json_response({"error": refusal.message}, status=refusal.status)
         ws = web.WebSocketResponse(
             max_msg_size=self.settings.max_frame_bytes,
             compress=False,
             autoping=True,
-            # How long a close waits for the client's close frame: a live client answers at
-            # once; one that does not read must not hold a drain up.
             timeout=CLOSE_HANDSHAKE_TIMEOUT,
         )
         await ws.prepare(request)
-        session = Session(self, ws, request.transport, vsn, identity)
+        assert request.transport is not None
+        wire = AiohttpWire(ws, request.transport)
+        session = self._open(wire, vsn, identity)
+        try:
+            await wire.read(session, f"rtm-socket-{session.id}")
+        finally:
+            self._ended(session, ws.close_code)
+        return ws
+
+    async def _admit(self, token: str | None, vsn_text: str | None) -> tuple[Vsn, Identity]:
+        try:
+            vsn = Vsn.parse(vsn_text)
+        except ProtocolError as exc:
+            raise Refusal(400, str(exc)) from None
+        try:
+            identity = await self.auth.identify(token)
+        except AuthError as exc:
+            log.info("socket refused (%d): %s", exc.status, exc.message)
+            raise Refusal(exc.status, exc.message) from None
+        return vsn, identity
+
+    def _open(self, wire: Wire, vsn: Vsn, identity: Identity) -> Session:
+        session = Session(self, wire, vsn, identity, on_frame)
         self.sessions.add(session)
         log.info("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
-        try:
-            await session.start(on_frame)
-        finally:
-            self.sessions.discard(session)
-            session.teardown()
-            log.info(
-                "socket %s disconnected: %s",
-                session.id,
-                session.close_reason or f"closed by the client ({ws.close_code})",
-            )
-        return ws
+        return session
+
+    def _ended(self, session: Session, client_code: int | None) -> None:
+        self.sessions.discard(session)
+        session.teardown()
+        log.info(
+            "socket %s disconnected: %s",
+            session.id,
+            session.close_reason or f"closed by the client ({client_code})",
+        )

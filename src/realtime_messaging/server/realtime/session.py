@@ -1,17 +1,22 @@
-"""One socket: its read loop, its joined channels, how it closes.
+"""One socket: its frames in order, its joined channels, how it closes.
 
-What a frame does once read is :mod:`.dispatch`'s job; the session only reads, owns its
-channels, and closes: at the client's close, on overflow, at a drain, or when told to.
+What a frame does once read is :mod:`.dispatch`'s job; the session only takes frames from its
+:class:`~.wire.Wire` in the order they came, owns its channels, and closes: at the client's
+close, on overflow, at a drain, or when told to.
+
+Most frames are handled at once, in the callback that read them (a broadcast, a heartbeat, a
+leave); a frame whose handler must wait (a join, a typing write, a token check) runs in a task,
+and the frames read meanwhile wait in line behind it, so that the order of the client's frames
+is the order of their effects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
-
-from aiohttp import WSMsgType, web
 
 from ...broker import Envelope
 from ...domain.budget import PerSecond
@@ -21,10 +26,18 @@ from ...protocol.frames import Vsn
 from ..fanout import Outbox
 from .channel import Channel, serial
 from .shared import Shared
+from .wire import Wire
 
 log = logging.getLogger(__package__)
 
 CLOSE_SLOW_CONSUMER = 1008
+
+#: Frames waiting behind one being handled before the socket stops reading (TCP then pushes
+#: back on the client); reading resumes once the line is short again.
+INBOX_LIMIT = 64
+
+#: What handles one frame: done at once (None), or the work left to await.
+OnFrame = Callable[["Session", Any, bool], "Coroutine[Any, Any, None] | None"]
 
 
 def who(identity: Identity) -> str:
@@ -34,24 +47,24 @@ def who(identity: Identity) -> str:
 
 
 class Session:
-    """One socket: reads frames, owns its joined channels, closes."""
+    """One socket: takes its frames in order, owns its joined channels, closes."""
 
     # Slots: thousands of idle sessions per process (benchmarks/README.md, "Idle connections").
     __slots__ = (
         "server",
-        "ws",
+        "wire",
         "vsn",
         "identity",
         "id",
         "proto",
         "outbox",
         "channels",
+        "_on_frame",
+        "_inbox",
+        "_pending",
+        "_worker",
         "_closing",
-        "_transport",
-        "_drain",
         "close_reason",
-        "_task",
-        "_receiving",
         "push_budget",
         "join_budget",
         "last_seen",
@@ -61,29 +74,30 @@ class Session:
     def __init__(
         self,
         server: Shared[Session],
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport | None,
+        wire: Wire,
         vsn: Vsn,
         identity: Identity,
+        on_frame: OnFrame,
     ) -> None:
         self.server = server
-        self.ws = ws
+        self.wire = wire
         self.vsn = vsn
         self.identity = identity
         self.id = f"{server.node_id}:s{next(serial)}"
         self.proto = ServerConnection(vsn, server.settings.input_limits)
         self.outbox = Outbox(
-            transport, server.settings.send_buffer_limit, self._overflow, server.turn
+            wire.transport, server.settings.send_buffer_limit, self._overflow, server.turn
         )
         self.channels: dict[str, Channel] = {}
+        self._on_frame = on_frame
+        #: Frames read while one is being handled (None: none is).
+        self._inbox: deque[tuple[Any, bool]] | None = None
+        #: The handling its task has yet to start (closed unstarted if the socket goes first).
+        self._pending: Coroutine[Any, Any, None] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._transport = transport
-        #: Set by :meth:`drain`: the close the session's own task sends once it stops reading.
-        self._drain: tuple[int, str] | None = None
         #: Why the server closed the socket (for the log); None: the client closed it.
         self.close_reason: str | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._receiving = False
         #: The socket's budgets: pushes of any kind, and joins.
         self.push_budget = PerSecond(server.settings.max_events_per_second)
         self.join_budget = PerSecond(server.settings.max_joins_per_second)
@@ -99,67 +113,48 @@ class Session:
             self.server.portal_holders.hold(self, identity.token_hash)
             self.held_tokens.add(identity.token_hash)
 
-    def start(
-        self, on_frame: Callable[[Session, Any, bool], Awaitable[None]]
-    ) -> asyncio.Task[None]:
-        """Run the session in a task of its own: each frame then resumes the session's few
-        frames, not the request's chain of middlewares above them (a third of the cost of a
-        frame, benchmarks/README.md "Fan-out"). Cancelling whoever awaits the task cancels it."""
-        self._task = asyncio.create_task(self._run(on_frame), name=f"rtm-socket-{self.id}")
-        return self._task
+    # -- frames -------------------------------------------------------------------------
 
-    async def _run(self, on_frame: Callable[[Session, Any, bool], Awaitable[None]]) -> None:
-        """Read frames and hand each to ``on_frame`` until the socket closes."""
-        ws = self.ws
-        loop = asyncio.get_running_loop()
-        while not self.outbox.closed:
-            self._receiving = True
-            try:
-                msg = await ws.receive()
-            except asyncio.CancelledError:
-                if self._drain is None:
-                    raise
-                assert self._task is not None
-                self._task.uncancel()  # drain() stopped the read, nothing else
-                break
-            finally:
-                self._receiving = False
-            self.last_seen = loop.time()
-            kind = msg.type
-            if kind is WSMsgType.TEXT:
-                await on_frame(self, msg.data, False)
-            elif kind is WSMsgType.BINARY:
-                await on_frame(self, msg.data, True)
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
-                return
-        if self._drain is not None:
-            code, reason = self._drain
-            # Sent from the task that reads, so aiohttp waits for the client's close
-            # frame before it closes the connection (bounded by the socket's timeout).
-            self.outbox.flush()  # what was queued goes before the close frame
-            await ws.close(code=code, message=reason.encode())
+    def receive(self, data: Any, binary: bool, now: float) -> None:
+        """One frame from the client (``now``: the loop's time): handled at once, or in line
+        behind the one being handled."""
+        self.last_seen = now
+        if self.outbox.closed:
+            return
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.append((data, binary))
+            if len(inbox) == INBOX_LIMIT:
+                self.wire.pause_reading()
+            return
+        pending = self._on_frame(self, data, binary)
+        if pending is not None:
+            self._inbox = deque()
+            self._pending = pending
+            self._worker = asyncio.create_task(self._work(), name=f"rtm-socket-{self.id}")
 
-    async def drain(self, code: int, reason: str) -> None:
-        """Close with ``code`` and a complete closing handshake.
-
-        ``ws.close()`` from another task while this session's task waits in ``receive()``
-        makes aiohttp drop the connection as soon as its close frame is written, without
-        waiting for the client's: behind a proxy the client could then get a reset instead of
-        the close frame (1006, not the 1012 it should reconnect after). So the session's own
-        task stops reading and closes; cancelled (the drain's bound), the connection is cut.
-        """
-        self._drain = (code, reason)
-        self.close_reason = f"{code} {reason}"
-        self.outbox.closed = True
-        if self._receiving and self._task is not None:
-            self._task.cancel()
-        assert self._task is not None
+    async def _work(self) -> None:
+        """Await the frame being handled, then handle the frames that came meanwhile."""
+        inbox, pending = self._inbox, self._pending
+        assert inbox is not None and pending is not None
+        self._pending = None
         try:
-            await asyncio.wait([self._task])
-        except asyncio.CancelledError:
-            if self._transport is not None:
-                self._transport.abort()
-            raise
+            while True:
+                await pending
+                next_one: Coroutine[Any, Any, None] | None = None
+                while next_one is None and inbox and not self.outbox.closed:
+                    if len(inbox) == INBOX_LIMIT:
+                        self.wire.resume_reading()
+                    data, binary = inbox.popleft()
+                    next_one = self._on_frame(self, data, binary)
+                if next_one is None:
+                    return
+                pending = next_one
+        finally:
+            self._inbox = None
+            self._worker = None
+
+    # -- closing ------------------------------------------------------------------------
 
     def _overflow(self) -> None:
         self.server.errors["slow_consumer"] += 1
@@ -171,14 +166,26 @@ class Session:
             self._closing = asyncio.create_task(self.shutdown(code, reason))
 
     async def shutdown(self, code: int, reason: str) -> None:
+        """Close with ``code`` and a complete closing handshake (bounded by the wire): what
+        was queued goes out before the close frame, nothing after it."""
         self.close_reason = self.close_reason or f"{code} {reason}"
         self.outbox.closed = True
-        self.outbox.flush()  # what was queued goes before the close frame
-        await self.ws.close(code=code, message=reason.encode())
+        self.outbox.flush()
+        await self.wire.close(code, reason)
+
+    async def drain(self, code: int, reason: str) -> None:
+        """The server stops: close as :meth:`shutdown` does, even while a frame is handled."""
+        self.close_reason = f"{code} {reason}"
+        await self.shutdown(code, reason)
 
     def teardown(self) -> None:
         """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
         self.outbox.closed = True
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+        if self._worker is not None:
+            self._worker.cancel()
         self.server.portal_holders.release(self, self.held_tokens)
         self.server.liveness.detach(self.id)
         for channel in list(self.channels.values()):
