@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .domain.bounds import InputLimits
+from .storage.s3 import S3Config
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -39,6 +40,85 @@ def _flag(name: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name}: expected 1 or 0, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The webhook worker's settings (docs/webhooks.md, "Settings")."""
+
+    #: Run the worker in this process (``RTM_WEBHOOKS``, on by default).
+    enabled: bool = True
+    #: Longest wait between looks at the outbox when no notification wakes the worker
+    #: (``RTM_WEBHOOK_POLL_INTERVAL``, seconds).
+    poll_interval: float = 1.0
+    #: One delivery attempt, connection to the end of the answer (``RTM_WEBHOOK_TIMEOUT``).
+    timeout: float = 10.0
+    #: Retry delays: ``retry_base`` doubled per attempt, at most ``retry_max``, with jitter; given
+    #: up (dead) once ``retry_window`` has passed since the event (``RTM_WEBHOOK_RETRY_BASE``,
+    #: ``RTM_WEBHOOK_RETRY_MAX``, ``RTM_WEBHOOK_RETRY_WINDOW``, seconds).
+    retry_base: float = 10.0
+    retry_max: float = 3600.0
+    retry_window: float = 24 * 3600.0
+    #: Post to private, loopback and link-local addresses too (``RTM_WEBHOOK_ALLOW_PRIVATE``);
+    #: off by default: a webhook URL must not reach the server's own network (SSRF).
+    allow_private: bool = False
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        enabled = (_env("RTM_WEBHOOKS") or "on").strip().lower()
+        if enabled not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"RTM_WEBHOOKS: expected on or off, not {enabled!r}")
+        return cls(
+            enabled=enabled in ("1", "true", "yes", "on"),
+            poll_interval=float(_env("RTM_WEBHOOK_POLL_INTERVAL") or "1"),
+            timeout=float(_env("RTM_WEBHOOK_TIMEOUT") or "10"),
+            retry_base=float(_env("RTM_WEBHOOK_RETRY_BASE") or "10"),
+            retry_max=float(_env("RTM_WEBHOOK_RETRY_MAX") or "3600"),
+            retry_window=float(_env("RTM_WEBHOOK_RETRY_WINDOW") or "86400"),
+            allow_private=_flag("RTM_WEBHOOK_ALLOW_PRIVATE"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """Attachments: upload bounds, download links, and the store (docs/files.md)."""
+
+    #: Largest upload (``RTM_UPLOAD_MAX_BYTES``, default 25 MiB); refused with 413 as soon as
+    #: more arrived, before the rest is read.
+    max_bytes: int = 25 * 1024 * 1024
+    #: Accepted content types (``RTM_UPLOAD_CONTENT_TYPES``, comma separated); empty: the
+    #: default list of :data:`realtime_messaging.storage.policy.DEFAULT_CONTENT_TYPES`.
+    content_types: tuple[str, ...] = ()
+    #: Unsent uploads one uploader may have pending at once (``RTM_UPLOAD_MAX_PENDING``).
+    max_pending: int = 50
+    #: Lifetime of a signed download URL (``RTM_DOWNLOAD_URL_TTL``, seconds).
+    url_ttl: int = 300
+    #: The S3-compatible store; None: files under ``<data dir>/attachments``.
+    s3: S3Config | None = None
+
+    @classmethod
+    def from_env(cls) -> FileSettings:
+        bucket = _env("RTM_S3_BUCKET")
+        s3 = None
+        if bucket:
+            s3 = S3Config(
+                bucket=bucket,
+                endpoint_url=_env("RTM_S3_ENDPOINT_URL"),
+                region=_env("RTM_S3_REGION"),
+                access_key_id=_env("RTM_S3_ACCESS_KEY_ID"),
+                secret_access_key=_env("RTM_S3_SECRET_ACCESS_KEY"),
+                prefix=_env("RTM_S3_PREFIX") or "",
+                path_style=(_env("RTM_S3_ADDRESSING", "path") or "path") == "path",
+                part_size=int(_env("RTM_S3_PART_SIZE") or 8 * 1024 * 1024),
+            )
+        types = (_env("RTM_UPLOAD_CONTENT_TYPES") or "").replace(",", " ").split()
+        return cls(
+            max_bytes=int(_env("RTM_UPLOAD_MAX_BYTES") or 25 * 1024 * 1024),
+            content_types=tuple(t.strip().lower() for t in types),
+            max_pending=int(_env("RTM_UPLOAD_MAX_PENDING") or 50),
+            url_ttl=int(_env("RTM_DOWNLOAD_URL_TTL") or 300),
+            s3=s3,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +160,10 @@ class Settings:
     max_frame_bytes: int = 1024 * 1024
     #: Largest message content accepted by the API (``RTM_MAX_MESSAGE_BYTES``).
     max_message_bytes: int = 64 * 1024
+    #: How long after sending a sender may edit or delete a message
+    #: (``RTM_EDIT_WINDOW_SECONDS``; 0: never). Written to the database at start, which enforces
+    #: it on every path (docs/api.md, "Editing and deleting").
+    edit_window_seconds: int = 900
     #: A socket that sends nothing (not even a heartbeat) for this long is closed.
     idle_timeout: float = 60.0
     max_channels_per_connection: int = 100
@@ -116,6 +200,10 @@ class Settings:
     rate_presence: str = "6/minute"
     rate_read_receipts: str = "60/minute"
     rate_requests: str = "600/minute"
+    #: Webhooks from the outbox (docs/webhooks.md).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    #: Attachments (docs/files.md).
+    files: FileSettings = field(default_factory=FileSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -138,6 +226,7 @@ class Settings:
             data_dir=Path(_env("RTM_DATA_DIR", ".rtm") or ".rtm"),
             max_frame_bytes=int(_env("RTM_MAX_FRAME_BYTES", str(1024 * 1024)) or 0),
             max_message_bytes=int(_env("RTM_MAX_MESSAGE_BYTES", str(64 * 1024)) or 0),
+            edit_window_seconds=int(_env("RTM_EDIT_WINDOW_SECONDS", "900") or 0),
             rate_typing=_env("RTM_RATE_TYPING", "10/minute") or "10/minute",
             rate_presence=_env("RTM_RATE_PRESENCE", "6/minute") or "6/minute",
             rate_read_receipts=_env("RTM_RATE_READ_RECEIPTS", "60/minute") or "60/minute",
@@ -150,6 +239,8 @@ class Settings:
             process_dead_after=float(_env("RTM_PROCESS_DEAD_AFTER", "15") or 0),
             max_channels_per_connection=int(_env("RTM_MAX_CHANNELS_PER_SOCKET", "100") or 0),
             input_limits=_input_limits(),
+            files=FileSettings.from_env(),
+            webhooks=WebhookSettings.from_env(),
         )
 
     @property

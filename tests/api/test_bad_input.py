@@ -79,6 +79,12 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
         ("PUT", "/api/presence", w.portal, {"status": "online"}),
         ("GET", "/api/conversations/{conversation_id}/presence", w.portal, None),
         ("GET", "/api/unread", w.portal, None),
+        ("GET", "/api/conversations/counts", w.portal, None),
+        ("GET", "/api/search", w.portal, None),
+        ("PATCH", "/api/messages/{message_id}", w.portal, {"content": "x"}),
+        ("DELETE", "/api/messages/{message_id}", w.portal, None),
+        ("POST", "/api/conversations/{conversation_id}/attachments", w.portal, None),
+        ("GET", "/api/attachments/{attachment_id}", w.portal, None),
         ("POST", "/api/admin/users", w.service, {"name": "n"}),
         ("POST", "/api/admin/customers", w.service, {"name": "n"}),
         ("POST", "/api/admin/customers/{customer_id}/portal-tokens", w.service, {}),
@@ -86,6 +92,15 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
         ("POST", "/api/admin/users/{user_id}/tokens", w.service, {}),
         ("GET", "/api/admin/users", w.service, None),
         ("GET", "/api/admin/customers", w.service, None),
+        (
+            "POST",
+            "/api/admin/webhooks",
+            w.service,
+            {"url": "https://x.test/", "events": ["message.created"]},
+        ),
+        ("GET", "/api/admin/webhooks", w.service, None),
+        ("DELETE", "/api/admin/webhooks/{webhook_id}", w.service, None),
+        ("GET", "/api/admin/webhooks/{webhook_id}/attempts", w.service, None),
         ("POST", "/rest/v1/rpc/{function}", w.portal, None),
     ]
 
@@ -97,6 +112,8 @@ def _fill(path: str, w: World, **override: str) -> str:
         "customer_id": str(w.customer),
         "user_id": str(w.user),
         "token_id": UNKNOWN,
+        "attachment_id": UNKNOWN,
+        "webhook_id": UNKNOWN,
         "function": "get_unread_message_count",
     }
     values.update(override)
@@ -177,7 +194,8 @@ async def test_bad_uuids_in_paths_are_named(
                 )
                 assert_error(status, reply, 422, "validation_error", f"{name}: not a UUID")
                 checked += 1
-    assert checked == 4 * 10
+    # + PATCH and DELETE /api/messages/{message_id}, the two attachment routes, two webhook routes
+    assert checked == 4 * (10 + 2 + 2 + 2)
     assert await _snapshot(pool, w) == before
 
 

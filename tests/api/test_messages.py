@@ -13,7 +13,8 @@ from tests.conftest import RunningServer, Seed
 
 from .conftest import UNKNOWN, Http, assert_error, assert_ok, count, insert_messages
 
-# The documented MessageEvent, plus the client message id of the idempotent send.
+# The documented MessageEvent, plus the client message id of the idempotent send and the times
+# of an edit and a delete (docs/api.md, "Editing and deleting").
 MESSAGE_KEYS = [
     "id",
     "conversationId",
@@ -23,6 +24,8 @@ MESSAGE_KEYS = [
     "createdAt",
     "attachments",
     "clientMessageId",
+    "editedAt",
+    "deletedAt",
 ]
 
 

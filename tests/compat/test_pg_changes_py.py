@@ -36,6 +36,8 @@ MESSAGE_COLUMNS = [
     {"name": "attachments", "type": "jsonb"},
     {"name": "client_message_id", "type": "text"},
     {"name": "created_at", "type": "timestamptz"},
+    {"name": "edited_at", "type": "timestamptz"},
+    {"name": "deleted_at", "type": "timestamptz"},
 ]
 
 

@@ -233,7 +233,9 @@ async def test_staff_anon_and_service_role(
     a, _ = await seed.customer()
     user, staff_token = await seed.staff()
     conv = await seed.conversation(a)
-    message = await insert_message(pool, conv, "customer", a, "help me")
+    # The staff user's own message: staff edit only what they wrote (docs/api.md, "Editing and
+    # deleting"); a hard delete of any message stays theirs.
+    message = await insert_message(pool, conv, "staff", user, "help me")
     r = await run_js(
         server,
         staff_token,

@@ -347,14 +347,23 @@ async def test_staff_write_messages_only_as_themselves(
                 await conn.fetchval(SEND, scene.conversation, sender_type, sender)
 
 
-async def test_only_staff_edit_and_delete_messages(conn: asyncpg.Connection, scene: Scene) -> None:
+async def test_senders_edit_only_their_own_and_only_staff_remove_rows(
+    conn: asyncpg.Connection, scene: Scene
+) -> None:
+    # Editing is the sender's, within the window (migration 0014, tests/api/test_edits.py).
     async with as_caller(conn, Caller.customer(scene.customer)):
         assert (
             await conn.execute(
                 "UPDATE customer_messages SET content = 'x' WHERE id = $1", scene.customer_message
             )
-            == "UPDATE 0"
+            == "UPDATE 1"
         )
+    with pg_error(DENIED, match="only by its sender"):
+        async with as_caller(conn, Caller.customer(scene.customer)):
+            await conn.execute(
+                "UPDATE customer_messages SET content = 'x' WHERE id = $1", scene.staff_message
+            )
+    async with as_caller(conn, Caller.customer(scene.customer)):
         assert (
             await conn.execute("DELETE FROM customer_messages WHERE id = $1", scene.staff_message)
             == "DELETE 0"

@@ -20,6 +20,12 @@ export interface MessageEvent {
   createdAt: string
   attachments?: Attachment[]
   clientMessageId?: string
+  /**
+   * When the sender last edited it, and when it was deleted (a tombstone: empty content and
+   * attachments, same id and place); absent when not. Edits and deletes arrive as `UPDATE`s.
+   */
+  editedAt?: string
+  deletedAt?: string
   change: ChangeType
   /** The change feed position of this change (absent for messages read through the API). */
   position?: number
@@ -185,6 +191,8 @@ export function eventFromChange(data: ChangeData, now: number = Date.now()): Rea
           createdAt: req(row, 'created_at'),
           attachments: attachmentsOf(row['attachments']),
           ...opt(row, 'client_message_id', 'clientMessageId'),
+          ...opt(row, 'edited_at', 'editedAt'),
+          ...opt(row, 'deleted_at', 'deletedAt'),
           change,
           ...position,
         },
@@ -261,8 +269,11 @@ export function eventFromChange(data: ChangeData, now: number = Date.now()): Rea
   }
 }
 
-/** A message as the HTTP API returns it (camelCase already), as a MessageEvent. */
-export function messageFromApi(value: unknown): MessageEvent {
+/**
+ * A message as the HTTP API returns it (camelCase already), as a MessageEvent; `change`: what
+ * the call did to it (an edit or a delete is an `UPDATE`).
+ */
+export function messageFromApi(value: unknown, change: ChangeType = 'INSERT'): MessageEvent {
   const m = isObject(value) ? value : {}
   return {
     id: req(m, 'id'),
@@ -273,7 +284,9 @@ export function messageFromApi(value: unknown): MessageEvent {
     createdAt: req(m, 'createdAt'),
     attachments: attachmentsOf(m['attachments']),
     ...opt(m, 'clientMessageId', 'clientMessageId'),
-    change: 'INSERT',
+    ...opt(m, 'editedAt', 'editedAt'),
+    ...opt(m, 'deletedAt', 'deletedAt'),
+    change,
     ...deliveryOf(m['delivery']),
   }
 }

@@ -16,6 +16,13 @@ export interface HttpOptions {
 
 type Json = Record<string, unknown>
 
+/** A request body that is not JSON: the bytes of an upload. */
+export interface RawBody {
+  body: Blob | ArrayBuffer | Uint8Array<ArrayBuffer>
+  contentType: string
+  timeoutMs?: number
+}
+
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -38,15 +45,20 @@ export class Http {
   /**
    * `method path` with an optional JSON body; resolves to the envelope's `data`. Rejects with
    * ApiError: the server's code and message, or status 0 when no answer came (network down,
-   * timeout), so callers catch one class.
+   * timeout), so callers catch one class. `raw`: a body sent as is instead (an upload), with
+   * its content type and, for a large one, a longer timeout.
    */
-  async request(method: string, path: string, body?: unknown): Promise<unknown> {
-    const { baseUrl, anonKey, token, fetch, timeoutMs } = this.options
+  async request(method: string, path: string, body?: unknown, raw?: RawBody): Promise<unknown> {
+    const { baseUrl, anonKey, token, fetch } = this.options
+    const timeoutMs = raw?.timeoutMs ?? this.options.timeoutMs
     const headers: Record<string, string> = { apikey: anonKey, Accept: 'application/json' }
     const bearer = token()
     if (bearer) headers['Authorization'] = `Bearer ${bearer}`
     const init: RequestInit = { method, headers }
-    if (body !== undefined) {
+    if (raw !== undefined) {
+      headers['Content-Type'] = raw.contentType
+      init.body = raw.body
+    } else if (body !== undefined) {
       headers['Content-Type'] = 'application/json'
       init.body = JSON.stringify(body)
     }

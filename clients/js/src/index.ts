@@ -22,7 +22,19 @@ export type {
   RealtimeManagerConfig,
   RealtimeManagerOptions,
   SendMessageOptions,
+  UploadedAttachment,
+  UploadOptions,
 } from './manager.js'
+export type {
+  ConversationCounts,
+  ConversationEntry,
+  ConversationFilters,
+  ConversationPage,
+  ConversationStatus,
+  SearchOptions,
+  SearchPage,
+  SearchResult,
+} from './search.js'
 export { Subscription } from './subscription.js'
 export type { SubscriptionHandlers } from './subscription.js'
 export type { SubscriptionState } from './topic.js'

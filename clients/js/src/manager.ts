@@ -25,6 +25,16 @@ import { Http, type Fetch } from './http.js'
 import { identityOfToken, type Identity } from './identity.js'
 import { Subscription, type SubscriptionHandlers } from './subscription.js'
 import { Topic, type Binding, type Frame, type Listener, type TopicHost } from './topic.js'
+import type {
+  ConversationCounts,
+  ConversationFilters,
+  ConversationEntry,
+  ConversationPage,
+  ConversationStatus,
+  SearchOptions,
+  SearchPage,
+  SearchResult,
+} from './search.js'
 
 export interface RealtimeManagerOptions {
   /**
@@ -58,8 +68,32 @@ export interface RealtimeManagerOptions {
 
 export interface SendMessageOptions {
   attachments?: Attachment[]
+  /** Files uploaded with `uploadAttachment`, by id; `content` may then be `''`. */
+  attachmentIds?: string[]
   /** Chosen by the client so that a retried send is not duplicated (the first one returns). */
   clientMessageId?: string
+}
+
+export interface UploadOptions {
+  /** Shown to the other side and suggested on download (reduced to a safe name). */
+  filename?: string
+  /** Checked against the file's first bytes by the server. */
+  contentType?: string
+  /** The upload's time limit (default 10 minutes). */
+  timeoutMs?: number
+}
+
+/** An uploaded file, as the server describes it. */
+export interface UploadedAttachment {
+  id: string
+  conversationId: string
+  filename: string
+  contentType: string
+  size: number
+  sha256: string
+  /** The message it was sent with; null until then. */
+  messageId: string | null
+  createdAt: string
 }
 
 export interface MessagePage {
@@ -72,6 +106,8 @@ export interface MessagePage {
 /** Every `customer_messages`-related table a messages topic carries. */
 const MESSAGE_TABLES: readonly Binding[] = [
   { event: 'INSERT', schema: 'public', table: 'customer_messages' },
+  // Edits and deletes (tombstones) of messages already sent.
+  { event: 'UPDATE', schema: 'public', table: 'customer_messages' },
   { event: 'INSERT', schema: 'public', table: 'message_read_receipts' },
   { event: '*', schema: 'public', table: 'message_typing_indicators' },
   { event: '*', schema: 'public', table: 'message_delivery_status' },
@@ -379,8 +415,59 @@ export class RealtimeMessagingManager {
   ): Promise<MessageEvent> {
     const body: Record<string, unknown> = { content }
     if (options.attachments !== undefined) body['attachments'] = options.attachments
+    if (options.attachmentIds !== undefined) body['attachmentIds'] = options.attachmentIds
     if (options.clientMessageId !== undefined) body['clientMessageId'] = options.clientMessageId
     return messageFromApi(await this.api('POST', `/api/conversations/${enc(conversationId)}/messages`, body))
+  }
+
+  /**
+   * Replace the content of one's own message within the server's edit window; resolves to the
+   * message (`editedAt` set). Subscribers get it through `onMessage` as an `UPDATE`.
+   */
+  async editMessage(messageId: string, content: string): Promise<MessageEvent> {
+    const data = await this.api('PATCH', `/api/messages/${enc(messageId)}`, { content })
+    return messageFromApi(data, 'UPDATE')
+  }
+
+  /**
+   * Delete a message, leaving a tombstone in its place (`deletedAt` set, content and attachments
+   * emptied); deleting it again resolves to the same tombstone.
+   */
+  async deleteMessage(messageId: string): Promise<MessageEvent> {
+    return messageFromApi(await this.api('DELETE', `/api/messages/${enc(messageId)}`), 'UPDATE')
+  }
+
+  /**
+   * Upload a file to a conversation (docs/files.md); resolves to its details, whose `id` goes
+   * in `sendMessage(conversationId, '', { attachmentIds: [id] })`. A `Blob` or `File` is
+   * streamed by fetch, and names its type and filename unless the options do.
+   */
+  async uploadAttachment(
+    conversationId: string,
+    data: Blob | ArrayBuffer | Uint8Array<ArrayBuffer>,
+    options: UploadOptions = {},
+  ): Promise<UploadedAttachment> {
+    this.ensureOpen()
+    const named = typeof File !== 'undefined' && data instanceof File ? data.name : undefined
+    const typed = typeof Blob !== 'undefined' && data instanceof Blob ? data.type : ''
+    const query = new URLSearchParams({ filename: options.filename ?? named ?? 'attachment' })
+    const uploaded = await this.http.request(
+      'POST',
+      `/api/conversations/${enc(conversationId)}/attachments?${query}`,
+      undefined,
+      {
+        body: data,
+        contentType: options.contentType ?? (typed || 'application/octet-stream'),
+        timeoutMs: options.timeoutMs ?? 600_000,
+      },
+    )
+    return uploaded as UploadedAttachment
+  }
+
+  /** A file's details and a signed download URL, valid for a few minutes (participants only). */
+  async getAttachmentUrl(attachmentId: string): Promise<UploadedAttachment & { url: string; expiresAt: string }> {
+    const data = await this.api('GET', `/api/attachments/${enc(attachmentId)}`)
+    return data as UploadedAttachment & { url: string; expiresAt: string }
   }
 
   /** A page of history, newest first, and the cursor of the next (older) page. */
@@ -392,7 +479,7 @@ export class RealtimeMessagingManager {
     if (options.before) query.set('before', options.before)
     const data = await this.api('GET', `/api/conversations/${enc(conversationId)}/messages?${query}`)
     const page = isObject(data) ? data : {}
-    const messages = Array.isArray(page['messages']) ? page['messages'].map(messageFromApi) : []
+    const messages = Array.isArray(page['messages']) ? page['messages'].map((m: unknown) => messageFromApi(m)) : []
     const cursor = page['nextCursor']
     return { messages, nextCursor: typeof cursor === 'string' ? cursor : null }
   }
@@ -474,6 +561,50 @@ export class RealtimeMessagingManager {
     const body: Record<string, unknown> = { status }
     if (metadata !== undefined) body['metadata'] = metadata
     return presenceFromApi(await this.api('PUT', '/api/presence', body))
+  }
+
+  /**
+   * Messages the caller may see that match `q` (web-search syntax: words, "a phrase", -not),
+   * best first, and the cursor of the next page. `snippet` is HTML: the text escaped, the
+   * matched words in `<mark>`.
+   */
+  async search(q: string, options: SearchOptions = {}): Promise<SearchPage> {
+    const query = new URLSearchParams({ q, limit: String(options.limit ?? 20) })
+    if (options.conversationId) query.set('conversationId', options.conversationId)
+    if (options.cursor) query.set('cursor', options.cursor)
+    const data = await this.api('GET', `/api/search?${query}`)
+    const page = isObject(data) ? data : {}
+    const results = Array.isArray(page['results']) ? (page['results'] as SearchResult[]) : []
+    const cursor = page['nextCursor']
+    return { results, nextCursor: typeof cursor === 'string' ? cursor : null }
+  }
+
+  /**
+   * A page of conversations, latest activity first, filtered by status, assignee (a staff
+   * user's id, `'mine'` or `'unassigned'`) and unread; and the cursor of the next page.
+   */
+  async listConversations(options: ConversationFilters = {}): Promise<ConversationPage> {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) })
+    if (options.status) query.set('status', options.status)
+    if (options.assignee) query.set('assignee', options.assignee)
+    if (options.unread !== undefined) query.set('unread', String(options.unread))
+    if (options.before) query.set('before', options.before)
+    const data = await this.api('GET', `/api/conversations?${query}`)
+    const page = isObject(data) ? data : {}
+    const conversations = Array.isArray(page['conversations'])
+      ? (page['conversations'] as ConversationEntry[])
+      : []
+    const cursor = page['nextCursor']
+    return { conversations, nextCursor: typeof cursor === 'string' ? cursor : null }
+  }
+
+  /**
+   * How many conversations each inbox filter holds in `status` (default open), and per status.
+   * For live badges, ask again when the inbox's subscription delivers a change (docs/api.md).
+   */
+  async getConversationCounts(status: ConversationStatus = 'open'): Promise<ConversationCounts> {
+    const data = await this.api('GET', `/api/conversations/counts?${new URLSearchParams({ status })}`)
+    return data as ConversationCounts
   }
 
   /** How many messages from the other side this user has not read, in all conversations. */

@@ -22,6 +22,7 @@ from .events import (
 )
 from .helpers import PresenceHelper, RateBudget, ReadTracker, TypingHelper
 from .manager import RealtimeMessagingManager, Subscription, get_realtime_manager
+from .search import SearchResult
 from .socket import ChannelState, RealtimeSocket, SocketChannel
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ReadReceiptEvent",
     "ReadTracker",
     "RejoinEvent",
+    "SearchResult",
     "SocketChannel",
     "Subscription",
     "TypingHelper",

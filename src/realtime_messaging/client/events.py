@@ -21,6 +21,22 @@ class MessageEvent:
     client_message_id: str | None = None
     #: The change feed position of this change (``data.position``).
     position: int | None = None
+    #: When the sender last edited it, and when it was deleted (a tombstone: empty content and
+    #: attachments, same id and place); None when not.
+    edited_at: str | None = None
+    deleted_at: str | None = None
+    #: ``INSERT`` for a new message, ``UPDATE`` for an edit or a delete of one already sent.
+    change: ChangeType = "INSERT"
+
+    @property
+    def edited(self) -> bool:
+        """The content is not what was first sent."""
+        return self.edited_at is not None
+
+    @property
+    def deleted(self) -> bool:
+        """Deleted: show a "message deleted" placeholder in its place."""
+        return self.deleted_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +183,9 @@ def event_from_change(data: dict[str, Any], *, now: datetime | None = None) -> E
             attachments=tuple(row.get("attachments") or ()),
             client_message_id=_opt(row, "client_message_id"),
             position=position,
+            edited_at=_opt(row, "edited_at"),
+            deleted_at=_opt(row, "deleted_at"),
+            change=change,
         )
     if table == "message_read_receipts":
         if deleted:

@@ -7,9 +7,9 @@ import inspect
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import jwt
@@ -26,6 +26,7 @@ from .events import (
     TypingTransitions,
     event_from_change,
 )
+from .search import SearchResult, query_string
 from .socket import ChannelState, RealtimeSocket, SocketChannel
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ def _bindings(tables: Iterable[tuple[str, str]], filter_: str | None) -> list[di
 
 
 MESSAGE_TABLES = (
+    # UPDATE too: edits and deletes (tombstones) of messages already sent.
     ("customer_messages", "INSERT"),
+    ("customer_messages", "UPDATE"),
     ("message_read_receipts", "INSERT"),
     ("message_typing_indicators", "*"),
     ("message_delivery_status", "*"),
@@ -534,8 +537,12 @@ class RealtimeMessagingManager:
         path: str,
         body: Any,
         headers: dict[str, str],
+        **raw: Any,
     ) -> Any:
-        async with session.request(method, self.url + path, json=body, headers=headers) as response:
+        # ``raw``: a request body other than JSON (``data``) and its ``timeout`` (uploads).
+        async with session.request(
+            method, self.url + path, json=body, headers=headers, **raw
+        ) as response:
             try:
                 envelope = await response.json(content_type=None)
             except ValueError:
@@ -557,6 +564,7 @@ class RealtimeMessagingManager:
         content: str,
         *,
         attachments: list[Any] | None = None,
+        attachment_ids: Iterable[object] | None = None,
         client_message_id: str | None = None,
     ) -> Any:
         """Send a message as the token's owner; returns the created message (camelCase).
@@ -569,7 +577,54 @@ class RealtimeMessagingManager:
         }
         if attachments is not None:
             body["attachments"] = attachments
+        if attachment_ids is not None:
+            body["attachmentIds"] = [str(i) for i in attachment_ids]
         return await self._api("POST", f"/api/conversations/{conversation_id}/messages", body)
+
+    async def upload_attachment(
+        self,
+        conversation_id: object,
+        data: bytes | str | os.PathLike[str] | AsyncIterable[bytes],
+        *,
+        filename: str,
+        content_type: str = "application/octet-stream",
+        timeout: float = 600.0,
+    ) -> Any:
+        """Upload a file to a conversation (docs/files.md); returns its details (camelCase),
+        whose ``id`` goes in ``send_message(..., attachment_ids=[...])``.
+
+        ``data``: the bytes, a path (streamed from disk), or an async iterable of chunks
+        (streamed): never read whole into memory here. Not retried: a stream is read once."""
+        if self._closed:
+            raise RealtimeError("this manager is closed")
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers = {"apikey": self.key, "Content-Type": content_type}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        path = f"/api/conversations/{conversation_id}/attachments?filename={quote(filename)}"
+        limit = aiohttp.ClientTimeout(total=timeout)
+        if isinstance(data, str | os.PathLike):
+            with open(data, "rb") as handle:  # aiohttp reads it in a thread, chunk by chunk
+                return await self._call(
+                    self._http, "POST", path, None, headers, data=handle, timeout=limit
+                )
+        return await self._call(self._http, "POST", path, None, headers, data=data, timeout=limit)
+
+    async def get_attachment(self, attachment_id: object) -> Any:
+        """A file's details and ``url``, a signed download link valid for a few minutes
+        (``expiresAt``); participants only."""
+        return await self._api("GET", f"/api/attachments/{attachment_id}")
+
+    async def edit_message(self, message_id: object, content: str) -> Any:
+        """Replace the content of one's own message, within the server's edit window; returns
+        the message (camelCase, ``editedAt`` set). Subscribers get it as an ``UPDATE``."""
+        return await self._api("PATCH", f"/api/messages/{message_id}", {"content": content})
+
+    async def delete_message(self, message_id: object) -> Any:
+        """Delete a message, leaving a tombstone (``deletedAt`` set, content emptied) in its
+        place; deleting it again returns the same tombstone."""
+        return await self._api("DELETE", f"/api/messages/{message_id}")
 
     async def send_typing_indicator(
         self,
@@ -630,10 +685,51 @@ class RealtimeMessagingManager:
                 created_at=str(m["createdAt"]),
                 attachments=tuple(m.get("attachments") or ()),
                 client_message_id=m.get("clientMessageId"),
+                edited_at=m.get("editedAt"),
+                deleted_at=m.get("deletedAt"),
             )
             for m in data.get("messages", [])
         ]
         return messages, data.get("nextCursor")
+
+    async def search(
+        self,
+        q: str,
+        *,
+        conversation_id: object = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[SearchResult], str | None]:
+        """Messages the caller may see that match ``q`` (web-search syntax), best first, and
+        the cursor of the next page."""
+        query = query_string(q=q, conversationId=conversation_id, limit=int(limit), cursor=cursor)
+        data = await self._api("GET", f"/api/search{query}")
+        return [SearchResult.from_api(r) for r in data["results"]], data.get("nextCursor")
+
+    async def list_conversations(
+        self,
+        *,
+        status: str | None = None,
+        assignee: object = None,
+        unread: bool | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of conversations, latest activity first, filtered by status, assignee (a
+        staff user id, ``"mine"`` or ``"unassigned"``) and unread; and the next page's cursor."""
+        query = query_string(
+            status=status, assignee=assignee, unread=unread, limit=int(limit), before=before
+        )
+        data = await self._api("GET", f"/api/conversations{query}")
+        return list(data["conversations"]), data.get("nextCursor")
+
+    async def get_conversation_counts(self, status: str = "open") -> dict[str, Any]:
+        """How many conversations each inbox filter holds (all, mine, unassigned, unread) in
+        ``status``, and per status. Recompute it on the change events the inbox receives."""
+        data: dict[str, Any] = await self._api(
+            "GET", f"/api/conversations/counts{query_string(status=status)}"
+        )
+        return data
 
     async def mark_message_as_read(
         self, message_id: object, user_id: object = None, customer_id: object = None

@@ -22,11 +22,14 @@ from ..broker import Broker, LocalBroker
 from ..config import Settings
 from ..exceptions import ConfigurationError
 from ..keys import anon_key, load_or_create_secret
+from ..storage import open_storage
 from ..store.changefeed import Change, ChangeFeed
 from ..store.database import SERVER_SETTINGS, Database
 from ..store.liveness import other_live_processes
 from . import access, rest
-from .api import admin, messaging, rpc
+from .api import admin, edits, messaging, queues, rpc, search
+from .api import attachments as attachments_api
+from .api import webhooks as webhooks_api
 from .api.framework import Api, openapi
 from .api.ratelimit import Limits, RateLimiter
 from .auth import Authenticator
@@ -41,8 +44,10 @@ from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .public_url import PublicUrl, listen_url
 from .realtime import RealtimeServer
+from .realtime.frontdoor import Doors
 from .supervisor import serve_as_worker
 from .web import WebAssets
+from .webhooks import WebhookWorker
 
 DB_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("db_pool", asyncpg.Pool)
 FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
@@ -210,13 +215,27 @@ async def build_app(
         settings.public_url or bound_url or listen_url(settings.host, settings.port),
         trust_proxy_headers=settings.trust_proxy_headers,
     )
+    queues.register(api)  # before messaging: /api/conversations/counts is no {id}
+    search.register(api)
     messaging.register(
         api,
         anon_key=anon_key(secret),
         max_message_bytes=settings.max_message_bytes,
         public_url=public_url,
     )
+    await edits.apply_edit_window(pool, settings.edit_window_seconds)
+    edits.register(api, max_message_bytes=settings.max_message_bytes)
     admin.register(api, secret=secret)
+    webhooks_api.register(api, settings.webhooks)
+    hooks = (
+        WebhookWorker(pool, database_url, settings.webhooks) if settings.webhooks.enabled else None
+    )
+    if hooks is not None:
+        metrics.watch_webhooks(hooks.stats)
+    storage = await open_storage(settings.data_dir, settings.files.s3)
+    downloads = attachments_api.register(
+        api, storage=storage, settings=settings.files, secret=secret, public_url=public_url
+    )
     rpc.register(api)
     await rest.register(api, pool)
     app.middlewares.append(metrics.middleware)
@@ -234,6 +253,7 @@ async def build_app(
     app.router.add_get("/socket/websocket", realtime.handle)
     app.router.add_routes(BroadcastApi(realtime).routes())
     app.router.add_routes(api.aiohttp_routes())
+    app.router.add_routes(downloads)
     web_assets = WebAssets(public_url, anon_key(secret), embed_origins=settings.embed_origins)
     app.router.add_routes(web_assets.routes())
 
@@ -245,6 +265,7 @@ async def build_app(
         if not spec:
             spec.update(openapi(api, title="realtime-messaging", version=__version__))
             spec["paths"].update(broadcast_openapi_paths())
+            attachments_api.document(spec)
         return web.json_response(spec)
 
     app.router.add_get("/openapi.json", openapi_json)
@@ -256,13 +277,18 @@ async def build_app(
         await realtime.start()
         await feed.start()
         await maintenance.start()
+        if hooks is not None:
+            await hooks.start()
 
     async def stop(app: web.Application) -> None:
+        if hooks is not None:
+            await hooks.stop()
         await maintenance.stop()
         await feed.stop()
         await realtime.stop()
         await liveness.stop()
         await limiter.close()
+        await storage.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
@@ -275,14 +301,16 @@ class Running:
 
     url: str
     runner: web.AppRunner
+    listener: asyncio.Server
+    doors: Doors
     pool: asyncpg.Pool
 
     async def close(self) -> None:
         """Drain: stop listening (new connections go to the other workers), close idle
         keep-alive connections, close the WebSockets with 1012 (``on_shutdown``), let requests
         in flight finish within the runner's shutdown timeout, then release the pool."""
-        for site in list(self.runner.sites):
-            await site.stop()
+        self.listener.close()
+        self.doors.close_waiting()
         server = self.runner.server
         if server is not None:
             await asyncio.sleep(0)  # requests already received start being handled
@@ -329,11 +357,12 @@ async def start(
     try:
         url = base_url(settings.host, sock.getsockname()[1], tls=ssl_context is not None)
         app = await build_app(settings, pool, database_url, secret, bound_url=url)
+        named: dict[str, str] = {}
         if worker:
-            pid = str(os.getpid())
+            named["X-Rtm-Worker"] = str(os.getpid())
 
             async def name_worker(request: web.Request, response: web.StreamResponse) -> None:
-                response.headers["X-Rtm-Worker"] = pid
+                response.headers.update(named)
 
             app.on_response_prepare.append(name_worker)
         # Requests in flight at shutdown get half the graceful timeout: the rest is for the
@@ -345,13 +374,23 @@ async def start(
             shutdown_timeout=settings.graceful_timeout / 2,
         )
         await runner.setup()
-        site = web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=ssl_context)
-        await site.start()
+        assert runner.server is not None
+        # Every connection starts at a front door: a WebSocket upgrade goes to picows, the
+        # rest to aiohttp (realtime/frontdoor.py).
+        doors = Doors(
+            runner.server,
+            app[REALTIME].admit,
+            max_frame_bytes=settings.max_frame_bytes,
+            response_headers=named,
+        )
+        listener = await asyncio.get_running_loop().create_server(
+            doors, sock=sock, backlog=BACKLOG, ssl=ssl_context
+        )
     except BaseException:
         sock.close()
         pool.terminate()
         raise
-    return Running(url, runner, pool)
+    return Running(url, runner, listener, doors, pool)
 
 
 async def serve(settings: Settings, db: Database, *, link: socket.socket | None = None) -> None:

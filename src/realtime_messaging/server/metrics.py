@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from ..store.changefeed import Change, ChangeFeed
 from .pgchanges import ChangeRouter
 from .realtime import RealtimeServer
+from .webhooks import Stats as WebhookStats
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -28,6 +29,7 @@ class _Live(Collector):
         self._realtime = realtime
         self._router = router
         self.feed: ChangeFeed | None = None
+        self.webhooks: WebhookStats | None = None
 
     def collect(self) -> Iterator[Metric]:
         realtime = self._realtime
@@ -98,6 +100,31 @@ class _Live(Collector):
             yield GaugeMetricFamily(
                 "rtm_change_feed_position", "Last change position read", value=feed.position or 0
             )
+        hooks = self.webhooks
+        if hooks is not None:
+            yield GaugeMetricFamily(
+                "rtm_webhook_outbox_pending",
+                "Webhook deliveries not yet made nor given up (read every few seconds)",
+                value=hooks.pending,
+            )
+            attempts = CounterMetricFamily(
+                "rtm_webhook_attempts",
+                "Webhook delivery attempts by this process: delivered, failed (every failed "
+                "attempt), dead (the failed attempts after which the event was given up)",
+                labels=["outcome"],
+            )
+            attempts.add_metric(["delivered"], hooks.delivered)
+            attempts.add_metric(["failed"], hooks.failed)
+            attempts.add_metric(["dead"], hooks.dead)
+            yield attempts
+            failing = GaugeMetricFamily(
+                "rtm_webhook_consecutive_failures",
+                "Consecutive failed attempts per webhook id (0: its last attempt succeeded)",
+                labels=["webhook"],
+            )
+            for webhook, count in sorted(hooks.failing.items()):
+                failing.add_metric([webhook], count)
+            yield failing
 
 
 class Metrics:
@@ -133,6 +160,9 @@ class Metrics:
 
     def watch(self, feed: ChangeFeed) -> None:
         self._live.feed = feed
+
+    def watch_webhooks(self, stats: WebhookStats) -> None:
+        self._live.webhooks = stats
 
     def observing(
         self, route: Callable[[Sequence[Change]], None]

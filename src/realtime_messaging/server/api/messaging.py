@@ -12,7 +12,8 @@ from uuid import UUID
 import asyncpg
 import orjson
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ...domain.bounds import metadata_problem
 from ...store.caller import as_caller
@@ -91,6 +92,9 @@ def message_json(row: asyncpg.Record) -> dict[str, Any]:
         "createdAt": _iso(row["created_at"]),
         "attachments": orjson.loads(attachments) if isinstance(attachments, str) else attachments,
         "clientMessageId": row["client_message_id"],
+        # .get: a query that names its columns (rather than m.*) may leave these out.
+        "editedAt": _iso(row.get("edited_at")),
+        "deletedAt": _iso(row.get("deleted_at")),
     }
 
 
@@ -109,6 +113,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         return when.astimezone(UTC), UUID(row_id)
     except (ValueError, OverflowError, UnicodeDecodeError) as exc:
         raise ApiError(422, "validation_error", "cursor: not a cursor this API returned") from exc
+
+
+#: The cursor format, for the other route modules (queues, search).
+encode_cursor = _encode_cursor
+decode_cursor = _decode_cursor
 
 
 async def _require_conversation(conn: asyncpg.Connection, conversation_id: UUID) -> None:
@@ -132,6 +141,7 @@ _object = json_object
 _UUID = UUID_SCHEMA
 _UUID_OR_NULL: dict[str, Any] = {"anyOf": [_UUID, {"type": "null"}]}
 _TIME = TIME_SCHEMA
+_TIME_OR_NULL: dict[str, Any] = {"anyOf": [_TIME, {"type": "null"}]}
 _CURSOR: dict[str, Any] = {"type": ["string", "null"]}
 _BOOL: dict[str, Any] = {"type": "boolean"}
 _IDS = envelope(_object(messageIds={"type": "array", "items": _UUID}))
@@ -174,6 +184,8 @@ MESSAGE = _object(
     createdAt=_TIME,
     attachments={"type": "array"},
     clientMessageId={"type": ["string", "null"]},
+    editedAt=_TIME_OR_NULL,
+    deletedAt=_TIME_OR_NULL,
 )
 HISTORY_MESSAGE = {
     **MESSAGE,
@@ -238,16 +250,43 @@ class ListQuery(Model):
 
 
 class SendMessage(Model):
-    content: str = Field(min_length=1)
+    """``content`` may be empty (not blank), or left out, when the message carries attachments:
+    files uploaded first (``attachmentIds``, docs/files.md) or free-form ``attachments``."""
+
+    # Before content: its validator reads them.
     attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    attachment_ids: list[UUID] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    content: str
     client_message_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_optional_with_attachments(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "content" not in data:
+            if data.get("attachmentIds") or data.get("attachments"):
+                return {**data, "content": ""}
+        return data
 
     @field_validator("content")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not (info.data.get("attachments") or info.data.get("attachment_ids")):
+            raise PydanticCustomError("string_too_short", "String should have at least 1 character")
+        if value and not value.strip():
             raise ValueError("content must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _few_attachments(self) -> SendMessage:
+        if len(self.attachments) + len(self.attachment_ids) > MAX_ATTACHMENTS:
+            raise ValueError(f"at most {MAX_ATTACHMENTS} attachments")
+        return self
+
+    def attachments_json(self) -> str:
+        """The attachments column: the free-form objects, then one file element per upload
+        (the database fills in filename, type and size: migration 0017)."""
+        files = [{"type": "file", "id": str(i)} for i in self.attachment_ids]
+        return orjson.dumps([*self.attachments, *files]).decode()
 
 
 class MessageIds(Model):
@@ -374,35 +413,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
             )
         return conversation_json(row)
 
-    @api.route(
-        "GET",
-        "/api/conversations",
-        summary="Conversations the caller can see, newest first",
-        query=ListQuery,
-        response=envelope(
-            _object(
-                conversations={"type": "array", "items": CONVERSATION_ENTRY}, nextCursor=_CURSOR
-            )
-        ),
-        tags=("conversations",),
-    )
-    async def list_conversations(ctx: Context, query: ListQuery) -> dict[str, Any]:
-        args: list[Any] = [query.limit + 1]
-        where = ""
-        if query.before:
-            created, row_id = _decode_cursor(query.before)
-            where = "WHERE (c.created_at, c.id) < ($2, $3)"
-            args += [created, row_id]
-        async with ctx.pool.acquire() as conn, as_caller(conn, ctx.caller):
-            rows = await conn.fetch(
-                f"{_CONVERSATION_ENTRY} {where} ORDER BY c.created_at DESC, c.id DESC LIMIT $1",
-                *args,
-            )
-        page, cursor = _page(rows, query.limit)
-        return {
-            "conversations": [conversation_entry_json(r) for r in page],
-            "nextCursor": cursor,
-        }
+    # GET /api/conversations (with its filters) and /counts: queues.py, registered first.
 
     @api.route(
         "GET",
@@ -486,7 +497,7 @@ def register(api: Api, *, anon_key: str, max_message_bytes: int, public_url: Pub
                 sender_type,
                 sender,
                 body.content,
-                orjson.dumps(body.attachments).decode(),
+                body.attachments_json(),
                 body.client_message_id,
             )
             if row is None:
