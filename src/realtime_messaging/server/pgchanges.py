@@ -129,8 +129,9 @@ def scope_of(identity: Identity) -> tuple[bool, UUID | None]:
 class ChangeRouter:
     def __init__(self, tables: dict[str, Table]) -> None:
         self.tables = tables
-        #: Parsed filters by table and text (:meth:`_parsed`), the oldest dropped past the bound.
-        self._filters: dict[tuple[str, str], Filter] = {}
+        #: Parsed filters by text, with the column types they were parsed for (:meth:`_parsed`),
+        #: the oldest dropped past the bound.
+        self._filters: dict[str, tuple[Filter, tuple[tuple[str, str], ...]]] = {}
         self._index: dict[str, _TableIndex] = {name: _TableIndex() for name in tables}
         self._entries: dict[int, list[tuple[str, _Entry, tuple[str, Any] | None]]] = {}
         #: Every joined channel by full topic, for broadcasts from the database.
@@ -187,16 +188,24 @@ class ChangeRouter:
         return None
 
     def _parsed(self, table: str, text: str) -> Filter:
-        """``text`` parsed for ``table``, once: the rejoins of a reconnect storm send the same
-        few filters again (parsing was 40 % of a join's CPU, benchmarks/README.md "Restart").
-        Filters are immutable, so subscribers share them; refused ones are not kept."""
-        key = (table, text)
-        parsed = self._filters.get(key)
-        if parsed is None:
-            parsed = parse_filter(text, self.tables[table].types)
-            if len(self._filters) >= FILTER_CACHE:
-                del self._filters[next(iter(self._filters))]  # the oldest
-            self._filters[key] = parsed
+        """``text`` parsed for ``table``, once per text: the rejoins of a reconnect storm send
+        the same filters again, and the SDK sends one filter for several tables (parsing was
+        the largest part of a rejoin's CPU, benchmarks/README.md "Reconnect"). A filter parsed
+        for one table serves another whose columns it names have the same types; filters are
+        immutable, so subscribers share them. Refused ones are not kept."""
+        types = self.tables[table].types
+        kept = self._filters.get(text)
+        if kept is not None:
+            parsed, used = kept
+            if all(types.get(column) == pg_type for column, pg_type in used):
+                return parsed
+        parsed = parse_filter(text, types)
+        if kept is None and len(self._filters) >= FILTER_CACHE:
+            del self._filters[next(iter(self._filters))]  # the oldest
+        self._filters[text] = (
+            parsed,
+            tuple((c.column, types.get(c.column, "")) for c in parsed.conditions),
+        )
         return parsed
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

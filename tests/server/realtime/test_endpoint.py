@@ -91,7 +91,7 @@ async def test_socket_idle_past_timeout_is_closed(database_url: str) -> None:
 async def test_connections_are_logged_under_the_endpoints_name(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="realtime_messaging.server.realtime")
+    caplog.set_level(logging.DEBUG, logger="realtime_messaging.server.realtime")
     sock = await RawSocket.connect(server.ws_url, server.anon_key)
     try:
         await sock.send("phoenix", "heartbeat", {}, "1")
@@ -104,3 +104,14 @@ async def test_connections_are_logged_under_the_endpoints_name(
         if r.name == "realtime_messaging.server.realtime" and " connected: " in r.getMessage()
     ]
     assert connected and connected[-1].getMessage().endswith("connected: anon, vsn 1.0.0")
+    assert connected[-1].levelno == logging.DEBUG  # the close logs at info
+
+    def gone() -> list[logging.LogRecord]:
+        return [
+            r for r in caplog.records if " disconnected: closed by the client" in r.getMessage()
+        ]
+
+    async with asyncio.timeout(5):  # the server sees the close after the client does
+        while not gone():
+            await asyncio.sleep(0.01)
+    assert gone()[-1].levelno == logging.INFO

@@ -144,7 +144,9 @@ class RealtimeServer(Shared[Session]):
     def _open(self, wire: Wire, vsn: Vsn, identity: Identity) -> Session:
         session = Session(self, wire, vsn, identity, on_frame)
         self.sessions.add(session)
-        log.info("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
+        # Debug: at info, a reconnect storm's log lines were a sixth of a connect's CPU; the
+        # socket's close writes its info lines (the access line and why it closed).
+        log.debug("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
         return session
 
     def _ended(self, session: Session, client_code: int | None) -> None:
