@@ -16,6 +16,7 @@ import pytest
 from realtime_messaging.server.realtime import frontdoor
 from realtime_messaging.server.realtime.frontdoor import _realtime_upgrade
 from realtime_messaging.server.realtime.session import INBOX_LIMIT
+from realtime_messaging.server.realtime.wire import _close_reason
 from tests.conftest import RunningServer, running_server
 
 TIMEOUT = 10.0
@@ -237,3 +238,8 @@ async def test_a_connection_that_sends_no_request_is_closed(
         finally:
             silent[1].close()
             partial[1].close()
+
+
+def test_a_close_reason_fits_a_close_frame() -> None:
+    reason = _close_reason("é" * 100)  # 200 bytes in UTF-8
+    assert len(reason) <= 123 and reason.decode() == "é" * 61

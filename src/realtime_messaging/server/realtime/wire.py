@@ -28,6 +28,11 @@ CLOSE_HANDSHAKE_TIMEOUT = 1.0
 CLOSE_TOO_BIG = 1009
 
 
+def _close_reason(reason: str) -> bytes:
+    """At most the 123 bytes a close frame carries, cut at a character boundary."""
+    return reason.encode()[:123].decode(errors="ignore").encode()
+
+
 class Wire(Protocol):
     """What a session needs of its socket."""
 
@@ -152,7 +157,7 @@ class PicowsWire(WSListener, Generic[R]):
     async def close(self, code: int, reason: str) -> None:
         ws = self._ws
         if not ws.is_close_frame_sent and not ws.is_disconnected:
-            ws.send_close(WSCloseCode(code), reason.encode())
+            ws.send_close(WSCloseCode(code), _close_reason(reason))
             self._cut = self._loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, ws.disconnect, False)
         try:
             await asyncio.shield(self._gone)
@@ -219,7 +224,7 @@ class AiohttpWire:
             else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. 1009 message too big)
                 return
         code, reason = self._close
-        await ws.close(code=code, message=reason.encode())
+        await ws.close(code=code, message=_close_reason(reason))
 
     def close_code(self) -> int | None:
         return self._ws.close_code
