@@ -2,7 +2,19 @@
  * The few HTTP calls the pages make themselves (the manager makes the others): same origin,
  * `Authorization: Bearer <token>`, the `{success, data | error}` envelope of docs/api.md.
  */
-import type { Conversation, HistoryMessage, Me, Page, PresenceRow, Unread, WebConfig } from './types.ts';
+import type {
+  Conversation,
+  ConversationCounts,
+  ConversationStatus,
+  HistoryMessage,
+  ListFilter,
+  Me,
+  Page,
+  PresenceRow,
+  SearchResult,
+  Unread,
+  WebConfig,
+} from './types.ts';
 
 /** A refusal from the server, or `status: 0` when it could not be reached. */
 export class HttpError extends Error {
@@ -91,15 +103,37 @@ export class Api {
     return request<Me>('GET', '/api/me', this.token);
   }
 
-  async conversations(limit = 50, before?: string | null): Promise<Page<Conversation>> {
+  /** A page of conversations, latest activity first; a staff filter narrows it (docs/api.md, queues). */
+  async conversations(limit = 50, before?: string | null, filter?: ListFilter | null): Promise<Page<Conversation>> {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before) query.set('before', before);
+    if (filter) {
+      query.set('status', filter.status);
+      if (filter.queue === 'mine' || filter.queue === 'unassigned') query.set('assignee', filter.queue);
+      if (filter.queue === 'unread') query.set('unread', 'true');
+    }
     const data = await request<{ conversations: Conversation[]; nextCursor: string | null }>(
       'GET',
       `/api/conversations?${query}`,
       this.token,
     );
     return { items: data.conversations, nextCursor: data.nextCursor };
+  }
+
+  /** How many conversations each queue holds in `status`, and per status. */
+  counts(status: ConversationStatus): Promise<ConversationCounts> {
+    return request<ConversationCounts>('GET', `/api/conversations/counts?${new URLSearchParams({ status })}`, this.token);
+  }
+
+  /** Messages matching `q` (web-search syntax), best first. */
+  async search(q: string, limit = 20): Promise<SearchResult[]> {
+    const query = new URLSearchParams({ q, limit: String(limit) });
+    const data = await request<{ results: SearchResult[]; nextCursor: string | null }>(
+      'GET',
+      `/api/search?${query}`,
+      this.token,
+    );
+    return data.results;
   }
 
   conversation(id: string): Promise<Conversation> {

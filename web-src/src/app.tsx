@@ -10,15 +10,28 @@ import { ConversationList, type ListEntry } from './components/ConversationList.
 import { ConversationView } from './components/ConversationView.tsx';
 import { ChatIcon } from './components/Icons.tsx';
 import { presenceText, type PresenceInfo } from './components/Presence.tsx';
+import { QueueButtons, StatusFilter } from './components/Queues.tsx';
+import { SearchBox, SearchResults } from './components/Search.tsx';
 import { StartConversation } from './components/StartConversation.tsx';
 import type { LiveMessage, LiveSubscription } from './live.ts';
 import type { Session } from './sessionTypes.ts';
-import type { Conversation, HistoryMessage, PresenceRow, SenderType } from './types.ts';
+import type { Conversation, ConversationCounts, HistoryMessage, ListFilter, PresenceRow, SenderType } from './types.ts';
 import { debounce, shortId } from './util.ts';
 
 const PAGE = 30;
 const DETAIL_CONCURRENCY = 4;
 const PRESENCE_REFRESH_MS = 60_000;
+const COUNTS_REFRESH_MS = 60_000;
+
+/** Whether a conversation belongs in the list under the staff user's filter. */
+function matches(conversation: Conversation, filter: ListFilter | null, userId: string | null, theirs: boolean): boolean {
+  if (!filter) return true;
+  if (conversation.status !== filter.status) return false;
+  if (filter.queue === 'mine') return conversation.assignedUserId === userId;
+  if (filter.queue === 'unassigned') return conversation.assignedUserId === null;
+  if (filter.queue === 'unread') return theirs; // a message of the other side, not read yet
+  return true;
+}
 
 interface LastMessage {
   content: string;
@@ -88,6 +101,14 @@ export function ChatApp({ session }: { session: Session }) {
   const [focusTarget, setFocusTarget] = useState<'composer' | 'heading' | null>(null);
   const [starting, setStarting] = useState(false);
   const [generation, setGeneration] = useState(0);
+  const [filter, setFilter] = useState<ListFilter | null>(staff ? { queue: 'all', status: 'open' } : null);
+  const [counts, setCounts] = useState<ConversationCounts | null>(null);
+  const [query, setQuery] = useState('');
+  /** Conversations opened from elsewhere than the list (search results, or a list since filtered). */
+  const [opened, setOpened] = useState<Record<string, Conversation>>({});
+  const [highlight, setHighlight] = useState<string | null>(null);
+  const filterRef = useRef(filter);
+  filterRef.current = filter;
   const fetching = useRef(new Set<string>());
   const typingTimers = useRef(new Map<string, ReturnType<typeof setTimeout>>());
 
@@ -170,13 +191,41 @@ export function ChatApp({ session }: { session: Session }) {
   );
   useEffect(() => () => refreshUnread.cancel(), [refreshUnread]);
 
+  // The queues' counts: again (coalesced) when a change that can move one arrives.
+  const countsStatus = filter?.status ?? null;
+  const refreshCounts = useMemo(
+    () =>
+      debounce(1000, () => {
+        if (countsStatus === null) return;
+        api
+          .counts(countsStatus)
+          .then(setCounts)
+          .catch((error: unknown) => expiredOr(error, () => undefined));
+      }),
+    [api, expiredOr, countsStatus],
+  );
+  useEffect(() => {
+    if (countsStatus === null) return undefined;
+    api
+      .counts(countsStatus)
+      .then(setCounts)
+      .catch((error: unknown) => expiredOr(error, () => undefined));
+    const timer = setInterval(() => {
+      if (document.visibilityState === 'visible') refreshCounts();
+    }, COUNTS_REFRESH_MS);
+    return () => {
+      clearInterval(timer);
+      refreshCounts.cancel();
+    };
+  }, [api, countsStatus, refreshCounts, generation]);
+
   // The first page of conversations.
   useEffect(() => {
     let cancelled = false;
     setLoading(true);
     setListError(null);
     api
-      .conversations(PAGE)
+      .conversations(PAGE, null, filter)
       .then((page) => {
         if (cancelled) return;
         setConversations(page.items);
@@ -200,20 +249,23 @@ export function ChatApp({ session }: { session: Session }) {
     return () => {
       cancelled = true;
     };
-  }, [api, generation]);
+  }, [api, generation, filter]);
 
   useEffect(() => {
-    reads.onMarked = () => refreshUnread();
+    reads.onMarked = () => {
+      refreshUnread();
+      refreshCounts();
+    };
     return () => {
       reads.onMarked = null;
     };
-  }, [reads, refreshUnread]);
+  }, [reads, refreshUnread, refreshCounts]);
 
   const loadMore = () => {
     if (!nextCursor || loadingMore) return;
     setLoadingMore(true);
     api
-      .conversations(PAGE, nextCursor)
+      .conversations(PAGE, nextCursor, filter)
       .then((page) => {
         setConversations((old) => [...old, ...page.items.filter((c) => !old.some((o) => o.id === c.id))]);
         setNextCursor(page.nextCursor);
@@ -233,19 +285,20 @@ export function ChatApp({ session }: { session: Session }) {
 
   /** A message for a conversation the list does not have yet (new, or on a later page). */
   const fetchConversation = useCallback(
-    (id: string) => {
+    (id: string, theirs: boolean) => {
       if (fetching.current.has(id) || known.current.some((c) => c.id === id)) return;
       fetching.current.add(id);
       api
         .conversation(id)
         .then((conversation) => {
+          if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
           setConversations((old) => (old.some((c) => c.id === id) ? old : [conversation, ...old]));
           void loadDetails([conversation]);
         })
         .catch((error: unknown) => expiredOr(error, () => undefined))
         .finally(() => fetching.current.delete(id));
     },
-    [api, loadDetails, expiredOr],
+    [api, loadDetails, expiredOr, me.userId],
   );
 
   const setListTypist = useCallback((conversationId: string, isTyping: boolean) => {
@@ -283,8 +336,15 @@ export function ChatApp({ session }: { session: Session }) {
       hub.listen({
         onMessage: (event: LiveMessage) => {
           if (event.change === 'DELETE') return;
-          noteLast(event.conversationId, event);
-          fetchConversation(event.conversationId);
+          noteLast(event.conversationId, {
+            content: event.deletedAt
+              ? 'Message deleted'
+              : event.content || (event.attachments && event.attachments.length > 0 ? 'Sent a file' : ''),
+            senderType: event.senderType,
+            createdAt: event.createdAt,
+          });
+          if (event.change !== 'UPDATE') refreshCounts();
+          if (event.change !== 'UPDATE') fetchConversation(event.conversationId, event.senderType !== side);
           if (event.senderType !== side) {
             setListTypist(event.conversationId, false);
             refreshUnread();
@@ -297,7 +357,10 @@ export function ChatApp({ session }: { session: Session }) {
         },
         onReadReceipt: (event) => {
           const mine = staff ? event.readByUserId === me.userId : event.readByCustomerId === me.customerId;
-          if (mine) refreshUnread();
+          if (mine) {
+            refreshUnread();
+            refreshCounts();
+          }
         },
         onTyping: (event) => {
           const theirs = staff ? Boolean(event.customerId) : Boolean(event.userId);
@@ -311,7 +374,7 @@ export function ChatApp({ session }: { session: Session }) {
           setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
         },
       }),
-    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, setListTypist, session, titleOf],
+    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf],
   );
 
   // Subscriptions: the user's own messages topic always, the open conversation's topic (staff),
@@ -410,7 +473,7 @@ export function ChatApp({ session }: { session: Session }) {
       conversation,
       title: titleOf(conversation),
       subtitle: subtitleOf(conversation),
-      preview: last ? `${mine ? 'You: ' : ''}${last.content}` : null,
+      preview: last ? `${mine ? 'You: ' : ''}${last.content || 'No text'}` : null,
       when: last?.createdAt ?? conversation.createdAt,
       unread: unread[conversation.id] ?? 0,
       typing: Boolean(listTyping[conversation.id]),
@@ -446,8 +509,9 @@ export function ChatApp({ session }: { session: Session }) {
     return () => window.removeEventListener('popstate', onPop);
   }, [showList]);
 
-  const select = (id: string) => {
+  const select = (id: string, messageId: string | null = null) => {
     setStarting(false);
+    setHighlight(messageId);
     setFocusTarget(isWide() ? 'composer' : 'heading');
     setSelectedId(id);
     showConversationPane();
@@ -466,7 +530,34 @@ export function ChatApp({ session }: { session: Session }) {
     showConversationPane();
   };
 
-  const selected = conversations.find((c) => c.id === selectedId) ?? null;
+  // The open conversation stays open when a filter leaves it out of the list.
+  useEffect(() => {
+    const current = conversations.find((c) => c.id === selectedId);
+    if (current && opened[current.id] !== current) setOpened((old) => ({ ...old, [current.id]: current }));
+  }, [conversations, selectedId]);
+
+  /** A search result: its conversation, fetched when the list does not hold it. */
+  const openResult = (conversationId: string, messageId: string) => {
+    if (conversations.some((c) => c.id === conversationId) || opened[conversationId]) {
+      select(conversationId, messageId);
+      return;
+    }
+    api
+      .conversation(conversationId)
+      .then((conversation) => {
+        setOpened((old) => ({ ...old, [conversation.id]: conversation }));
+        void loadDetails([conversation]);
+        select(conversation.id, messageId);
+      })
+      .catch((error: unknown) => expiredOr(error, () => setListError(`The conversation could not be opened: ${messageOf(error)}`)));
+  };
+
+  const titleById = (id: string): string => {
+    const conversation = conversations.find((c) => c.id === id) ?? opened[id];
+    return conversation ? titleOf(conversation) : staff ? 'Conversation' : 'Your conversation';
+  };
+
+  const selected = conversations.find((c) => c.id === selectedId) ?? (selectedId ? opened[selectedId] : undefined) ?? null;
   const showStart = !staff && !loading && !listError && (starting || conversations.length === 0);
 
   return (
@@ -501,7 +592,36 @@ export function ChatApp({ session }: { session: Session }) {
           hasMore={nextCursor !== null}
           loadingMore={loadingMore}
           onLoadMore={loadMore}
-          emptyText={staff ? 'No conversations yet.' : 'No conversations yet.'}
+          emptyText={
+            filter && filter.queue !== 'all'
+              ? 'No conversations here.'
+              : filter && filter.status !== 'open'
+                ? `No ${filter.status} conversations.`
+                : 'No conversations yet.'
+          }
+          tools={
+            <div class="list-tools">
+              <div class="search-row">
+                <SearchBox query={query} onQuery={setQuery} />
+                {filter && <StatusFilter filter={filter} counts={counts} onChange={setFilter} />}
+              </div>
+              {filter && !query.trim() && <QueueButtons filter={filter} counts={counts} onChange={setFilter} />}
+            </div>
+          }
+          replacement={
+            query.trim() ? (
+              <SearchResults
+                api={api}
+                query={query}
+                side={side}
+                otherLabel={otherLabel}
+                titleOf={titleById}
+                onOpen={openResult}
+                onExpired={session.expired}
+                openedId={highlight}
+              />
+            ) : null
+          }
           action={
             staff ? null : (
               <button
@@ -538,6 +658,7 @@ export function ChatApp({ session }: { session: Session }) {
               presenceText={presenceLine(selected)}
               onBack={back}
               focusTarget={focusTarget}
+              highlightId={highlight}
             />
           ) : (
             <div class="empty-main">

@@ -7,7 +7,7 @@ import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { messageOf, statusOf } from './api.ts';
 import type { LiveDeliveryStatus, LiveMessage, LiveReadReceipt, LiveTyping } from './live.ts';
 import type { Session } from './sessionTypes.ts';
-import type { Conversation, DeliveryState, HistoryMessage, SenderType } from './types.ts';
+import type { Conversation, DeliveryState, FileAttachment, HistoryMessage, SenderType, UploadedFile } from './types.ts';
 import { newId } from './util.ts';
 
 export interface ChatMessage {
@@ -21,8 +21,32 @@ export interface ChatMessage {
   createdAt: string;
   clientMessageId: string | null;
   delivery: DeliveryState | null;
+  /** The files sent with it (only the server's `file` attachments). */
+  attachments: FileAttachment[];
+  editedAt: string | null;
+  /** A tombstone: deleted, without content or files. */
+  deletedAt: string | null;
   sending?: 'sending' | 'failed';
   error?: string;
+}
+
+/** The `file` attachments of a message (free-form ones a back end stored are not shown). */
+export function filesOf(attachments: unknown): FileAttachment[] {
+  if (!Array.isArray(attachments)) return [];
+  const files: FileAttachment[] = [];
+  for (const item of attachments) {
+    if (typeof item !== 'object' || item === null) continue;
+    const a = item as Record<string, unknown>;
+    if (a['type'] !== 'file' || typeof a['id'] !== 'string') continue;
+    files.push({
+      type: 'file',
+      id: a['id'],
+      filename: typeof a['filename'] === 'string' && a['filename'] ? a['filename'] : 'attachment',
+      contentType: typeof a['contentType'] === 'string' ? a['contentType'] : 'application/octet-stream',
+      size: typeof a['size'] === 'number' ? a['size'] : 0,
+    });
+  }
+  return files;
 }
 
 const RANK: Record<DeliveryState, number> = { sent: 0, failed: 1, delivered: 2, read: 3 };
@@ -53,7 +77,21 @@ function fromServer(m: LiveMessage | HistoryMessage, delivery: DeliveryState | n
     createdAt: m.createdAt,
     clientMessageId: m.clientMessageId ?? null,
     delivery,
+    attachments: m.deletedAt ? [] : filesOf(m.attachments),
+    editedAt: m.editedAt ?? null,
+    deletedAt: m.deletedAt ?? null,
   };
+}
+
+/** What is known of one message, from two versions of it: a delete or a later edit is never undone. */
+function newer(old: ChatMessage, incoming: ChatMessage): ChatMessage {
+  if (old.deletedAt && !incoming.deletedAt) {
+    return { ...incoming, content: '', attachments: [], deletedAt: old.deletedAt, editedAt: old.editedAt };
+  }
+  if (!incoming.deletedAt && old.editedAt && (!incoming.editedAt || incoming.editedAt < old.editedAt)) {
+    return { ...incoming, content: old.content, editedAt: old.editedAt };
+  }
+  return incoming;
 }
 
 /** Insert or update a message from the server; a local message with its clientMessageId becomes it. */
@@ -67,7 +105,7 @@ export function merge(list: ChatMessage[], incoming: ChatMessage): ChatMessage[]
   if (byId >= 0) {
     const old = list[byId]!;
     next = list.slice();
-    next[byId] = { ...incoming, key: old.key, delivery: laterDelivery(old.delivery, incoming.delivery) };
+    next[byId] = { ...newer(old, incoming), key: old.key, delivery: laterDelivery(old.delivery, incoming.delivery) };
     if (byClient >= 0) next.splice(byClient, 1);
   } else if (byClient >= 0) {
     const old = list[byClient]!;
@@ -94,7 +132,11 @@ const EMPTY: State = { messages: [], nextCursor: null, loading: true, loadingOld
 export interface ConversationModel extends State {
   /** Ids of the other side who are typing now. */
   typing: string[];
-  send(content: string): void;
+  send(content: string, files?: UploadedFile[]): void;
+  /** Edit one's own message; rejects with the server's refusal. */
+  edit(id: string, content: string): Promise<void>;
+  /** Delete a message (a tombstone stays); rejects with the server's refusal. */
+  remove(id: string): Promise<void>;
   retry(key: string): void;
   loadOlder(): void;
   reload(): void;
@@ -114,6 +156,8 @@ export function useConversation(session: Session, conversation: Conversation, ot
   const latest = useRef(state);
   latest.current = state;
   const announced = useRef(new Set<string>());
+  /** Messages this page is editing or deleting right now (not announced back to it). */
+  const changing = useRef(new Set<string>());
 
   // History: the newest page, then whether anything in it is still unread for this reader.
   useEffect(() => {
@@ -195,13 +239,23 @@ export function useConversation(session: Session, conversation: Conversation, ot
             return;
           }
           const delivery = early.current.get(event.id) ?? null;
-          const isNew = !latest.current.messages.some((m) => m.id === event.id) && !announced.current.has(event.id);
+          const old = latest.current.messages.find((m) => m.id === event.id);
+          const isNew = old === undefined && !announced.current.has(event.id);
           setState((s) => ({ ...s, messages: merge(s.messages, fromServer(event, delivery)) }));
+          if (event.change === 'UPDATE' && old !== undefined) {
+            // Someone else's edit or delete, in words for screen readers (not this page's own).
+            if (event.deletedAt && !old.deletedAt && !changing.current.has(event.id)) {
+              session.announce(event.senderType === side ? 'Your message was deleted' : `${otherLabel} deleted a message`);
+            } else if (!event.deletedAt && event.editedAt && event.editedAt !== old.editedAt && event.senderType !== side) {
+              session.announce(`${otherLabel} edited a message: ${event.content}`);
+            }
+            return;
+          }
           if (event.senderType !== side) {
             setTypist(event.senderId, false); // sending ends typing
             if (isNew && event.change !== 'UPDATE') {
               announced.current.add(event.id);
-              session.announce(`${otherLabel}: ${event.content}`);
+              session.announce(`${otherLabel}: ${event.content || 'sent a file'}`);
             }
           }
         },
@@ -249,7 +303,10 @@ export function useConversation(session: Session, conversation: Conversation, ot
   const deliver = useCallback(
     (local: ChatMessage) => {
       manager
-        .sendMessage(conversationId, local.content, { clientMessageId: local.clientMessageId! })
+        .sendMessage(conversationId, local.content, {
+          clientMessageId: local.clientMessageId!,
+          ...(local.attachments.length > 0 ? { attachmentIds: local.attachments.map((a) => a.id) } : {}),
+        })
         .then((sent) => {
           const delivery = early.current.get(sent.id) ?? 'sent';
           setState((s) => ({ ...s, messages: merge(s.messages, { ...fromServer(sent, delivery), key: local.key }) }));
@@ -270,7 +327,7 @@ export function useConversation(session: Session, conversation: Conversation, ot
   );
 
   const send = useCallback(
-    (content: string) => {
+    (content: string, files: UploadedFile[] = []) => {
       const clientMessageId = newId();
       const local: ChatMessage = {
         key: `c:${clientMessageId}`,
@@ -282,6 +339,9 @@ export function useConversation(session: Session, conversation: Conversation, ot
         createdAt: new Date().toISOString(),
         clientMessageId,
         delivery: null,
+        attachments: files.map((f) => ({ type: 'file', id: f.id, filename: f.filename, contentType: f.contentType, size: f.size })),
+        editedAt: null,
+        deletedAt: null,
         sending: 'sending',
       };
       setState((s) => ({ ...s, messages: [...s.messages, local] }));
@@ -300,6 +360,38 @@ export function useConversation(session: Session, conversation: Conversation, ot
       deliver(again);
     },
     [deliver],
+  );
+
+  const apply = useCallback((message: LiveMessage) => {
+    setState((s) => ({ ...s, messages: merge(s.messages, fromServer(message, null)) }));
+  }, []);
+
+  const edit = useCallback(
+    async (id: string, content: string) => {
+      try {
+        apply(await manager.editMessage(id, content));
+      } catch (error) {
+        if (statusOf(error) === 401) session.expired(error);
+        throw error;
+      }
+    },
+    [manager, apply, session],
+  );
+
+  const remove = useCallback(
+    async (id: string) => {
+      changing.current.add(id);
+      try {
+        apply(await manager.deleteMessage(id));
+      } catch (error) {
+        if (statusOf(error) === 401) session.expired(error);
+        throw error;
+      } finally {
+        // Its own change may come back through the feed after the answer.
+        setTimeout(() => changing.current.delete(id), 10_000);
+      }
+    },
+    [manager, apply, session],
   );
 
   const loadOlder = useCallback(() => {
@@ -330,5 +422,5 @@ export function useConversation(session: Session, conversation: Conversation, ot
 
   const reload = useCallback(() => setGeneration((g) => g + 1), []);
 
-  return { ...state, typing, send, retry, loadOlder, reload, needsRead };
+  return { ...state, typing, send, edit, remove, retry, loadOlder, reload, needsRead };
 }

@@ -9,7 +9,7 @@ import {
   JoinRefusedError,
   RealtimeMessagingManager,
 } from '../../clients/js/src/index.ts';
-import type { DeliveryState, PresenceStatus, SenderType, WebConfig } from './types.ts';
+import type { DeliveryState, PresenceStatus, SenderType, UploadedFile, WebConfig } from './types.ts';
 
 export interface LiveMessage {
   id: string;
@@ -19,6 +19,9 @@ export interface LiveMessage {
   senderId: string;
   createdAt: string;
   clientMessageId?: string | null;
+  attachments?: Record<string, unknown>[];
+  editedAt?: string | null;
+  deletedAt?: string | null;
   change?: 'INSERT' | 'UPDATE' | 'DELETE';
 }
 
@@ -92,7 +95,15 @@ export interface LiveManager {
     isTyping: boolean,
   ): Promise<unknown>;
   markMessagesAsRead(messageIds: string[]): Promise<unknown>;
-  sendMessage(conversationId: string, content: string, options?: { clientMessageId?: string }): Promise<LiveMessage>;
+  sendMessage(
+    conversationId: string,
+    content: string,
+    options?: { clientMessageId?: string; attachmentIds?: string[] },
+  ): Promise<LiveMessage>;
+  editMessage(messageId: string, content: string): Promise<LiveMessage>;
+  deleteMessage(messageId: string): Promise<LiveMessage>;
+  uploadAttachment(conversationId: string, data: Blob, options?: { filename?: string; contentType?: string }): Promise<UploadedFile>;
+  getAttachmentUrl(attachmentId: string): Promise<UploadedFile & { url: string; expiresAt: string }>;
   close(): Promise<unknown>;
 }
 

@@ -24,6 +24,56 @@ export interface Conversation {
   lastMessage?: { content: string; senderType: SenderType; createdAt: string } | null;
 }
 
+export type ConversationStatus = 'open' | 'pending' | 'resolved' | 'closed';
+export const STATUSES: readonly ConversationStatus[] = ['open', 'pending', 'resolved', 'closed'];
+
+/** A file of a message, as the database fills it in from the upload (docs/files.md). */
+export interface FileAttachment {
+  type: 'file';
+  id: string;
+  filename: string;
+  contentType: string;
+  size: number;
+}
+
+/** `POST /api/conversations/{id}/attachments`. */
+export interface UploadedFile {
+  id: string;
+  conversationId: string;
+  filename: string;
+  contentType: string;
+  size: number;
+}
+
+/** `GET /api/conversations/counts?status`. */
+export interface ConversationCounts {
+  status: ConversationStatus;
+  all: number;
+  mine: number | null;
+  unassigned: number;
+  unread: number | null;
+  byStatus: Record<ConversationStatus, number>;
+}
+
+/** The inbox's queue filter. */
+export type Queue = 'all' | 'mine' | 'unassigned' | 'unread';
+
+export interface ListFilter {
+  queue: Queue;
+  status: ConversationStatus;
+}
+
+/** One result of `GET /api/search`: `snippet` is HTML (escaped text, matches in `<mark>`). */
+export interface SearchResult {
+  messageId: string;
+  conversationId: string;
+  senderType: SenderType;
+  senderId: string;
+  createdAt: string;
+  rank: number;
+  snippet: string;
+}
+
 /** A message of `GET /api/conversations/{id}/messages` (with the recipient's delivery row). */
 export interface HistoryMessage {
   id: string;
@@ -34,6 +84,8 @@ export interface HistoryMessage {
   createdAt: string;
   attachments?: unknown[];
   clientMessageId?: string | null;
+  editedAt?: string | null;
+  deletedAt?: string | null;
   delivery?: { status: DeliveryState } | null;
 }
 

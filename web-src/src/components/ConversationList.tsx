@@ -29,6 +29,10 @@ interface Props {
   emptyText: string;
   heading: string;
   action?: JSX.Element | null;
+  /** Under the heading: the search box and the queue filters. */
+  tools?: JSX.Element | null;
+  /** Shown instead of the list (search results). */
+  replacement?: JSX.Element | null;
 }
 
 /**
@@ -59,71 +63,76 @@ export function ConversationList(props: Props) {
         <h2 id="conversations-heading">{props.heading}</h2>
         {props.action}
       </div>
-      {props.error && (
-        <div class="notice notice-error" role="alert">
-          {props.error}{' '}
-          <button type="button" class="link-button" onClick={props.onRetry}>
-            Try again
-          </button>
-        </div>
-      )}
-      {props.loading ? (
-        <p class="placeholder">Loading conversations…</p>
-      ) : props.entries.length === 0 && !props.error ? (
-        <p class="placeholder">{props.emptyText}</p>
-      ) : (
-        <ul class="conv-list" role="list" onKeyDown={onListKey}>
-          {props.entries.map((entry, index) => {
-            const selected = entry.conversation.id === props.selectedId;
-            const tabStop = selected || (index === 0 && !props.entries.some((e) => e.conversation.id === props.selectedId));
-            const preview = entry.typing ? 'typing…' : (entry.preview ?? 'No messages yet');
-            const label = [
-              entry.title,
-              entry.subtitle,
-              entry.presenceText,
-              entry.unread > 0 ? `${entry.unread} unread` : null,
-              entry.typing ? 'typing' : entry.preview ? `last message: ${entry.preview}` : 'no messages yet',
-              entry.when ? shortWhen(entry.when) : null,
-            ]
-              .filter(Boolean)
-              .join(', ');
-            return (
-              <li key={entry.conversation.id}>
-                <button
-                  type="button"
-                  class={classes('conv', selected && 'conv-selected', entry.unread > 0 && 'conv-unread')}
-                  aria-current={selected ? 'true' : undefined}
-                  tabIndex={tabStop ? 0 : -1}
-                  aria-label={label}
-                  onClick={() => props.onSelect(entry.conversation.id)}
-                >
-                  <span class="conv-row">
-                    <span class="conv-title">{entry.title}</span>
-                    {entry.when && <span class="conv-when">{shortWhen(entry.when)}</span>}
-                  </span>
-                  <span class="conv-row conv-row-sub">
-                    <span class="conv-presence">
-                      <PresenceDot status={entry.presence?.status ?? null} />
-                      <span>{entry.presenceText}</span>
-                      {entry.subtitle && <span class="conv-subtitle"> · {entry.subtitle}</span>}
-                    </span>
-                  </span>
-                  <span class="conv-row">
-                    <span class={classes('conv-preview', entry.typing && 'conv-typing')}>{preview}</span>
-                    {entry.unread > 0 && <span class="badge">{entry.unread > 99 ? '99+' : entry.unread}</span>}
-                  </span>
-                </button>
-              </li>
-            );
-          })}
-        </ul>
-      )}
-      {props.hasMore && (
-        <div class="more">
-          <button type="button" class="btn btn-quiet" onClick={props.onLoadMore} disabled={props.loadingMore}>
-            {props.loadingMore ? 'Loading…' : 'Load more conversations'}
-          </button>
-        </div>
+      {props.tools}
+      {props.replacement ?? (
+        <>
+          {props.error && (
+            <div class="notice notice-error" role="alert">
+              {props.error}{' '}
+              <button type="button" class="link-button" onClick={props.onRetry}>
+                Try again
+              </button>
+            </div>
+          )}
+          {props.loading ? (
+            <p class="placeholder">Loading conversations…</p>
+          ) : props.entries.length === 0 && !props.error ? (
+            <p class="placeholder">{props.emptyText}</p>
+          ) : (
+            <ul class="conv-list" role="list" onKeyDown={onListKey}>
+              {props.entries.map((entry, index) => {
+                const selected = entry.conversation.id === props.selectedId;
+                const tabStop = selected || (index === 0 && !props.entries.some((e) => e.conversation.id === props.selectedId));
+                const preview = entry.typing ? 'typing…' : (entry.preview ?? 'No messages yet');
+                const label = [
+                  entry.title,
+                  entry.subtitle,
+                  entry.presenceText,
+                  entry.unread > 0 ? `${entry.unread} unread` : null,
+                  entry.typing ? 'typing' : entry.preview ? `last message: ${entry.preview}` : 'no messages yet',
+                  entry.when ? shortWhen(entry.when) : null,
+                ]
+                  .filter(Boolean)
+                  .join(', ');
+                return (
+                  <li key={entry.conversation.id}>
+                    <button
+                      type="button"
+                      class={classes('conv', selected && 'conv-selected', entry.unread > 0 && 'conv-unread')}
+                      aria-current={selected ? 'true' : undefined}
+                      tabIndex={tabStop ? 0 : -1}
+                      aria-label={label}
+                      onClick={() => props.onSelect(entry.conversation.id)}
+                    >
+                      <span class="conv-row">
+                        <span class="conv-title">{entry.title}</span>
+                        {entry.when && <span class="conv-when">{shortWhen(entry.when)}</span>}
+                      </span>
+                      <span class="conv-row conv-row-sub">
+                        <span class="conv-presence">
+                          <PresenceDot status={entry.presence?.status ?? null} />
+                          <span>{entry.presenceText}</span>
+                          {entry.subtitle && <span class="conv-subtitle"> · {entry.subtitle}</span>}
+                        </span>
+                      </span>
+                      <span class="conv-row">
+                        <span class={classes('conv-preview', entry.typing && 'conv-typing')}>{preview}</span>
+                        {entry.unread > 0 && <span class="badge">{entry.unread > 99 ? '99+' : entry.unread}</span>}
+                      </span>
+                    </button>
+                  </li>
+                );
+              })}
+            </ul>
+          )}
+          {props.hasMore && (
+            <div class="more">
+              <button type="button" class="btn btn-quiet" onClick={props.onLoadMore} disabled={props.loadingMore}>
+                {props.loadingMore ? 'Loading…' : 'Load more conversations'}
+              </button>
+            </div>
+          )}
+        </>
       )}
     </nav>
   );

@@ -20,6 +20,8 @@ interface Props {
   onBack(): void;
   /** Where the focus goes when the conversation opens: the composer (wide screens), the heading, or nowhere (opened by itself). */
   focusTarget: 'composer' | 'heading' | null;
+  /** A message to bring into view (a search result). */
+  highlightId?: string | null;
 }
 
 export function ConversationView(props: Props) {
@@ -91,6 +93,11 @@ export function ConversationView(props: Props) {
         needsRead={model.needsRead}
         onSeen={(id) => session.reads.add(id)}
         onRetry={model.retry}
+        manager={manager}
+        onExpired={session.expired}
+        onEdit={model.edit}
+        onDelete={model.remove}
+        highlightId={props.highlightId ?? null}
       />
       <div class="typing" aria-live="polite" aria-atomic="true">
         {typingText && (
@@ -106,13 +113,15 @@ export function ConversationView(props: Props) {
       </div>
       <Composer
           conversationId={conversation.id}
+          manager={manager}
+          onExpired={session.expired}
           label={side === 'staff' ? 'Message to the customer' : 'Message to support'}
           autoFocus={props.focusTarget === 'composer'}
           onKeystroke={() => typingSender.keystroke()}
           onStopTyping={() => typingSender.stop()}
-          onSend={(content) => {
+          onSend={(content, files) => {
             typingSender.sent();
-            model.send(content);
+            model.send(content, files);
           }}
         />
     </section>

@@ -1,8 +1,11 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import type { JSX } from 'preact';
+import { messageOf, statusOf } from '../api.ts';
 import type { ChatMessage } from '../conversation.ts';
+import type { LiveManager } from '../live.ts';
 import type { SenderType } from '../types.ts';
 import { classes, dayOf, fullWhen, timeOf } from '../util.ts';
+import { Attachments } from './Attachments.tsx';
 
 interface Props {
   messages: ChatMessage[];
@@ -19,6 +22,118 @@ interface Props {
   onRetry(key: string): void;
   /** Resets scrolling: the conversation's id. */
   resetKey: string;
+  manager: LiveManager;
+  onExpired(error: unknown): void;
+  onEdit(id: string, content: string): Promise<void>;
+  onDelete(id: string): Promise<void>;
+  /** A message to scroll to and mark once it is shown (a search result). */
+  highlightId: string | null;
+}
+
+/** Why the server refused an edit or a delete, in words (docs/api.md "Editing and deleting"). */
+function refusal(action: 'edit' | 'delete', error: unknown): string {
+  const status = statusOf(error);
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  if (status === 403) {
+    return action === 'edit'
+      ? 'Only the sender can edit this message.'
+      : 'You cannot delete this message: only its sender, or the agent handling the conversation, can.';
+  }
+  if (status === 404) return 'This message no longer exists.';
+  if (code === 'edit_window_closed') {
+    return action === 'edit' ? 'This message is too old to be edited.' : 'This message is too old to be deleted by its sender.';
+  }
+  if (code === 'message_deleted') return 'This message was deleted.';
+  if (status === 413) return 'The message is too long.';
+  if (status === 429) return 'Too many changes at once: wait a moment and try again.';
+  return `The message could not be ${action === 'edit' ? 'edited' : 'deleted'}: ${messageOf(error)}`;
+}
+
+function EditForm({
+  message,
+  onSave,
+  onCancel,
+}: {
+  message: ChatMessage;
+  onSave(content: string): Promise<void>;
+  onCancel(): void;
+}) {
+  const [text, setText] = useState(message.content);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const box = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    el.focus();
+    el.setSelectionRange(el.value.length, el.value.length);
+  }, []);
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    el.style.height = 'auto';
+    el.style.height = `${Math.min(el.scrollHeight, 200)}px`;
+  }, [text]);
+  const save = () => {
+    const content = text.trim();
+    if (!content || busy) return;
+    if (content === message.content) {
+      onCancel();
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    onSave(content)
+      .then(() => onCancel())
+      .catch((e: unknown) => {
+        setBusy(false);
+        setError(refusal('edit', e));
+      });
+  };
+  const id = `edit-${message.key}`;
+  return (
+    <form
+      class="edit-form"
+      onSubmit={(event) => {
+        event.preventDefault();
+        save();
+      }}
+    >
+      <label class="sr-only" for={id}>
+        Edit your message
+      </label>
+      <textarea
+        id={id}
+        ref={box}
+        rows={1}
+        value={text}
+        disabled={busy}
+        onInput={(event) => setText((event.currentTarget as HTMLTextAreaElement).value)}
+        onKeyDown={(event) => {
+          if (event.key === 'Escape') {
+            event.preventDefault();
+            onCancel();
+          } else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && !event.altKey) {
+            event.preventDefault();
+            save();
+          }
+        }}
+      />
+      <div class="edit-actions">
+        <button type="submit" class="btn btn-primary btn-small" disabled={busy || !text.trim()}>
+          {busy ? 'Saving…' : 'Save'}
+        </button>
+        <button type="button" class="btn btn-quiet btn-small" onClick={onCancel} disabled={busy}>
+          Cancel
+        </button>
+      </div>
+      {error && (
+        <p class="msg-error" role="alert">
+          {error}
+        </p>
+      )}
+    </form>
+  );
 }
 
 const NEAR_BOTTOM_PX = 48;
@@ -152,6 +267,62 @@ export function MessageList(props: Props) {
     root.querySelectorAll<HTMLElement>('[data-unread="true"]').forEach((el) => io.observe(el));
   });
 
+  // A search result: brought into view once, marked until another is chosen.
+  const [found, setFound] = useState<string | null>(null);
+  useEffect(() => {
+    const id = props.highlightId;
+    if (!id || found === id || props.loading) return;
+    const el = scroller.current?.querySelector<HTMLElement>(`[data-id="${CSS.escape(id)}"]`);
+    if (!el) return;
+    el.scrollIntoView({ block: 'center' });
+    setFound(id);
+  }, [messages, props.highlightId, props.loading, found]);
+
+  // Editing, confirming a delete, and the last refusal, by message key.
+  const [editing, setEditing] = useState<string | null>(null);
+  const [confirming, setConfirming] = useState<string | null>(null);
+  const [deleting, setDeleting] = useState<string | null>(null);
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const setError = (key: string, text: string | null) =>
+    setErrors((old) => {
+      const next = { ...old };
+      if (text === null) delete next[key];
+      else next[key] = text;
+      return next;
+    });
+  /** Back to the action that was used (its message's first action if it is gone). */
+  const focusActions = (key: string, action: 'edit' | 'delete') =>
+    requestAnimationFrame(() => {
+      const item = scroller.current?.querySelector<HTMLElement>(`[data-key="${CSS.escape(key)}"]`);
+      (
+        item?.querySelector<HTMLElement>(`.msg-actions [data-action="${action}"]`) ??
+        item?.querySelector<HTMLElement>('.msg-actions button')
+      )?.focus();
+    });
+
+  useEffect(() => {
+    if (confirming === null) return;
+    scroller.current?.querySelector<HTMLElement>(`[data-key="${CSS.escape(confirming)}"] .confirm .btn-danger`)?.focus();
+  }, [confirming]);
+
+  const confirmDelete = (message: ChatMessage) => {
+    if (!message.id) return;
+    setDeleting(message.key);
+    setError(message.key, null);
+    props
+      .onDelete(message.id)
+      .then(() => {
+        setConfirming(null);
+        scroller.current?.focus();
+      })
+      .catch((e: unknown) => {
+        setConfirming(null);
+        setError(message.key, refusal('delete', e));
+        focusActions(message.key, 'delete');
+      })
+      .finally(() => setDeleting(null));
+  };
+
   const jumpToBottom = () => {
     const el = scroller.current;
     if (!el) return;
@@ -188,25 +359,143 @@ export function MessageList(props: Props) {
     const grouped = sameGroup(messages[index - 1], message);
     // The other side's time shows once, under the last message of a group (screen readers get each).
     const quietMeta = !own && sameGroup(message, messages[index + 1]);
+    const deleted = message.deletedAt !== null;
+    const onServer = message.id !== null && !message.sending;
+    // The sender edits their own; staff may delete any message (the server decides whether this
+    // one handles the conversation), a customer their own.
+    const canEdit = onServer && !deleted && own && message.senderId === myId;
+    const canAct = onServer && !deleted && (canEdit || side === 'staff');
     items.push(
       <li
         key={message.key}
-        class={classes('msg', own ? 'msg-own' : 'msg-theirs', grouped && 'msg-grouped', message.sending && 'msg-pending')}
+        class={classes(
+          'msg',
+          own ? 'msg-own' : 'msg-theirs',
+          grouped && 'msg-grouped',
+          message.sending && 'msg-pending',
+          deleted && 'msg-deleted',
+          found !== null && message.id === found && 'msg-found',
+        )}
         data-id={message.id ?? undefined}
+        data-key={message.key}
         data-unread={unread ? 'true' : undefined}
       >
         {colleague && !grouped && <span class="msg-author">Another agent</span>}
-        <div class="bubble">
-          <span class="sr-only">{who}: </span>
-          {message.content}
-        </div>
+        {deleted ? (
+          <div class="bubble bubble-deleted">
+            <span class="sr-only">{who}: </span>
+            Message deleted
+          </div>
+        ) : editing === message.key ? (
+          <EditForm
+            message={message}
+            onSave={(content) => props.onEdit(message.id!, content)}
+            onCancel={() => {
+              setEditing(null);
+              focusActions(message.key, 'edit');
+            }}
+          />
+        ) : (
+          <>
+            {message.content && (
+              <div class="bubble">
+                <span class="sr-only">{who}: </span>
+                {message.content}
+              </div>
+            )}
+            {!message.content && <span class="sr-only">{who} sent: </span>}
+            <Attachments
+              manager={props.manager}
+              files={message.attachments}
+              pending={message.id === null}
+              onExpired={props.onExpired}
+            />
+          </>
+        )}
         <div class={quietMeta ? 'sr-only' : 'msg-meta'}>
           <time dateTime={message.createdAt} title={fullWhen(message.createdAt)}>
             <span class="sr-only">{fullWhen(message.createdAt)}</span>
             <span aria-hidden="true">{timeOf(message.createdAt)}</span>
           </time>
-          {own && <Status message={message} showWord={index === lastOwnIndex} onRetry={props.onRetry} />}
+          {message.editedAt && !deleted && (
+            <span class="edited" title={`Edited ${fullWhen(message.editedAt)}`}>
+              edited
+            </span>
+          )}
+          {own && !deleted && <Status message={message} showWord={index === lastOwnIndex} onRetry={props.onRetry} />}
         </div>
+        {canAct && editing !== message.key && confirming !== message.key && (
+            <div class="msg-actions">
+              {canEdit && (
+                <button
+                  type="button"
+                  class="link-button"
+                  aria-label="Edit message"
+                  data-action="edit"
+                  onClick={() => {
+                    setError(message.key, null);
+                    setConfirming(null);
+                    setEditing(message.key);
+                  }}
+                >
+                  Edit
+                </button>
+              )}
+              <button
+                type="button"
+                class="link-button link-danger"
+                aria-label="Delete message"
+                data-action="delete"
+                onClick={() => {
+                  setError(message.key, null);
+                  setEditing(null);
+                  setConfirming(message.key);
+                }}
+              >
+                Delete
+              </button>
+            </div>
+          )}
+        {confirming === message.key && (
+          <div
+            class="confirm"
+            role="group"
+            aria-label="Confirm deleting the message"
+            onKeyDown={(event) => {
+              if (event.key === 'Escape' && deleting !== message.key) {
+                event.preventDefault();
+                setConfirming(null);
+                focusActions(message.key, 'delete');
+              }
+            }}
+          >
+            <span>Delete this message for everyone?</span>
+            <button
+              type="button"
+              class="btn btn-danger btn-small"
+              disabled={deleting === message.key}
+              onClick={() => confirmDelete(message)}
+            >
+              {deleting === message.key ? 'Deleting…' : 'Delete'}
+            </button>
+            <button
+              type="button"
+              class="btn btn-quiet btn-small"
+              disabled={deleting === message.key}
+              onClick={() => {
+                setConfirming(null);
+                focusActions(message.key, 'delete');
+              }}
+            >
+              Cancel
+            </button>
+          </div>
+        )}
+        {errors[message.key] && (
+          <p class="msg-error" role="alert">
+            {errors[message.key]}
+          </p>
+        )}
       </li>,
     );
   });

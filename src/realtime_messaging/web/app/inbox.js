@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-4PEGYOQM.js";
+} from "./chunk-KMZQC3UP.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

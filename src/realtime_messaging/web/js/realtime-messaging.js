@@ -4255,6 +4255,8 @@ function eventFromChange(data, now = Date.now()) {
           createdAt: req(row, "created_at"),
           attachments: attachmentsOf(row["attachments"]),
           ...opt(row, "client_message_id", "clientMessageId"),
+          ...opt(row, "edited_at", "editedAt"),
+          ...opt(row, "deleted_at", "deletedAt"),
           change,
           ...position
         }
@@ -4327,7 +4329,7 @@ function eventFromChange(data, now = Date.now()) {
       return null;
   }
 }
-function messageFromApi(value) {
+function messageFromApi(value, change = "INSERT") {
   const m = isObject(value) ? value : {};
   return {
     id: req(m, "id"),
@@ -4338,7 +4340,9 @@ function messageFromApi(value) {
     createdAt: req(m, "createdAt"),
     attachments: attachmentsOf(m["attachments"]),
     ...opt(m, "clientMessageId", "clientMessageId"),
-    change: "INSERT",
+    ...opt(m, "editedAt", "editedAt"),
+    ...opt(m, "deletedAt", "deletedAt"),
+    change,
     ...deliveryOf(m["delivery"])
   };
 }
@@ -4379,15 +4383,20 @@ var Http = class {
   /**
    * `method path` with an optional JSON body; resolves to the envelope's `data`. Rejects with
    * ApiError: the server's code and message, or status 0 when no answer came (network down,
-   * timeout), so callers catch one class.
+   * timeout), so callers catch one class. `raw`: a body sent as is instead (an upload), with
+   * its content type and, for a large one, a longer timeout.
    */
-  async request(method, path, body) {
-    const { baseUrl, anonKey, token, fetch: fetch2, timeoutMs } = this.options;
+  async request(method, path, body, raw) {
+    const { baseUrl, anonKey, token, fetch: fetch2 } = this.options;
+    const timeoutMs = raw?.timeoutMs ?? this.options.timeoutMs;
     const headers = { apikey: anonKey, Accept: "application/json" };
     const bearer = token();
     if (bearer) headers["Authorization"] = `Bearer ${bearer}`;
     const init = { method, headers };
-    if (body !== void 0) {
+    if (raw !== void 0) {
+      headers["Content-Type"] = raw.contentType;
+      init.body = raw.body;
+    } else if (body !== void 0) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -4959,6 +4968,8 @@ var Topic = class {
 // src/manager.ts
 var MESSAGE_TABLES = [
   { event: "INSERT", schema: "public", table: "customer_messages" },
+  // Edits and deletes (tombstones) of messages already sent.
+  { event: "UPDATE", schema: "public", table: "customer_messages" },
   { event: "INSERT", schema: "public", table: "message_read_receipts" },
   { event: "*", schema: "public", table: "message_typing_indicators" },
   { event: "*", schema: "public", table: "message_delivery_status" }
@@ -5203,8 +5214,51 @@ var RealtimeMessagingManager = class {
   async sendMessage(conversationId, content, options = {}) {
     const body = { content };
     if (options.attachments !== void 0) body["attachments"] = options.attachments;
+    if (options.attachmentIds !== void 0) body["attachmentIds"] = options.attachmentIds;
     if (options.clientMessageId !== void 0) body["clientMessageId"] = options.clientMessageId;
     return messageFromApi(await this.api("POST", `/api/conversations/${enc(conversationId)}/messages`, body));
+  }
+  /**
+   * Replace the content of one's own message within the server's edit window; resolves to the
+   * message (`editedAt` set). Subscribers get it through `onMessage` as an `UPDATE`.
+   */
+  async editMessage(messageId, content) {
+    const data = await this.api("PATCH", `/api/messages/${enc(messageId)}`, { content });
+    return messageFromApi(data, "UPDATE");
+  }
+  /**
+   * Delete a message, leaving a tombstone in its place (`deletedAt` set, content and attachments
+   * emptied); deleting it again resolves to the same tombstone.
+   */
+  async deleteMessage(messageId) {
+    return messageFromApi(await this.api("DELETE", `/api/messages/${enc(messageId)}`), "UPDATE");
+  }
+  /**
+   * Upload a file to a conversation (docs/files.md); resolves to its details, whose `id` goes
+   * in `sendMessage(conversationId, '', { attachmentIds: [id] })`. A `Blob` or `File` is
+   * streamed by fetch, and names its type and filename unless the options do.
+   */
+  async uploadAttachment(conversationId, data, options = {}) {
+    this.ensureOpen();
+    const named = typeof File !== "undefined" && data instanceof File ? data.name : void 0;
+    const typed = typeof Blob !== "undefined" && data instanceof Blob ? data.type : "";
+    const query = new URLSearchParams({ filename: options.filename ?? named ?? "attachment" });
+    const uploaded = await this.http.request(
+      "POST",
+      `/api/conversations/${enc(conversationId)}/attachments?${query}`,
+      void 0,
+      {
+        body: data,
+        contentType: options.contentType ?? (typed || "application/octet-stream"),
+        timeoutMs: options.timeoutMs ?? 6e5
+      }
+    );
+    return uploaded;
+  }
+  /** A file's details and a signed download URL, valid for a few minutes (participants only). */
+  async getAttachmentUrl(attachmentId) {
+    const data = await this.api("GET", `/api/attachments/${enc(attachmentId)}`);
+    return data;
   }
   /** A page of history, newest first, and the cursor of the next (older) page. */
   async getMessages(conversationId, options = {}) {
@@ -5212,7 +5266,7 @@ var RealtimeMessagingManager = class {
     if (options.before) query.set("before", options.before);
     const data = await this.api("GET", `/api/conversations/${enc(conversationId)}/messages?${query}`);
     const page = isObject4(data) ? data : {};
-    const messages = Array.isArray(page["messages"]) ? page["messages"].map(messageFromApi) : [];
+    const messages = Array.isArray(page["messages"]) ? page["messages"].map((m) => messageFromApi(m)) : [];
     const cursor = page["nextCursor"];
     return { messages, nextCursor: typeof cursor === "string" ? cursor : null };
   }
@@ -5275,6 +5329,45 @@ var RealtimeMessagingManager = class {
     const body = { status };
     if (metadata !== void 0) body["metadata"] = metadata;
     return presenceFromApi(await this.api("PUT", "/api/presence", body));
+  }
+  /**
+   * Messages the caller may see that match `q` (web-search syntax: words, "a phrase", -not),
+   * best first, and the cursor of the next page. `snippet` is HTML: the text escaped, the
+   * matched words in `<mark>`.
+   */
+  async search(q, options = {}) {
+    const query = new URLSearchParams({ q, limit: String(options.limit ?? 20) });
+    if (options.conversationId) query.set("conversationId", options.conversationId);
+    if (options.cursor) query.set("cursor", options.cursor);
+    const data = await this.api("GET", `/api/search?${query}`);
+    const page = isObject4(data) ? data : {};
+    const results = Array.isArray(page["results"]) ? page["results"] : [];
+    const cursor = page["nextCursor"];
+    return { results, nextCursor: typeof cursor === "string" ? cursor : null };
+  }
+  /**
+   * A page of conversations, latest activity first, filtered by status, assignee (a staff
+   * user's id, `'mine'` or `'unassigned'`) and unread; and the cursor of the next page.
+   */
+  async listConversations(options = {}) {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
+    if (options.status) query.set("status", options.status);
+    if (options.assignee) query.set("assignee", options.assignee);
+    if (options.unread !== void 0) query.set("unread", String(options.unread));
+    if (options.before) query.set("before", options.before);
+    const data = await this.api("GET", `/api/conversations?${query}`);
+    const page = isObject4(data) ? data : {};
+    const conversations = Array.isArray(page["conversations"]) ? page["conversations"] : [];
+    const cursor = page["nextCursor"];
+    return { conversations, nextCursor: typeof cursor === "string" ? cursor : null };
+  }
+  /**
+   * How many conversations each inbox filter holds in `status` (default open), and per status.
+   * For live badges, ask again when the inbox's subscription delivers a change (docs/api.md).
+   */
+  async getConversationCounts(status = "open") {
+    const data = await this.api("GET", `/api/conversations/counts?${new URLSearchParams({ status })}`);
+    return data;
   }
   /** How many messages from the other side this user has not read, in all conversations. */
   async getUnreadCount(userId, customerId) {

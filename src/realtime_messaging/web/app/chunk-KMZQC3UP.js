@@ -494,15 +494,35 @@ var Api = class {
   me() {
     return request("GET", "/api/me", this.token);
   }
-  async conversations(limit = 50, before) {
+  /** A page of conversations, latest activity first; a staff filter narrows it (docs/api.md, queues). */
+  async conversations(limit = 50, before, filter) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before) query.set("before", before);
+    if (filter) {
+      query.set("status", filter.status);
+      if (filter.queue === "mine" || filter.queue === "unassigned") query.set("assignee", filter.queue);
+      if (filter.queue === "unread") query.set("unread", "true");
+    }
     const data = await request(
       "GET",
       `/api/conversations?${query}`,
       this.token
     );
     return { items: data.conversations, nextCursor: data.nextCursor };
+  }
+  /** How many conversations each queue holds in `status`, and per status. */
+  counts(status) {
+    return request("GET", `/api/conversations/counts?${new URLSearchParams({ status })}`, this.token);
+  }
+  /** Messages matching `q` (web-search syntax), best first. */
+  async search(q2, limit = 20) {
+    const query = new URLSearchParams({ q: q2, limit: String(limit) });
+    const data = await request(
+      "GET",
+      `/api/search?${query}`,
+      this.token
+    );
+    return data.results;
   }
   conversation(id) {
     return request("GET", `/api/conversations/${encodeURIComponent(id)}`, this.token);
@@ -678,58 +698,78 @@ function ConversationList(props) {
       /* @__PURE__ */ a3("h2", { id: "conversations-heading", children: props.heading }),
       props.action
     ] }),
-    props.error && /* @__PURE__ */ a3("div", { class: "notice notice-error", role: "alert", children: [
-      props.error,
-      " ",
-      /* @__PURE__ */ a3("button", { type: "button", class: "link-button", onClick: props.onRetry, children: "Try again" })
-    ] }),
-    props.loading ? /* @__PURE__ */ a3("p", { class: "placeholder", children: "Loading conversations…" }) : props.entries.length === 0 && !props.error ? /* @__PURE__ */ a3("p", { class: "placeholder", children: props.emptyText }) : /* @__PURE__ */ a3("ul", { class: "conv-list", role: "list", onKeyDown: onListKey, children: props.entries.map((entry, index) => {
-      const selected = entry.conversation.id === props.selectedId;
-      const tabStop = selected || index === 0 && !props.entries.some((e3) => e3.conversation.id === props.selectedId);
-      const preview = entry.typing ? "typing…" : entry.preview ?? "No messages yet";
-      const label = [
-        entry.title,
-        entry.subtitle,
-        entry.presenceText,
-        entry.unread > 0 ? `${entry.unread} unread` : null,
-        entry.typing ? "typing" : entry.preview ? `last message: ${entry.preview}` : "no messages yet",
-        entry.when ? shortWhen(entry.when) : null
-      ].filter(Boolean).join(", ");
-      return /* @__PURE__ */ a3("li", { children: /* @__PURE__ */ a3(
-        "button",
-        {
-          type: "button",
-          class: classes("conv", selected && "conv-selected", entry.unread > 0 && "conv-unread"),
-          "aria-current": selected ? "true" : void 0,
-          tabIndex: tabStop ? 0 : -1,
-          "aria-label": label,
-          onClick: () => props.onSelect(entry.conversation.id),
-          children: [
-            /* @__PURE__ */ a3("span", { class: "conv-row", children: [
-              /* @__PURE__ */ a3("span", { class: "conv-title", children: entry.title }),
-              entry.when && /* @__PURE__ */ a3("span", { class: "conv-when", children: shortWhen(entry.when) })
-            ] }),
-            /* @__PURE__ */ a3("span", { class: "conv-row conv-row-sub", children: /* @__PURE__ */ a3("span", { class: "conv-presence", children: [
-              /* @__PURE__ */ a3(PresenceDot, { status: entry.presence?.status ?? null }),
-              /* @__PURE__ */ a3("span", { children: entry.presenceText }),
-              entry.subtitle && /* @__PURE__ */ a3("span", { class: "conv-subtitle", children: [
-                " · ",
-                entry.subtitle
+    props.tools,
+    props.replacement ?? /* @__PURE__ */ a3($, { children: [
+      props.error && /* @__PURE__ */ a3("div", { class: "notice notice-error", role: "alert", children: [
+        props.error,
+        " ",
+        /* @__PURE__ */ a3("button", { type: "button", class: "link-button", onClick: props.onRetry, children: "Try again" })
+      ] }),
+      props.loading ? /* @__PURE__ */ a3("p", { class: "placeholder", children: "Loading conversations…" }) : props.entries.length === 0 && !props.error ? /* @__PURE__ */ a3("p", { class: "placeholder", children: props.emptyText }) : /* @__PURE__ */ a3("ul", { class: "conv-list", role: "list", onKeyDown: onListKey, children: props.entries.map((entry, index) => {
+        const selected = entry.conversation.id === props.selectedId;
+        const tabStop = selected || index === 0 && !props.entries.some((e3) => e3.conversation.id === props.selectedId);
+        const preview = entry.typing ? "typing…" : entry.preview ?? "No messages yet";
+        const label = [
+          entry.title,
+          entry.subtitle,
+          entry.presenceText,
+          entry.unread > 0 ? `${entry.unread} unread` : null,
+          entry.typing ? "typing" : entry.preview ? `last message: ${entry.preview}` : "no messages yet",
+          entry.when ? shortWhen(entry.when) : null
+        ].filter(Boolean).join(", ");
+        return /* @__PURE__ */ a3("li", { children: /* @__PURE__ */ a3(
+          "button",
+          {
+            type: "button",
+            class: classes("conv", selected && "conv-selected", entry.unread > 0 && "conv-unread"),
+            "aria-current": selected ? "true" : void 0,
+            tabIndex: tabStop ? 0 : -1,
+            "aria-label": label,
+            onClick: () => props.onSelect(entry.conversation.id),
+            children: [
+              /* @__PURE__ */ a3("span", { class: "conv-row", children: [
+                /* @__PURE__ */ a3("span", { class: "conv-title", children: entry.title }),
+                entry.when && /* @__PURE__ */ a3("span", { class: "conv-when", children: shortWhen(entry.when) })
+              ] }),
+              /* @__PURE__ */ a3("span", { class: "conv-row conv-row-sub", children: /* @__PURE__ */ a3("span", { class: "conv-presence", children: [
+                /* @__PURE__ */ a3(PresenceDot, { status: entry.presence?.status ?? null }),
+                /* @__PURE__ */ a3("span", { children: entry.presenceText }),
+                entry.subtitle && /* @__PURE__ */ a3("span", { class: "conv-subtitle", children: [
+                  " · ",
+                  entry.subtitle
+                ] })
+              ] }) }),
+              /* @__PURE__ */ a3("span", { class: "conv-row", children: [
+                /* @__PURE__ */ a3("span", { class: classes("conv-preview", entry.typing && "conv-typing"), children: preview }),
+                entry.unread > 0 && /* @__PURE__ */ a3("span", { class: "badge", children: entry.unread > 99 ? "99+" : entry.unread })
               ] })
-            ] }) }),
-            /* @__PURE__ */ a3("span", { class: "conv-row", children: [
-              /* @__PURE__ */ a3("span", { class: classes("conv-preview", entry.typing && "conv-typing"), children: preview }),
-              entry.unread > 0 && /* @__PURE__ */ a3("span", { class: "badge", children: entry.unread > 99 ? "99+" : entry.unread })
-            ] })
-          ]
-        }
-      ) }, entry.conversation.id);
-    }) }),
-    props.hasMore && /* @__PURE__ */ a3("div", { class: "more", children: /* @__PURE__ */ a3("button", { type: "button", class: "btn btn-quiet", onClick: props.onLoadMore, disabled: props.loadingMore, children: props.loadingMore ? "Loading…" : "Load more conversations" }) })
+            ]
+          }
+        ) }, entry.conversation.id);
+      }) }),
+      props.hasMore && /* @__PURE__ */ a3("div", { class: "more", children: /* @__PURE__ */ a3("button", { type: "button", class: "btn btn-quiet", onClick: props.onLoadMore, disabled: props.loadingMore, children: props.loadingMore ? "Loading…" : "Load more conversations" }) })
+    ] })
   ] });
 }
 
 // src/conversation.ts
+function filesOf(attachments) {
+  if (!Array.isArray(attachments)) return [];
+  const files = [];
+  for (const item of attachments) {
+    if (typeof item !== "object" || item === null) continue;
+    const a4 = item;
+    if (a4["type"] !== "file" || typeof a4["id"] !== "string") continue;
+    files.push({
+      type: "file",
+      id: a4["id"],
+      filename: typeof a4["filename"] === "string" && a4["filename"] ? a4["filename"] : "attachment",
+      contentType: typeof a4["contentType"] === "string" ? a4["contentType"] : "application/octet-stream",
+      size: typeof a4["size"] === "number" ? a4["size"] : 0
+    });
+  }
+  return files;
+}
 var RANK = { sent: 0, failed: 1, delivered: 2, read: 3 };
 function laterDelivery(a4, b2) {
   if (a4 === null) return b2;
@@ -753,8 +793,20 @@ function fromServer(m3, delivery) {
     senderId: m3.senderId,
     createdAt: m3.createdAt,
     clientMessageId: m3.clientMessageId ?? null,
-    delivery
+    delivery,
+    attachments: m3.deletedAt ? [] : filesOf(m3.attachments),
+    editedAt: m3.editedAt ?? null,
+    deletedAt: m3.deletedAt ?? null
   };
+}
+function newer(old, incoming) {
+  if (old.deletedAt && !incoming.deletedAt) {
+    return { ...incoming, content: "", attachments: [], deletedAt: old.deletedAt, editedAt: old.editedAt };
+  }
+  if (!incoming.deletedAt && old.editedAt && (!incoming.editedAt || incoming.editedAt < old.editedAt)) {
+    return { ...incoming, content: old.content, editedAt: old.editedAt };
+  }
+  return incoming;
 }
 function merge(list, incoming) {
   const byId = incoming.id === null ? -1 : list.findIndex((m3) => m3.id === incoming.id);
@@ -763,7 +815,7 @@ function merge(list, incoming) {
   if (byId >= 0) {
     const old = list[byId];
     next = list.slice();
-    next[byId] = { ...incoming, key: old.key, delivery: laterDelivery(old.delivery, incoming.delivery) };
+    next[byId] = { ...newer(old, incoming), key: old.key, delivery: laterDelivery(old.delivery, incoming.delivery) };
     if (byClient >= 0) next.splice(byClient, 1);
   } else if (byClient >= 0) {
     const old = list[byClient];
@@ -787,6 +839,7 @@ function useConversation(session, conversation, otherLabel) {
   const latest = T2(state);
   latest.current = state;
   const announced = T2(/* @__PURE__ */ new Set());
+  const changing = T2(/* @__PURE__ */ new Set());
   A2(() => {
     let cancelled = false;
     setState(EMPTY);
@@ -858,13 +911,22 @@ function useConversation(session, conversation, otherLabel) {
           return;
         }
         const delivery = early.current.get(event.id) ?? null;
-        const isNew = !latest.current.messages.some((m3) => m3.id === event.id) && !announced.current.has(event.id);
+        const old = latest.current.messages.find((m3) => m3.id === event.id);
+        const isNew = old === void 0 && !announced.current.has(event.id);
         setState((s3) => ({ ...s3, messages: merge(s3.messages, fromServer(event, delivery)) }));
+        if (event.change === "UPDATE" && old !== void 0) {
+          if (event.deletedAt && !old.deletedAt && !changing.current.has(event.id)) {
+            session.announce(event.senderType === side ? "Your message was deleted" : `${otherLabel} deleted a message`);
+          } else if (!event.deletedAt && event.editedAt && event.editedAt !== old.editedAt && event.senderType !== side) {
+            session.announce(`${otherLabel} edited a message: ${event.content}`);
+          }
+          return;
+        }
         if (event.senderType !== side) {
           setTypist(event.senderId, false);
           if (isNew && event.change !== "UPDATE") {
             announced.current.add(event.id);
-            session.announce(`${otherLabel}: ${event.content}`);
+            session.announce(`${otherLabel}: ${event.content || "sent a file"}`);
           }
         }
       },
@@ -904,7 +966,10 @@ function useConversation(session, conversation, otherLabel) {
   );
   const deliver = b(
     (local) => {
-      manager.sendMessage(conversationId, local.content, { clientMessageId: local.clientMessageId }).then((sent) => {
+      manager.sendMessage(conversationId, local.content, {
+        clientMessageId: local.clientMessageId,
+        ...local.attachments.length > 0 ? { attachmentIds: local.attachments.map((a4) => a4.id) } : {}
+      }).then((sent) => {
         const delivery = early.current.get(sent.id) ?? "sent";
         setState((s3) => ({ ...s3, messages: merge(s3.messages, { ...fromServer(sent, delivery), key: local.key }) }));
       }).catch((error) => {
@@ -922,7 +987,7 @@ function useConversation(session, conversation, otherLabel) {
     [manager, conversationId, session]
   );
   const send = b(
-    (content) => {
+    (content, files = []) => {
       const clientMessageId = newId();
       const local = {
         key: `c:${clientMessageId}`,
@@ -934,6 +999,9 @@ function useConversation(session, conversation, otherLabel) {
         createdAt: (/* @__PURE__ */ new Date()).toISOString(),
         clientMessageId,
         delivery: null,
+        attachments: files.map((f4) => ({ type: "file", id: f4.id, filename: f4.filename, contentType: f4.contentType, size: f4.size })),
+        editedAt: null,
+        deletedAt: null,
         sending: "sending"
       };
       setState((s3) => ({ ...s3, messages: [...s3.messages, local] }));
@@ -951,6 +1019,34 @@ function useConversation(session, conversation, otherLabel) {
       deliver(again);
     },
     [deliver]
+  );
+  const apply = b((message) => {
+    setState((s3) => ({ ...s3, messages: merge(s3.messages, fromServer(message, null)) }));
+  }, []);
+  const edit = b(
+    async (id, content) => {
+      try {
+        apply(await manager.editMessage(id, content));
+      } catch (error) {
+        if (statusOf(error) === 401) session.expired(error);
+        throw error;
+      }
+    },
+    [manager, apply, session]
+  );
+  const remove = b(
+    async (id) => {
+      changing.current.add(id);
+      try {
+        apply(await manager.deleteMessage(id));
+      } catch (error) {
+        if (statusOf(error) === 401) session.expired(error);
+        throw error;
+      } finally {
+        setTimeout(() => changing.current.delete(id), 1e4);
+      }
+    },
+    [manager, apply, session]
   );
   const loadOlder = b(() => {
     const cursor = state.nextCursor;
@@ -973,7 +1069,7 @@ function useConversation(session, conversation, otherLabel) {
     [side, reads, state.readable]
   );
   const reload = b(() => setGeneration((g3) => g3 + 1), []);
-  return { ...state, typing, send, retry, loadOlder, reload, needsRead };
+  return { ...state, typing, send, edit, remove, retry, loadOlder, reload, needsRead };
 }
 
 // src/budget.ts
@@ -1055,6 +1151,141 @@ var TypingSender = class {
   }
 };
 
+// src/components/Attachments.tsx
+var PREVIEWABLE = /* @__PURE__ */ new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+var MARGIN_MS = 3e4;
+var links = /* @__PURE__ */ new Map();
+async function linkOf(manager, id) {
+  const known = links.get(id);
+  if (known && known.expiresAt - MARGIN_MS > Date.now()) return known.url;
+  const data = await manager.getAttachmentUrl(id);
+  const expiresAt = Date.parse(data.expiresAt);
+  links.set(id, { url: data.url, expiresAt: Number.isFinite(expiresAt) ? expiresAt : Date.now() + 6e4 });
+  if (links.size > 500) links.delete(links.keys().next().value);
+  return data.url;
+}
+function safeUrl(url) {
+  try {
+    const parsed = new URL(url, window.location.origin);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+function fileSize(bytes) {
+  if (!Number.isFinite(bytes) || bytes <= 0) return "";
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(bytes < 10 * 1024 ? 1 : 0)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+function describe(file) {
+  const size = fileSize(file.size);
+  return size ? `${file.filename}, ${size}` : file.filename;
+}
+function ImagePreview({ manager, file, onExpired }) {
+  const [url, setUrl] = d2(null);
+  const [failed, setFailed] = d2(null);
+  const [attempt, setAttempt] = d2(0);
+  A2(() => {
+    let cancelled = false;
+    setFailed(null);
+    linkOf(manager, file.id).then((link) => {
+      if (!cancelled) setUrl(safeUrl(link));
+    }).catch((error) => {
+      if (cancelled) return;
+      if (statusOf(error) === 401) onExpired(error);
+      setFailed(statusOf(error) === 404 ? "The file is no longer available." : `The preview could not be loaded: ${messageOf(error)}`);
+    });
+    return () => {
+      cancelled = true;
+    };
+  }, [manager, file.id, attempt]);
+  if (failed) {
+    return /* @__PURE__ */ a3("div", { class: "attachment attachment-missing", children: [
+      /* @__PURE__ */ a3("span", { children: describe(file) }),
+      /* @__PURE__ */ a3("span", { class: "muted", children: failed }),
+      /* @__PURE__ */ a3("button", { type: "button", class: "link-button", onClick: () => setAttempt((n2) => n2 + 1), children: "Try again" })
+    ] });
+  }
+  return /* @__PURE__ */ a3("figure", { class: "attachment attachment-image", children: [
+    url ? /* @__PURE__ */ a3(
+      "img",
+      {
+        src: url,
+        alt: file.filename,
+        loading: "lazy",
+        decoding: "async",
+        referrerpolicy: "no-referrer",
+        onError: () => {
+          links.delete(file.id);
+          setUrl(null);
+          setFailed("The preview could not be loaded.");
+        }
+      }
+    ) : /* @__PURE__ */ a3("div", { class: "attachment-placeholder", "aria-hidden": "true" }),
+    /* @__PURE__ */ a3("figcaption", { children: /* @__PURE__ */ a3(DownloadLink, { manager, file, onExpired }) })
+  ] });
+}
+function DownloadLink({ manager, file, onExpired }) {
+  const [error, setError] = d2(null);
+  const [busy, setBusy] = d2(false);
+  const known = links.get(file.id);
+  const size = fileSize(file.size);
+  return /* @__PURE__ */ a3("span", { class: "attachment-link", children: [
+    /* @__PURE__ */ a3(
+      "a",
+      {
+        href: known ? safeUrl(known.url) ?? void 0 : "#",
+        download: file.filename,
+        "aria-label": `Download ${describe(file)}`,
+        "aria-busy": busy ? "true" : void 0,
+        onClick: (event) => {
+          event.preventDefault();
+          setBusy(true);
+          setError(null);
+          linkOf(manager, file.id).then((link) => {
+            const url = safeUrl(link);
+            if (url) window.location.assign(url);
+          }).catch((e3) => {
+            if (statusOf(e3) === 401) onExpired(e3);
+            setError(statusOf(e3) === 404 ? "The file is no longer available." : `The download failed: ${messageOf(e3)}`);
+          }).finally(() => setBusy(false));
+        },
+        children: /* @__PURE__ */ a3("span", { class: "attachment-name", children: file.filename })
+      }
+    ),
+    size && /* @__PURE__ */ a3("span", { class: "attachment-size", children: [
+      " · ",
+      size
+    ] }),
+    error && /* @__PURE__ */ a3("span", { class: "attachment-error", role: "alert", children: [
+      " ",
+      error
+    ] })
+  ] });
+}
+function Attachments({
+  manager,
+  files,
+  pending,
+  onExpired
+}) {
+  if (files.length === 0) return null;
+  return /* @__PURE__ */ a3("ul", { class: "attachments", "aria-label": files.length === 1 ? "Attachment" : `${files.length} attachments`, children: files.map((file) => /* @__PURE__ */ a3("li", { children: pending ? /* @__PURE__ */ a3("span", { class: "attachment attachment-file", children: [
+    /* @__PURE__ */ a3("span", { class: "attachment-name", children: file.filename }),
+    fileSize(file.size) && /* @__PURE__ */ a3("span", { class: "attachment-size", children: [
+      " · ",
+      fileSize(file.size)
+    ] })
+  ] }) : PREVIEWABLE.has(file.contentType) ? /* @__PURE__ */ a3(ImagePreview, { manager, file, onExpired }) : /* @__PURE__ */ a3("span", { class: "attachment attachment-file", children: [
+    /* @__PURE__ */ a3(FileIcon, {}),
+    /* @__PURE__ */ a3(DownloadLink, { manager, file, onExpired })
+  ] }) }, file.id)) });
+}
+function FileIcon() {
+  return /* @__PURE__ */ a3("svg", { class: "icon", viewBox: "0 0 24 24", width: "18", height: "18", "aria-hidden": "true", focusable: "false", children: /* @__PURE__ */ a3("path", { fill: "currentColor", d: "M6 2h8l6 6v12a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2Zm7 1.5V9h5.5L13 3.5ZM6 4v16h12V11h-7V4H6Z" }) });
+}
+
 // src/components/Icons.tsx
 function ChatIcon() {
   return /* @__PURE__ */ a3("svg", { class: "icon", viewBox: "0 0 24 24", width: "22", height: "22", "aria-hidden": "true", focusable: "false", children: /* @__PURE__ */ a3(
@@ -1071,13 +1302,46 @@ function SendIcon() {
 function BackIcon() {
   return /* @__PURE__ */ a3("svg", { class: "icon", viewBox: "0 0 24 24", width: "18", height: "18", "aria-hidden": "true", focusable: "false", children: /* @__PURE__ */ a3("path", { fill: "currentColor", d: "M15.4 5.4 14 4l-8 8 8 8 1.4-1.4L8.8 12z" }) });
 }
+function AttachIcon() {
+  return /* @__PURE__ */ a3("svg", { class: "icon", viewBox: "0 0 24 24", width: "20", height: "20", "aria-hidden": "true", focusable: "false", children: /* @__PURE__ */ a3(
+    "path",
+    {
+      fill: "currentColor",
+      d: "M16.5 6v11.5a4.5 4.5 0 0 1-9 0V5a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6H9v9.5a3 3 0 0 0 6 0V5a4.5 4.5 0 0 0-9 0v12.5a6 6 0 0 0 12 0V6h-1.5Z"
+    }
+  ) });
+}
+function SearchIcon() {
+  return /* @__PURE__ */ a3("svg", { class: "icon", viewBox: "0 0 24 24", width: "16", height: "16", "aria-hidden": "true", focusable: "false", children: /* @__PURE__ */ a3(
+    "path",
+    {
+      fill: "currentColor",
+      d: "M10 3a7 7 0 0 1 5.6 11.2l5.1 5.1-1.4 1.4-5.1-5.1A7 7 0 1 1 10 3Zm0 2a5 5 0 1 0 0 10 5 5 0 0 0 0-10Z"
+    }
+  ) });
+}
 
 // src/components/Composer.tsx
 var drafts = /* @__PURE__ */ new Map();
+var MAX_FILES = 10;
 var MAX_HEIGHT_PX = 160;
-function Composer({ conversationId, label, onSend, onKeystroke, onStopTyping, autoFocus }) {
+function uploadRefusal(error) {
+  switch (statusOf(error)) {
+    case 413:
+      return "The file is too large.";
+    case 415:
+      return "This type of file cannot be sent.";
+    case 429:
+      return "Too many files at once: send or remove some first.";
+    default:
+      return `The upload failed: ${messageOf(error)}`;
+  }
+}
+function Composer({ conversationId, label, manager, onSend, onKeystroke, onStopTyping, onExpired, autoFocus }) {
   const [text, setText] = d2(() => drafts.get(conversationId) ?? "");
+  const [files, setFiles] = d2([]);
   const input = T2(null);
+  const picker = T2(null);
   A2(() => {
     setText(drafts.get(conversationId) ?? "");
     if (autoFocus) input.current?.focus();
@@ -1093,14 +1357,36 @@ function Composer({ conversationId, label, onSend, onKeystroke, onStopTyping, au
     if (value) drafts.set(conversationId, value);
     else drafts.delete(conversationId);
   };
+  const uploading = files.some((f4) => f4.uploaded === null && f4.error === null);
+  const ready = files.filter((f4) => f4.uploaded !== null).map((f4) => f4.uploaded);
+  const canSend = !uploading && (text.trim() !== "" || ready.length > 0);
   const submit = () => {
     const content = text.trim();
-    if (!content) return;
-    onSend(content);
+    if (!canSend) return;
+    onSend(content, ready);
     update("");
+    setFiles([]);
+    input.current?.focus();
+  };
+  const choose = (list) => {
+    if (!list) return;
+    const chosen = [...list].slice(0, Math.max(0, MAX_FILES - files.length));
+    const added = chosen.map((file) => ({ key: newId(), name: file.name, size: file.size, uploaded: null, error: null }));
+    setFiles((old) => [...old, ...added]);
+    chosen.forEach((file, i3) => {
+      const key = added[i3].key;
+      manager.uploadAttachment(conversationId, file).then((uploaded) => setFiles((old) => old.map((f4) => f4.key === key ? { ...f4, uploaded } : f4))).catch((error) => {
+        if (statusOf(error) === 401) onExpired(error);
+        setFiles((old) => old.map((f4) => f4.key === key ? { ...f4, error: uploadRefusal(error) } : f4));
+      });
+    });
+  };
+  const remove = (key) => {
+    setFiles((old) => old.filter((f4) => f4.key !== key));
     input.current?.focus();
   };
   const hintId = `composer-hint-${conversationId}`;
+  const pickerId = `attach-${conversationId}`;
   return /* @__PURE__ */ a3(
     "form",
     {
@@ -1110,34 +1396,62 @@ function Composer({ conversationId, label, onSend, onKeystroke, onStopTyping, au
         submit();
       },
       children: [
-        /* @__PURE__ */ a3("label", { class: "sr-only", for: `composer-${conversationId}`, children: label }),
-        /* @__PURE__ */ a3(
-          "textarea",
-          {
-            id: `composer-${conversationId}`,
-            ref: input,
-            rows: 1,
-            value: text,
-            placeholder: "Write a message…",
-            "aria-describedby": hintId,
-            onInput: (event) => {
-              const value = event.currentTarget.value;
-              update(value);
-              if (value.trim()) onKeystroke();
-              else onStopTyping();
-            },
-            onKeyDown: (event) => {
-              if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey) {
-                event.preventDefault();
-                submit();
+        files.length > 0 && /* @__PURE__ */ a3("ul", { class: "pending-files", "aria-label": "Files to send", children: files.map((f4) => /* @__PURE__ */ a3("li", { class: f4.error ? "pending-file pending-file-error" : "pending-file", children: [
+          /* @__PURE__ */ a3("span", { class: "pending-name", children: f4.name }),
+          /* @__PURE__ */ a3("span", { class: "muted", children: f4.error ? "" : f4.uploaded ? fileSize(f4.size) : "Uploading…" }),
+          f4.error && /* @__PURE__ */ a3("span", { role: "alert", children: f4.error }),
+          /* @__PURE__ */ a3("button", { type: "button", class: "link-button", "aria-label": `Remove ${f4.name}`, onClick: () => remove(f4.key), children: "Remove" })
+        ] }, f4.key)) }),
+        /* @__PURE__ */ a3("div", { class: "composer-row", children: [
+          /* @__PURE__ */ a3(
+            "input",
+            {
+              id: pickerId,
+              ref: picker,
+              class: "file-input",
+              type: "file",
+              multiple: true,
+              disabled: files.length >= MAX_FILES,
+              onChange: (event) => {
+                const el = event.currentTarget;
+                choose(el.files);
+                el.value = "";
               }
-            },
-            onBlur: onStopTyping
-          }
-        ),
-        /* @__PURE__ */ a3("button", { type: "submit", class: "btn btn-primary send", disabled: !text.trim(), children: [
-          /* @__PURE__ */ a3(SendIcon, {}),
-          /* @__PURE__ */ a3("span", { children: "Send" })
+            }
+          ),
+          /* @__PURE__ */ a3("label", { for: pickerId, class: "btn btn-quiet attach", title: "Attach a file", children: [
+            /* @__PURE__ */ a3(AttachIcon, {}),
+            /* @__PURE__ */ a3("span", { class: "sr-only", children: "Attach a file" })
+          ] }),
+          /* @__PURE__ */ a3("label", { class: "sr-only", for: `composer-${conversationId}`, children: label }),
+          /* @__PURE__ */ a3(
+            "textarea",
+            {
+              id: `composer-${conversationId}`,
+              ref: input,
+              rows: 1,
+              value: text,
+              placeholder: "Write a message…",
+              "aria-describedby": hintId,
+              onInput: (event) => {
+                const value = event.currentTarget.value;
+                update(value);
+                if (value.trim()) onKeystroke();
+                else onStopTyping();
+              },
+              onKeyDown: (event) => {
+                if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey) {
+                  event.preventDefault();
+                  submit();
+                }
+              },
+              onBlur: onStopTyping
+            }
+          ),
+          /* @__PURE__ */ a3("button", { type: "submit", class: "btn btn-primary send", disabled: !canSend, children: [
+            /* @__PURE__ */ a3(SendIcon, {}),
+            /* @__PURE__ */ a3("span", { children: "Send" })
+          ] })
         ] }),
         /* @__PURE__ */ a3("p", { id: hintId, class: "composer-hint", children: "Enter to send · Shift+Enter for a new line" })
       ]
@@ -1146,6 +1460,96 @@ function Composer({ conversationId, label, onSend, onKeystroke, onStopTyping, au
 }
 
 // src/components/MessageList.tsx
+function refusal(action, error) {
+  const status = statusOf(error);
+  const code = typeof error === "object" && error !== null ? error.code : void 0;
+  if (status === 403) {
+    return action === "edit" ? "Only the sender can edit this message." : "You cannot delete this message: only its sender, or the agent handling the conversation, can.";
+  }
+  if (status === 404) return "This message no longer exists.";
+  if (code === "edit_window_closed") {
+    return action === "edit" ? "This message is too old to be edited." : "This message is too old to be deleted by its sender.";
+  }
+  if (code === "message_deleted") return "This message was deleted.";
+  if (status === 413) return "The message is too long.";
+  if (status === 429) return "Too many changes at once: wait a moment and try again.";
+  return `The message could not be ${action === "edit" ? "edited" : "deleted"}: ${messageOf(error)}`;
+}
+function EditForm({
+  message,
+  onSave,
+  onCancel
+}) {
+  const [text, setText] = d2(message.content);
+  const [busy, setBusy] = d2(false);
+  const [error, setError] = d2(null);
+  const box = T2(null);
+  A2(() => {
+    const el = box.current;
+    if (!el) return;
+    el.focus();
+    el.setSelectionRange(el.value.length, el.value.length);
+  }, []);
+  F2(() => {
+    const el = box.current;
+    if (!el) return;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(el.scrollHeight, 200)}px`;
+  }, [text]);
+  const save = () => {
+    const content = text.trim();
+    if (!content || busy) return;
+    if (content === message.content) {
+      onCancel();
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    onSave(content).then(() => onCancel()).catch((e3) => {
+      setBusy(false);
+      setError(refusal("edit", e3));
+    });
+  };
+  const id = `edit-${message.key}`;
+  return /* @__PURE__ */ a3(
+    "form",
+    {
+      class: "edit-form",
+      onSubmit: (event) => {
+        event.preventDefault();
+        save();
+      },
+      children: [
+        /* @__PURE__ */ a3("label", { class: "sr-only", for: id, children: "Edit your message" }),
+        /* @__PURE__ */ a3(
+          "textarea",
+          {
+            id,
+            ref: box,
+            rows: 1,
+            value: text,
+            disabled: busy,
+            onInput: (event) => setText(event.currentTarget.value),
+            onKeyDown: (event) => {
+              if (event.key === "Escape") {
+                event.preventDefault();
+                onCancel();
+              } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey) {
+                event.preventDefault();
+                save();
+              }
+            }
+          }
+        ),
+        /* @__PURE__ */ a3("div", { class: "edit-actions", children: [
+          /* @__PURE__ */ a3("button", { type: "submit", class: "btn btn-primary btn-small", disabled: busy || !text.trim(), children: busy ? "Saving…" : "Save" }),
+          /* @__PURE__ */ a3("button", { type: "button", class: "btn btn-quiet btn-small", onClick: onCancel, disabled: busy, children: "Cancel" })
+        ] }),
+        error && /* @__PURE__ */ a3("p", { class: "msg-error", role: "alert", children: error })
+      ]
+    }
+  );
+}
 var NEAR_BOTTOM_PX = 48;
 var GROUP_MS = 5 * 6e4;
 function sameGroup(a4, b2) {
@@ -1250,6 +1654,46 @@ function MessageList(props) {
     io.disconnect();
     root.querySelectorAll('[data-unread="true"]').forEach((el) => io.observe(el));
   });
+  const [found, setFound] = d2(null);
+  A2(() => {
+    const id = props.highlightId;
+    if (!id || found === id || props.loading) return;
+    const el = scroller.current?.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    if (!el) return;
+    el.scrollIntoView({ block: "center" });
+    setFound(id);
+  }, [messages, props.highlightId, props.loading, found]);
+  const [editing, setEditing] = d2(null);
+  const [confirming, setConfirming] = d2(null);
+  const [deleting, setDeleting] = d2(null);
+  const [errors, setErrors] = d2({});
+  const setError = (key, text) => setErrors((old) => {
+    const next = { ...old };
+    if (text === null) delete next[key];
+    else next[key] = text;
+    return next;
+  });
+  const focusActions = (key, action) => requestAnimationFrame(() => {
+    const item = scroller.current?.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    (item?.querySelector(`.msg-actions [data-action="${action}"]`) ?? item?.querySelector(".msg-actions button"))?.focus();
+  });
+  A2(() => {
+    if (confirming === null) return;
+    scroller.current?.querySelector(`[data-key="${CSS.escape(confirming)}"] .confirm .btn-danger`)?.focus();
+  }, [confirming]);
+  const confirmDelete = (message) => {
+    if (!message.id) return;
+    setDeleting(message.key);
+    setError(message.key, null);
+    props.onDelete(message.id).then(() => {
+      setConfirming(null);
+      scroller.current?.focus();
+    }).catch((e3) => {
+      setConfirming(null);
+      setError(message.key, refusal("delete", e3));
+      focusActions(message.key, "delete");
+    }).finally(() => setDeleting(null));
+  };
   const jumpToBottom = () => {
     const el = scroller.current;
     if (!el) return;
@@ -1280,29 +1724,147 @@ function MessageList(props) {
     const unread = !own && props.needsRead(message);
     const grouped = sameGroup(messages[index - 1], message);
     const quietMeta = !own && sameGroup(message, messages[index + 1]);
+    const deleted = message.deletedAt !== null;
+    const onServer = message.id !== null && !message.sending;
+    const canEdit = onServer && !deleted && own && message.senderId === myId;
+    const canAct = onServer && !deleted && (canEdit || side === "staff");
     items.push(
       /* @__PURE__ */ a3(
         "li",
         {
-          class: classes("msg", own ? "msg-own" : "msg-theirs", grouped && "msg-grouped", message.sending && "msg-pending"),
+          class: classes(
+            "msg",
+            own ? "msg-own" : "msg-theirs",
+            grouped && "msg-grouped",
+            message.sending && "msg-pending",
+            deleted && "msg-deleted",
+            found !== null && message.id === found && "msg-found"
+          ),
           "data-id": message.id ?? void 0,
+          "data-key": message.key,
           "data-unread": unread ? "true" : void 0,
           children: [
             colleague && !grouped && /* @__PURE__ */ a3("span", { class: "msg-author", children: "Another agent" }),
-            /* @__PURE__ */ a3("div", { class: "bubble", children: [
+            deleted ? /* @__PURE__ */ a3("div", { class: "bubble bubble-deleted", children: [
               /* @__PURE__ */ a3("span", { class: "sr-only", children: [
                 who,
                 ": "
               ] }),
-              message.content
+              "Message deleted"
+            ] }) : editing === message.key ? /* @__PURE__ */ a3(
+              EditForm,
+              {
+                message,
+                onSave: (content) => props.onEdit(message.id, content),
+                onCancel: () => {
+                  setEditing(null);
+                  focusActions(message.key, "edit");
+                }
+              }
+            ) : /* @__PURE__ */ a3($, { children: [
+              message.content && /* @__PURE__ */ a3("div", { class: "bubble", children: [
+                /* @__PURE__ */ a3("span", { class: "sr-only", children: [
+                  who,
+                  ": "
+                ] }),
+                message.content
+              ] }),
+              !message.content && /* @__PURE__ */ a3("span", { class: "sr-only", children: [
+                who,
+                " sent: "
+              ] }),
+              /* @__PURE__ */ a3(
+                Attachments,
+                {
+                  manager: props.manager,
+                  files: message.attachments,
+                  pending: message.id === null,
+                  onExpired: props.onExpired
+                }
+              )
             ] }),
             /* @__PURE__ */ a3("div", { class: quietMeta ? "sr-only" : "msg-meta", children: [
               /* @__PURE__ */ a3("time", { dateTime: message.createdAt, title: fullWhen(message.createdAt), children: [
                 /* @__PURE__ */ a3("span", { class: "sr-only", children: fullWhen(message.createdAt) }),
                 /* @__PURE__ */ a3("span", { "aria-hidden": "true", children: timeOf(message.createdAt) })
               ] }),
-              own && /* @__PURE__ */ a3(Status, { message, showWord: index === lastOwnIndex, onRetry: props.onRetry })
-            ] })
+              message.editedAt && !deleted && /* @__PURE__ */ a3("span", { class: "edited", title: `Edited ${fullWhen(message.editedAt)}`, children: "edited" }),
+              own && !deleted && /* @__PURE__ */ a3(Status, { message, showWord: index === lastOwnIndex, onRetry: props.onRetry })
+            ] }),
+            canAct && editing !== message.key && confirming !== message.key && /* @__PURE__ */ a3("div", { class: "msg-actions", children: [
+              canEdit && /* @__PURE__ */ a3(
+                "button",
+                {
+                  type: "button",
+                  class: "link-button",
+                  "aria-label": "Edit message",
+                  "data-action": "edit",
+                  onClick: () => {
+                    setError(message.key, null);
+                    setConfirming(null);
+                    setEditing(message.key);
+                  },
+                  children: "Edit"
+                }
+              ),
+              /* @__PURE__ */ a3(
+                "button",
+                {
+                  type: "button",
+                  class: "link-button link-danger",
+                  "aria-label": "Delete message",
+                  "data-action": "delete",
+                  onClick: () => {
+                    setError(message.key, null);
+                    setEditing(null);
+                    setConfirming(message.key);
+                  },
+                  children: "Delete"
+                }
+              )
+            ] }),
+            confirming === message.key && /* @__PURE__ */ a3(
+              "div",
+              {
+                class: "confirm",
+                role: "group",
+                "aria-label": "Confirm deleting the message",
+                onKeyDown: (event) => {
+                  if (event.key === "Escape" && deleting !== message.key) {
+                    event.preventDefault();
+                    setConfirming(null);
+                    focusActions(message.key, "delete");
+                  }
+                },
+                children: [
+                  /* @__PURE__ */ a3("span", { children: "Delete this message for everyone?" }),
+                  /* @__PURE__ */ a3(
+                    "button",
+                    {
+                      type: "button",
+                      class: "btn btn-danger btn-small",
+                      disabled: deleting === message.key,
+                      onClick: () => confirmDelete(message),
+                      children: deleting === message.key ? "Deleting…" : "Delete"
+                    }
+                  ),
+                  /* @__PURE__ */ a3(
+                    "button",
+                    {
+                      type: "button",
+                      class: "btn btn-quiet btn-small",
+                      disabled: deleting === message.key,
+                      onClick: () => {
+                        setConfirming(null);
+                        focusActions(message.key, "delete");
+                      },
+                      children: "Cancel"
+                    }
+                  )
+                ]
+              }
+            ),
+            errors[message.key] && /* @__PURE__ */ a3("p", { class: "msg-error", role: "alert", children: errors[message.key] })
           ]
         },
         message.key
@@ -1377,7 +1939,12 @@ function ConversationView(props) {
         onLoadOlder: model.loadOlder,
         needsRead: model.needsRead,
         onSeen: (id) => session.reads.add(id),
-        onRetry: model.retry
+        onRetry: model.retry,
+        manager,
+        onExpired: session.expired,
+        onEdit: model.edit,
+        onDelete: model.remove,
+        highlightId: props.highlightId ?? null
       }
     ),
     /* @__PURE__ */ a3("div", { class: "typing", "aria-live": "polite", "aria-atomic": "true", children: typingText && /* @__PURE__ */ a3($, { children: [
@@ -1392,16 +1959,194 @@ function ConversationView(props) {
       Composer,
       {
         conversationId: conversation.id,
+        manager,
+        onExpired: session.expired,
         label: side === "staff" ? "Message to the customer" : "Message to support",
         autoFocus: props.focusTarget === "composer",
         onKeystroke: () => typingSender.keystroke(),
         onStopTyping: () => typingSender.stop(),
-        onSend: (content) => {
+        onSend: (content, files) => {
           typingSender.sent();
-          model.send(content);
+          model.send(content, files);
         }
       }
     )
+  ] });
+}
+
+// src/types.ts
+var STATUSES = ["open", "pending", "resolved", "closed"];
+
+// src/components/Queues.tsx
+var QUEUES = [
+  { queue: "all", label: "All" },
+  { queue: "mine", label: "Mine" },
+  { queue: "unassigned", label: "Unassigned" },
+  { queue: "unread", label: "Unread" }
+];
+var STATUS_LABEL = {
+  open: "Open",
+  pending: "Pending",
+  resolved: "Resolved",
+  closed: "Closed"
+};
+function countOf(counts, queue) {
+  if (!counts) return null;
+  switch (queue) {
+    case "all":
+      return counts.all;
+    case "mine":
+      return counts.mine;
+    case "unassigned":
+      return counts.unassigned;
+    case "unread":
+      return counts.unread;
+  }
+}
+function QueueButtons({ filter, counts, onChange }) {
+  return /* @__PURE__ */ a3("div", { class: "queue-buttons", role: "group", "aria-label": "Show conversations", children: QUEUES.map(({ queue, label }) => {
+    const count = countOf(counts, queue);
+    return /* @__PURE__ */ a3(
+      "button",
+      {
+        type: "button",
+        class: "queue",
+        "aria-pressed": filter.queue === queue ? "true" : "false",
+        onClick: () => onChange({ ...filter, queue }),
+        children: [
+          /* @__PURE__ */ a3("span", { children: label }),
+          count !== null && /* @__PURE__ */ a3("span", { class: "queue-count", children: count })
+        ]
+      },
+      queue
+    );
+  }) });
+}
+function StatusFilter({ filter, counts, onChange }) {
+  return /* @__PURE__ */ a3("label", { class: "status-filter", children: [
+    /* @__PURE__ */ a3("span", { class: "sr-only", children: "Status" }),
+    /* @__PURE__ */ a3(
+      "select",
+      {
+        value: filter.status,
+        onChange: (event) => onChange({ ...filter, status: event.currentTarget.value }),
+        children: STATUSES.map((status) => /* @__PURE__ */ a3("option", { value: status, children: [
+          STATUS_LABEL[status],
+          counts ? ` (${counts.byStatus[status] ?? 0})` : ""
+        ] }, status))
+      }
+    )
+  ] });
+}
+
+// src/components/Search.tsx
+var DEBOUNCE_MS = 300;
+var MAX_QUERY = 200;
+var ENTITIES = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+function decodeEntities(text) {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, name) => {
+    if (name[0] === "#") {
+      const code = name[1] === "x" || name[1] === "X" ? parseInt(name.slice(2), 16) : parseInt(name.slice(1), 10);
+      return Number.isFinite(code) && code > 0 && code <= 1114111 ? String.fromCodePoint(code) : whole;
+    }
+    return ENTITIES[name.toLowerCase()] ?? whole;
+  });
+}
+function snippetParts(snippet) {
+  const parts = [];
+  let mark = false;
+  for (const piece of snippet.split(/(<mark>|<\/mark>)/i)) {
+    const tag = piece.toLowerCase();
+    if (tag === "<mark>") mark = true;
+    else if (tag === "</mark>") mark = false;
+    else if (piece) parts.push({ text: decodeEntities(piece), mark });
+  }
+  return parts;
+}
+function Snippet({ html }) {
+  return /* @__PURE__ */ a3($, { children: snippetParts(html).map((part, i3) => part.mark ? /* @__PURE__ */ a3("mark", { children: part.text }, i3) : /* @__PURE__ */ a3("span", { children: part.text }, i3)) });
+}
+function SearchBox({ query, onQuery }) {
+  return /* @__PURE__ */ a3(
+    "form",
+    {
+      class: "search",
+      role: "search",
+      onSubmit: (event) => event.preventDefault(),
+      children: [
+        /* @__PURE__ */ a3("label", { class: "sr-only", for: "search-messages", children: "Search messages" }),
+        /* @__PURE__ */ a3(SearchIcon, {}),
+        /* @__PURE__ */ a3(
+          "input",
+          {
+            id: "search-messages",
+            type: "search",
+            value: query,
+            maxLength: MAX_QUERY,
+            placeholder: "Search",
+            autoComplete: "off",
+            onInput: (event) => onQuery(event.currentTarget.value),
+            onKeyDown: (event) => {
+              if (event.key === "Escape" && query) {
+                event.preventDefault();
+                onQuery("");
+              }
+            }
+          }
+        )
+      ]
+    }
+  );
+}
+function SearchResults({ api, query, side, otherLabel, titleOf, onOpen, onExpired, openedId }) {
+  const [state, setState] = d2({ kind: "waiting" });
+  const sequence = T2(0);
+  A2(() => {
+    const q2 = query.trim();
+    const mine = ++sequence.current;
+    setState({ kind: "waiting" });
+    if (!q2) return void 0;
+    const timer = setTimeout(() => {
+      api.search(q2, 30).then((results) => {
+        if (mine === sequence.current) setState({ kind: "done", results });
+      }).catch((error) => {
+        if (mine !== sequence.current) return;
+        if (statusOf(error) === 401) onExpired(error);
+        const message = statusOf(error) === 422 ? `This search cannot be run: ${messageOf(error)}` : statusOf(error) === 429 ? "Too many searches: wait a moment." : `The search failed: ${messageOf(error)}`;
+        setState({ kind: "error", message });
+      });
+    }, DEBOUNCE_MS);
+    return () => clearTimeout(timer);
+  }, [api, query]);
+  const status = state.kind === "waiting" ? "Searching…" : state.kind === "error" ? "" : state.results.length === 0 ? "No messages match." : state.results.length === 1 ? "1 message found" : `${state.results.length} messages found`;
+  return /* @__PURE__ */ a3("div", { class: "search-results", children: [
+    /* @__PURE__ */ a3("p", { class: "search-status", role: "status", "aria-live": "polite", children: status }),
+    state.kind === "error" && /* @__PURE__ */ a3("div", { class: "notice notice-error", role: "alert", children: state.message }),
+    state.kind === "done" && state.results.length > 0 && /* @__PURE__ */ a3("ul", { class: "conv-list", "aria-label": "Search results", children: state.results.map((result) => {
+      const who = result.senderType === side ? "You" : otherLabel;
+      return /* @__PURE__ */ a3("li", { children: /* @__PURE__ */ a3(
+        "button",
+        {
+          type: "button",
+          class: result.messageId === openedId ? "conv result conv-selected" : "conv result",
+          "aria-current": result.messageId === openedId ? "true" : void 0,
+          onClick: () => onOpen(result.conversationId, result.messageId),
+          children: [
+            /* @__PURE__ */ a3("span", { class: "conv-row", children: [
+              /* @__PURE__ */ a3("span", { class: "conv-title", children: titleOf(result.conversationId) }),
+              /* @__PURE__ */ a3("span", { class: "conv-when", children: shortWhen(result.createdAt) })
+            ] }),
+            /* @__PURE__ */ a3("span", { class: "result-snippet", children: [
+              /* @__PURE__ */ a3("span", { class: "result-who", children: [
+                who,
+                ": "
+              ] }),
+              /* @__PURE__ */ a3(Snippet, { html: result.snippet })
+            ] })
+          ]
+        }
+      ) }, result.messageId);
+    }) })
   ] });
 }
 
@@ -1460,6 +2205,15 @@ function StartConversation({ api, first, onStarted, onCancel, onExpired }) {
 var PAGE = 30;
 var DETAIL_CONCURRENCY = 4;
 var PRESENCE_REFRESH_MS = 6e4;
+var COUNTS_REFRESH_MS = 6e4;
+function matches(conversation, filter, userId, theirs) {
+  if (!filter) return true;
+  if (conversation.status !== filter.status) return false;
+  if (filter.queue === "mine") return conversation.assignedUserId === userId;
+  if (filter.queue === "unassigned") return conversation.assignedUserId === null;
+  if (filter.queue === "unread") return theirs;
+  return true;
+}
 function customerLabel(conversation, otherLabel) {
   return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
 }
@@ -1512,6 +2266,13 @@ function ChatApp({ session }) {
   const [focusTarget, setFocusTarget] = d2(null);
   const [starting, setStarting] = d2(false);
   const [generation, setGeneration] = d2(0);
+  const [filter, setFilter] = d2(staff ? { queue: "all", status: "open" } : null);
+  const [counts, setCounts] = d2(null);
+  const [query, setQuery] = d2("");
+  const [opened, setOpened] = d2({});
+  const [highlight, setHighlight] = d2(null);
+  const filterRef = T2(filter);
+  filterRef.current = filter;
   const fetching = T2(/* @__PURE__ */ new Set());
   const typingTimers = T2(/* @__PURE__ */ new Map());
   const expiredOr = b(
@@ -1578,11 +2339,30 @@ function ChatApp({ session }) {
     [api, expiredOr]
   );
   A2(() => () => refreshUnread.cancel(), [refreshUnread]);
+  const countsStatus = filter?.status ?? null;
+  const refreshCounts = w2(
+    () => debounce(1e3, () => {
+      if (countsStatus === null) return;
+      api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
+    }),
+    [api, expiredOr, countsStatus]
+  );
+  A2(() => {
+    if (countsStatus === null) return void 0;
+    api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
+    const timer = setInterval(() => {
+      if (document.visibilityState === "visible") refreshCounts();
+    }, COUNTS_REFRESH_MS);
+    return () => {
+      clearInterval(timer);
+      refreshCounts.cancel();
+    };
+  }, [api, countsStatus, refreshCounts, generation]);
   A2(() => {
     let cancelled = false;
     setLoading(true);
     setListError(null);
-    api.conversations(PAGE).then((page) => {
+    api.conversations(PAGE, null, filter).then((page) => {
       if (cancelled) return;
       setConversations(page.items);
       setNextCursor(page.nextCursor);
@@ -1603,17 +2383,20 @@ function ChatApp({ session }) {
     return () => {
       cancelled = true;
     };
-  }, [api, generation]);
+  }, [api, generation, filter]);
   A2(() => {
-    reads.onMarked = () => refreshUnread();
+    reads.onMarked = () => {
+      refreshUnread();
+      refreshCounts();
+    };
     return () => {
       reads.onMarked = null;
     };
-  }, [reads, refreshUnread]);
+  }, [reads, refreshUnread, refreshCounts]);
   const loadMore = () => {
     if (!nextCursor || loadingMore) return;
     setLoadingMore(true);
-    api.conversations(PAGE, nextCursor).then((page) => {
+    api.conversations(PAGE, nextCursor, filter).then((page) => {
       setConversations((old) => [...old, ...page.items.filter((c3) => !old.some((o4) => o4.id === c3.id))]);
       setNextCursor(page.nextCursor);
       setLoadingMore(false);
@@ -1628,15 +2411,16 @@ function ChatApp({ session }) {
   const known = T2([]);
   known.current = conversations;
   const fetchConversation = b(
-    (id) => {
+    (id, theirs) => {
       if (fetching.current.has(id) || known.current.some((c3) => c3.id === id)) return;
       fetching.current.add(id);
       api.conversation(id).then((conversation) => {
+        if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
         setConversations((old) => old.some((c3) => c3.id === id) ? old : [conversation, ...old]);
         void loadDetails([conversation]);
       }).catch((error) => expiredOr(error, () => void 0)).finally(() => fetching.current.delete(id));
     },
-    [api, loadDetails, expiredOr]
+    [api, loadDetails, expiredOr, me.userId]
   );
   const setListTypist = b((conversationId, isTyping) => {
     const timers = typingTimers.current;
@@ -1663,8 +2447,13 @@ function ChatApp({ session }) {
     () => hub.listen({
       onMessage: (event) => {
         if (event.change === "DELETE") return;
-        noteLast(event.conversationId, event);
-        fetchConversation(event.conversationId);
+        noteLast(event.conversationId, {
+          content: event.deletedAt ? "Message deleted" : event.content || (event.attachments && event.attachments.length > 0 ? "Sent a file" : ""),
+          senderType: event.senderType,
+          createdAt: event.createdAt
+        });
+        if (event.change !== "UPDATE") refreshCounts();
+        if (event.change !== "UPDATE") fetchConversation(event.conversationId, event.senderType !== side);
         if (event.senderType !== side) {
           setListTypist(event.conversationId, false);
           refreshUnread();
@@ -1677,7 +2466,10 @@ function ChatApp({ session }) {
       },
       onReadReceipt: (event) => {
         const mine = staff ? event.readByUserId === me.userId : event.readByCustomerId === me.customerId;
-        if (mine) refreshUnread();
+        if (mine) {
+          refreshUnread();
+          refreshCounts();
+        }
       },
       onTyping: (event) => {
         const theirs = staff ? Boolean(event.customerId) : Boolean(event.userId);
@@ -1691,7 +2483,7 @@ function ChatApp({ session }) {
         setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
       }
     }),
-    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, setListTypist, session, titleOf]
+    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf]
   );
   const track = b(
     (subscription) => {
@@ -1772,7 +2564,7 @@ function ChatApp({ session }) {
       conversation,
       title: titleOf(conversation),
       subtitle: subtitleOf(conversation),
-      preview: last ? `${mine ? "You: " : ""}${last.content}` : null,
+      preview: last ? `${mine ? "You: " : ""}${last.content || "No text"}` : null,
       when: last?.createdAt ?? conversation.createdAt,
       unread: unread[conversation.id] ?? 0,
       typing: Boolean(listTyping[conversation.id]),
@@ -1801,8 +2593,9 @@ function ChatApp({ session }) {
     window.addEventListener("popstate", onPop);
     return () => window.removeEventListener("popstate", onPop);
   }, [showList]);
-  const select = (id) => {
+  const select = (id, messageId = null) => {
     setStarting(false);
+    setHighlight(messageId);
     setFocusTarget(isWide() ? "composer" : "heading");
     setSelectedId(id);
     showConversationPane();
@@ -1818,7 +2611,26 @@ function ChatApp({ session }) {
     setSelectedId(conversation.id);
     showConversationPane();
   };
-  const selected = conversations.find((c3) => c3.id === selectedId) ?? null;
+  A2(() => {
+    const current = conversations.find((c3) => c3.id === selectedId);
+    if (current && opened[current.id] !== current) setOpened((old) => ({ ...old, [current.id]: current }));
+  }, [conversations, selectedId]);
+  const openResult = (conversationId, messageId) => {
+    if (conversations.some((c3) => c3.id === conversationId) || opened[conversationId]) {
+      select(conversationId, messageId);
+      return;
+    }
+    api.conversation(conversationId).then((conversation) => {
+      setOpened((old) => ({ ...old, [conversation.id]: conversation }));
+      void loadDetails([conversation]);
+      select(conversation.id, messageId);
+    }).catch((error) => expiredOr(error, () => setListError(`The conversation could not be opened: ${messageOf(error)}`)));
+  };
+  const titleById = (id) => {
+    const conversation = conversations.find((c3) => c3.id === id) ?? opened[id];
+    return conversation ? titleOf(conversation) : staff ? "Conversation" : "Your conversation";
+  };
+  const selected = conversations.find((c3) => c3.id === selectedId) ?? (selectedId ? opened[selectedId] : void 0) ?? null;
   const showStart = !staff && !loading && !listError && (starting || conversations.length === 0);
   return /* @__PURE__ */ a3("div", { class: "app", children: [
     /* @__PURE__ */ a3("a", { class: "skip-link", href: "#main", children: "Skip to the conversation" }),
@@ -1848,7 +2660,27 @@ function ChatApp({ session }) {
           hasMore: nextCursor !== null,
           loadingMore,
           onLoadMore: loadMore,
-          emptyText: staff ? "No conversations yet." : "No conversations yet.",
+          emptyText: filter && filter.queue !== "all" ? "No conversations here." : filter && filter.status !== "open" ? `No ${filter.status} conversations.` : "No conversations yet.",
+          tools: /* @__PURE__ */ a3("div", { class: "list-tools", children: [
+            /* @__PURE__ */ a3("div", { class: "search-row", children: [
+              /* @__PURE__ */ a3(SearchBox, { query, onQuery: setQuery }),
+              filter && /* @__PURE__ */ a3(StatusFilter, { filter, counts, onChange: setFilter })
+            ] }),
+            filter && !query.trim() && /* @__PURE__ */ a3(QueueButtons, { filter, counts, onChange: setFilter })
+          ] }),
+          replacement: query.trim() ? /* @__PURE__ */ a3(
+            SearchResults,
+            {
+              api,
+              query,
+              side,
+              otherLabel,
+              titleOf: titleById,
+              onOpen: openResult,
+              onExpired: session.expired,
+              openedId: highlight
+            }
+          ) : null,
           action: staff ? null : /* @__PURE__ */ a3(
             "button",
             {
@@ -1883,7 +2715,8 @@ function ChatApp({ session }) {
           presence: presenceOf(selected),
           presenceText: presenceLine(selected),
           onBack: back,
-          focusTarget
+          focusTarget,
+          highlightId: highlight
         },
         selected.id
       ) : /* @__PURE__ */ a3("div", { class: "empty-main", children: [
@@ -6255,6 +7088,8 @@ function eventFromChange(data, now = Date.now()) {
           createdAt: req(row, "created_at"),
           attachments: attachmentsOf(row["attachments"]),
           ...opt(row, "client_message_id", "clientMessageId"),
+          ...opt(row, "edited_at", "editedAt"),
+          ...opt(row, "deleted_at", "deletedAt"),
           change,
           ...position
         }
@@ -6327,7 +7162,7 @@ function eventFromChange(data, now = Date.now()) {
       return null;
   }
 }
-function messageFromApi(value) {
+function messageFromApi(value, change = "INSERT") {
   const m3 = isObject(value) ? value : {};
   return {
     id: req(m3, "id"),
@@ -6338,7 +7173,9 @@ function messageFromApi(value) {
     createdAt: req(m3, "createdAt"),
     attachments: attachmentsOf(m3["attachments"]),
     ...opt(m3, "clientMessageId", "clientMessageId"),
-    change: "INSERT",
+    ...opt(m3, "editedAt", "editedAt"),
+    ...opt(m3, "deletedAt", "deletedAt"),
+    change,
     ...deliveryOf(m3["delivery"])
   };
 }
@@ -6379,15 +7216,20 @@ var Http = class {
   /**
    * `method path` with an optional JSON body; resolves to the envelope's `data`. Rejects with
    * ApiError: the server's code and message, or status 0 when no answer came (network down,
-   * timeout), so callers catch one class.
+   * timeout), so callers catch one class. `raw`: a body sent as is instead (an upload), with
+   * its content type and, for a large one, a longer timeout.
    */
-  async request(method, path, body) {
-    const { baseUrl, anonKey, token, fetch: fetch2, timeoutMs } = this.options;
+  async request(method, path, body, raw) {
+    const { baseUrl, anonKey, token, fetch: fetch2 } = this.options;
+    const timeoutMs = raw?.timeoutMs ?? this.options.timeoutMs;
     const headers = { apikey: anonKey, Accept: "application/json" };
     const bearer = token();
     if (bearer) headers["Authorization"] = `Bearer ${bearer}`;
     const init = { method, headers };
-    if (body !== void 0) {
+    if (raw !== void 0) {
+      headers["Content-Type"] = raw.contentType;
+      init.body = raw.body;
+    } else if (body !== void 0) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -6959,6 +7801,8 @@ var Topic = class {
 // ../clients/js/src/manager.ts
 var MESSAGE_TABLES = [
   { event: "INSERT", schema: "public", table: "customer_messages" },
+  // Edits and deletes (tombstones) of messages already sent.
+  { event: "UPDATE", schema: "public", table: "customer_messages" },
   { event: "INSERT", schema: "public", table: "message_read_receipts" },
   { event: "*", schema: "public", table: "message_typing_indicators" },
   { event: "*", schema: "public", table: "message_delivery_status" }
@@ -7203,8 +8047,51 @@ var RealtimeMessagingManager = class {
   async sendMessage(conversationId, content, options = {}) {
     const body = { content };
     if (options.attachments !== void 0) body["attachments"] = options.attachments;
+    if (options.attachmentIds !== void 0) body["attachmentIds"] = options.attachmentIds;
     if (options.clientMessageId !== void 0) body["clientMessageId"] = options.clientMessageId;
     return messageFromApi(await this.api("POST", `/api/conversations/${enc(conversationId)}/messages`, body));
+  }
+  /**
+   * Replace the content of one's own message within the server's edit window; resolves to the
+   * message (`editedAt` set). Subscribers get it through `onMessage` as an `UPDATE`.
+   */
+  async editMessage(messageId, content) {
+    const data = await this.api("PATCH", `/api/messages/${enc(messageId)}`, { content });
+    return messageFromApi(data, "UPDATE");
+  }
+  /**
+   * Delete a message, leaving a tombstone in its place (`deletedAt` set, content and attachments
+   * emptied); deleting it again resolves to the same tombstone.
+   */
+  async deleteMessage(messageId) {
+    return messageFromApi(await this.api("DELETE", `/api/messages/${enc(messageId)}`), "UPDATE");
+  }
+  /**
+   * Upload a file to a conversation (docs/files.md); resolves to its details, whose `id` goes
+   * in `sendMessage(conversationId, '', { attachmentIds: [id] })`. A `Blob` or `File` is
+   * streamed by fetch, and names its type and filename unless the options do.
+   */
+  async uploadAttachment(conversationId, data, options = {}) {
+    this.ensureOpen();
+    const named = typeof File !== "undefined" && data instanceof File ? data.name : void 0;
+    const typed = typeof Blob !== "undefined" && data instanceof Blob ? data.type : "";
+    const query = new URLSearchParams({ filename: options.filename ?? named ?? "attachment" });
+    const uploaded = await this.http.request(
+      "POST",
+      `/api/conversations/${enc(conversationId)}/attachments?${query}`,
+      void 0,
+      {
+        body: data,
+        contentType: options.contentType ?? (typed || "application/octet-stream"),
+        timeoutMs: options.timeoutMs ?? 6e5
+      }
+    );
+    return uploaded;
+  }
+  /** A file's details and a signed download URL, valid for a few minutes (participants only). */
+  async getAttachmentUrl(attachmentId) {
+    const data = await this.api("GET", `/api/attachments/${enc(attachmentId)}`);
+    return data;
   }
   /** A page of history, newest first, and the cursor of the next (older) page. */
   async getMessages(conversationId, options = {}) {
@@ -7212,7 +8099,7 @@ var RealtimeMessagingManager = class {
     if (options.before) query.set("before", options.before);
     const data = await this.api("GET", `/api/conversations/${enc(conversationId)}/messages?${query}`);
     const page = isObject4(data) ? data : {};
-    const messages = Array.isArray(page["messages"]) ? page["messages"].map(messageFromApi) : [];
+    const messages = Array.isArray(page["messages"]) ? page["messages"].map((m3) => messageFromApi(m3)) : [];
     const cursor = page["nextCursor"];
     return { messages, nextCursor: typeof cursor === "string" ? cursor : null };
   }
@@ -7275,6 +8162,45 @@ var RealtimeMessagingManager = class {
     const body = { status };
     if (metadata !== void 0) body["metadata"] = metadata;
     return presenceFromApi(await this.api("PUT", "/api/presence", body));
+  }
+  /**
+   * Messages the caller may see that match `q` (web-search syntax: words, "a phrase", -not),
+   * best first, and the cursor of the next page. `snippet` is HTML: the text escaped, the
+   * matched words in `<mark>`.
+   */
+  async search(q2, options = {}) {
+    const query = new URLSearchParams({ q: q2, limit: String(options.limit ?? 20) });
+    if (options.conversationId) query.set("conversationId", options.conversationId);
+    if (options.cursor) query.set("cursor", options.cursor);
+    const data = await this.api("GET", `/api/search?${query}`);
+    const page = isObject4(data) ? data : {};
+    const results = Array.isArray(page["results"]) ? page["results"] : [];
+    const cursor = page["nextCursor"];
+    return { results, nextCursor: typeof cursor === "string" ? cursor : null };
+  }
+  /**
+   * A page of conversations, latest activity first, filtered by status, assignee (a staff
+   * user's id, `'mine'` or `'unassigned'`) and unread; and the cursor of the next page.
+   */
+  async listConversations(options = {}) {
+    const query = new URLSearchParams({ limit: String(options.limit ?? 50) });
+    if (options.status) query.set("status", options.status);
+    if (options.assignee) query.set("assignee", options.assignee);
+    if (options.unread !== void 0) query.set("unread", String(options.unread));
+    if (options.before) query.set("before", options.before);
+    const data = await this.api("GET", `/api/conversations?${query}`);
+    const page = isObject4(data) ? data : {};
+    const conversations = Array.isArray(page["conversations"]) ? page["conversations"] : [];
+    const cursor = page["nextCursor"];
+    return { conversations, nextCursor: typeof cursor === "string" ? cursor : null };
+  }
+  /**
+   * How many conversations each inbox filter holds in `status` (default open), and per status.
+   * For live badges, ask again when the inbox's subscription delivers a change (docs/api.md).
+   */
+  async getConversationCounts(status = "open") {
+    const data = await this.api("GET", `/api/conversations/counts?${new URLSearchParams({ status })}`);
+    return data;
   }
   /** How many messages from the other side this user has not read, in all conversations. */
   async getUnreadCount(userId, customerId) {
