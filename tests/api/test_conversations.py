@@ -283,3 +283,17 @@ async def test_entries_carry_the_customers_name_and_the_latest_message(
     status, reply, _ = await http.call("GET", "/api/conversations", portal)
     [entry] = [c for c in assert_ok(status, reply)["conversations"] if c["id"] == str(conv)]
     assert entry["lastMessage"]["content"] == "latest"
+    assert entry["lastMessage"]["deletedAt"] is None and entry["lastMessage"]["attachments"] == []
+    # A deleted latest message says so (a list can then show it as deleted, not as empty).
+    status, reply, _ = await http.call("DELETE", f"/api/messages/{last}", staff)
+    assert_ok(status, reply)
+    for path, pick in (
+        (f"/api/conversations/{conv}", lambda d: d),
+        (
+            "/api/conversations",
+            lambda d: next(c for c in d["conversations"] if c["id"] == str(conv)),
+        ),
+    ):
+        status, reply, _ = await http.call("GET", path, staff)
+        entry = pick(assert_ok(status, reply))
+        assert entry["lastMessage"]["content"] == "" and entry["lastMessage"]["deletedAt"]

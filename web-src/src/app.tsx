@@ -40,6 +40,12 @@ interface LastMessage {
 }
 
 /** The customer's name, or "Customer 3f2a9c" when the server gives none. */
+/** What a list says of a conversation's latest message, which may have no text of its own. */
+function lastText(message: { content: string; deletedAt?: string | null; attachments?: unknown[] }): string {
+  if (message.deletedAt) return 'Message deleted';
+  return message.content || (message.attachments && message.attachments.length > 0 ? 'Sent a file' : '');
+}
+
 function customerLabel(conversation: Conversation, otherLabel: string): string {
   return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
 }
@@ -160,7 +166,7 @@ export function ChatApp({ session }: { session: Session }) {
               : api.messages(conversation.id, 1).then((page): HistoryMessage | undefined => page.items[0]),
             api.presence(conversation.id),
           ]);
-          if (last) noteLast(conversation.id, last);
+          if (last) noteLast(conversation.id, { ...last, content: lastText(last) });
           notePresence(rows);
           const staffIds = rows.map((r) => r.userId).filter((id): id is string => Boolean(id));
           if (conversation.assignedUserId) staffIds.push(conversation.assignedUserId);
@@ -337,9 +343,7 @@ export function ChatApp({ session }: { session: Session }) {
         onMessage: (event: LiveMessage) => {
           if (event.change === 'DELETE') return;
           noteLast(event.conversationId, {
-            content: event.deletedAt
-              ? 'Message deleted'
-              : event.content || (event.attachments && event.attachments.length > 0 ? 'Sent a file' : ''),
+            content: lastText(event),
             senderType: event.senderType,
             createdAt: event.createdAt,
           });

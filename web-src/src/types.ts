@@ -21,7 +21,13 @@ export interface Conversation {
   updatedAt: string | null;
   /** In lists and `GET /api/conversations/{id}`: the customer's name and the latest message. */
   customerName?: string | null;
-  lastMessage?: { content: string; senderType: SenderType; createdAt: string } | null;
+  lastMessage?: {
+    content: string;
+    senderType: SenderType;
+    createdAt: string;
+    deletedAt?: string | null;
+    attachments?: unknown[];
+  } | null;
 }
 
 export type ConversationStatus = 'open' | 'pending' | 'resolved' | 'closed';

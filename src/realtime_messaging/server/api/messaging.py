@@ -56,11 +56,12 @@ def conversation_json(row: asyncpg.Record) -> dict[str, Any]:
 _CONVERSATION_ENTRY = """
 SELECT c.*, cu.name AS customer_name, lm.id AS last_id, lm.content AS last_content,
        lm.sender_type AS last_sender_type, lm.sender_id AS last_sender_id,
-       lm.created_at AS last_created_at
+       lm.created_at AS last_created_at, lm.deleted_at AS last_deleted_at,
+       lm.attachments AS last_attachments
 FROM public.conversations c
 LEFT JOIN public.customers cu ON cu.id = c.customer_id
 LEFT JOIN LATERAL (
-    SELECT m.id, m.content, m.sender_type, m.sender_id, m.created_at
+    SELECT m.id, m.content, m.sender_type, m.sender_id, m.created_at, m.deleted_at, m.attachments
     FROM public.customer_messages m WHERE m.conversation_id = c.id
     ORDER BY m.created_at DESC, m.id DESC LIMIT 1
 ) lm ON true
@@ -70,12 +71,18 @@ LEFT JOIN LATERAL (
 def conversation_entry_json(row: asyncpg.Record) -> dict[str, Any]:
     last = None
     if row["last_id"] is not None:
+        attachments = row["last_attachments"]
         last = {
             "id": str(row["last_id"]),
             "content": row["last_content"],
             "senderType": row["last_sender_type"],
             "senderId": str(row["last_sender_id"]),
             "createdAt": _iso(row["last_created_at"]),
+            # So that a list can say "deleted" or "a file" for a message with no text.
+            "deletedAt": _iso(row["last_deleted_at"]),
+            "attachments": (
+                orjson.loads(attachments) if isinstance(attachments, str) else attachments
+            ),
         }
     return {**conversation_json(row), "customerName": row["customer_name"], "lastMessage": last}
 
@@ -169,6 +176,8 @@ CONVERSATION_ENTRY = {
                     senderType={"enum": ["customer", "staff"]},
                     senderId=_UUID,
                     createdAt=_TIME,
+                    deletedAt=_TIME_OR_NULL,
+                    attachments={"type": "array"},
                 ),
                 {"type": "null"},
             ]

@@ -104,12 +104,13 @@ def _my_user_id(caller: Caller) -> UUID:
 _LIST_ENTRY = """
 SELECT c.*, p.activity, cu.name AS customer_name, lm.id AS last_id, lm.content AS last_content,
        lm.sender_type AS last_sender_type, lm.sender_id AS last_sender_id,
-       lm.created_at AS last_created_at
+       lm.created_at AS last_created_at, lm.deleted_at AS last_deleted_at,
+       lm.attachments AS last_attachments
 FROM page p
 JOIN public.conversations c ON c.id = p.id
 LEFT JOIN public.customers cu ON cu.id = c.customer_id
 LEFT JOIN LATERAL (
-    SELECT m.id, m.content, m.sender_type, m.sender_id, m.created_at
+    SELECT m.id, m.content, m.sender_type, m.sender_id, m.created_at, m.deleted_at, m.attachments
     FROM public.customer_messages m WHERE m.conversation_id = c.id
     ORDER BY m.created_at DESC, m.id DESC LIMIT 1
 ) lm ON true

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-KMZQC3UP.js";
+} from "./chunk-3PJDSBVR.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-KMZQC3UP.js";
+} from "./chunk-3PJDSBVR.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

@@ -2214,6 +2214,10 @@ function matches(conversation, filter, userId, theirs) {
   if (filter.queue === "unread") return theirs;
   return true;
 }
+function lastText(message) {
+  if (message.deletedAt) return "Message deleted";
+  return message.content || (message.attachments && message.attachments.length > 0 ? "Sent a file" : "");
+}
 function customerLabel(conversation, otherLabel) {
   return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
 }
@@ -2315,7 +2319,7 @@ function ChatApp({ session }) {
             conversation.lastMessage !== void 0 ? conversation.lastMessage : api.messages(conversation.id, 1).then((page) => page.items[0]),
             api.presence(conversation.id)
           ]);
-          if (last) noteLast(conversation.id, last);
+          if (last) noteLast(conversation.id, { ...last, content: lastText(last) });
           notePresence(rows);
           const staffIds = rows.map((r3) => r3.userId).filter((id) => Boolean(id));
           if (conversation.assignedUserId) staffIds.push(conversation.assignedUserId);
@@ -2448,7 +2452,7 @@ function ChatApp({ session }) {
       onMessage: (event) => {
         if (event.change === "DELETE") return;
         noteLast(event.conversationId, {
-          content: event.deletedAt ? "Message deleted" : event.content || (event.attachments && event.attachments.length > 0 ? "Sent a file" : ""),
+          content: lastText(event),
           senderType: event.senderType,
           createdAt: event.createdAt
         });
