@@ -398,15 +398,36 @@ class ChangeFeed:
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The connection :meth:`start` opened, until the task takes it over.
+        self._first: asyncpg.Connection | None = None
         self.position: int | None = None
         self.live = asyncio.Event()
         self.stamper = False
         self._statistics: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Connect and read the log's head before returning, so before the server listens: a
+        client that joins once it does must get every change committed after its join. Read
+        later, in the feed's task, the head could already lie past a change that another
+        process stamped after the join (that change would then reach no one). If the database
+        does not answer now, the task reads the head when it connects, as after an outage."""
+        first: asyncpg.Connection | None = None
+        if self.position is None:
+            try:
+                first = await connect_feed(self._url)
+                self.position = await feed_head(first)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("change feed could not read the log's head at start (%r)", exc)
+                if first is not None:
+                    first.terminate()
+                    first = None
+        self._first = first
         self._task = asyncio.create_task(self._run(), name="rtm-change-feed")
 
     async def stop(self) -> None:
+        if self._first is not None:  # the task never started
+            self._first.terminate()
+            self._first = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -421,8 +442,9 @@ class ChangeFeed:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            opened, self._first = self._first, None
             try:
-                await self._session()
+                await self._session(opened)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke, the feed must come back by itself
@@ -434,9 +456,10 @@ class ChangeFeed:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self._max_backoff)
 
-    async def _session(self) -> None:
-        """One database connection's worth of feeding; returns or raises when it breaks."""
-        conn = await connect_feed(self._url)
+    async def _session(self, first: asyncpg.Connection | None = None) -> None:
+        """One database connection's worth of feeding (``first``: the one :meth:`start`
+        opened); returns or raises when it breaks."""
+        conn = first if first is not None else await connect_feed(self._url)
         try:
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self.position is None:
