@@ -1,5 +1,5 @@
-"""Full-text search over the messages the caller may see: PostgreSQL text search on the index
-of migration 0015, ranked, with highlighted snippets, paged by an opaque cursor. The query runs
+"""Full-text search over the messages the caller may see: PostgreSQL text search on the stored
+words of migration 0018, ranked, with highlighted snippets, paged by an opaque cursor. The query runs
 as the caller, so row-level security decides which messages can be found."""
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from .framework import (
 #: Longest search text accepted, in characters.
 MAX_QUERY_CHARS = 200
 MAX_LIMIT = 50
-#: How many of the newest matches are ranked (rtm.search_messages, 0015): ranking reads each
-#: candidate's words again, so this bounds a search for a word found in most messages.
+#: How many of the newest matches are ranked (rtm.search_messages, 0018): ranking costs a step
+#: per candidate, so this bounds a search for a word found in most messages.
 CANDIDATES = 500
 #: How long one search may run (statement_timeout) before it is refused as too broad.
 SEARCH_TIMEOUT_MS = 3000
-#: The text search configuration of the index (0015). Queries must name the same one, or the
-#: index is not used.
+#: The text search configuration of the stored words (0018). Queries must name the same one, or
+#: they look for words spelled differently.
 CONFIG = "simple"
 #: Private-use characters that ts_headline puts around a match. They are taken out of the
 #: content first, so only PostgreSQL's own markers remain; after HTML escaping they become
@@ -115,7 +115,7 @@ def search_sql(query: SearchQuery) -> tuple[str, list[Any]]:
         *after,
         CANDIDATES,
     ]
-    # rtm.search_messages (0015) finds, ranks and cuts the page (the text index is usable there,
+    # rtm.search_messages (0018) finds, ranks and cuts the page (the text index is usable there,
     # not under row rules); the join back to customer_messages runs as the caller, so row-level
     # security decides what is shown. Content is read and highlighted for the page only.
     sql = f"""
