@@ -93,6 +93,12 @@ class FileSettings:
     max_pending: int = 50
     #: Lifetime of a signed download URL (``RTM_DOWNLOAD_URL_TTL``, seconds).
     url_ttl: int = 300
+    #: An upload not sent with a message within this long is deleted, row and bytes
+    #: (``RTM_UPLOAD_PENDING_TTL``, seconds, default a day).
+    pending_ttl: float = 24 * 3600.0
+    #: How often the purge worker deletes expired uploads and the stored bytes of deleted files
+    #: (``RTM_PURGE_INTERVAL``, seconds).
+    purge_interval: float = 60.0
     #: The S3-compatible store; None: files under ``<data dir>/attachments``.
     s3: S3Config | None = None
 
@@ -117,6 +123,8 @@ class FileSettings:
             content_types=tuple(t.strip().lower() for t in types),
             max_pending=int(_env("RTM_UPLOAD_MAX_PENDING") or 50),
             url_ttl=int(_env("RTM_DOWNLOAD_URL_TTL") or 300),
+            pending_ttl=float(_env("RTM_UPLOAD_PENDING_TTL") or 86400),
+            purge_interval=float(_env("RTM_PURGE_INTERVAL") or 60),
             s3=s3,
         )
 

@@ -89,8 +89,8 @@ async def test_every_api_and_rest_route_of_the_app_is_in_it(
     } <= documented
     # 22 + 2 admin lists + 4 /rest/v1/{table} + 2 REST broadcast + 2 message edit/delete
     # + 2 attachments (upload, signed link) + 2 search and queues (search, conversation counts)
-    # + 4 webhook admin routes (create, list, delete, attempts)
-    assert len(documented) == 40
+    # + 5 webhook admin routes (create, list, change, delete, attempts)
+    assert len(documented) == 41
 
 
 async def test_every_route_reading_a_json_body_declares_it(http: Http) -> None:

@@ -1,5 +1,5 @@
 """The webhook admin endpoints over real HTTP: register, list with health, attempts by cursor,
-delete; the service key only; hostile input refused in the envelope; failing endpoints in
+change, pause and resume, delete; the service key only; hostile input refused in the envelope; failing endpoints in
 /metrics. A server and database of this module's own (its worker posts to a loopback receiver).
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 
@@ -57,13 +58,16 @@ class Endpoint:
     def __init__(self, status: int) -> None:
         self.status = status
         self.posts = 0
+        #: Each post's query string (which subscription sent it) and message content.
+        self.received: list[tuple[str, str | None]] = []
         self.changed = asyncio.Condition()
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
+        event = orjson.loads(await request.read())
         async with self.changed:
             self.posts += 1
+            self.received.append((request.query_string, event["data"].get("content")))
             self.changed.notify_all()
         return web.Response(status=self.status, text="x" * 100_000)  # read only in part
 
@@ -200,6 +204,7 @@ async def test_only_the_service_key_reaches_them(
         ("POST", "/api/admin/webhooks", {"url": "https://example.com/", "events": EVENTS}),
         ("GET", "/api/admin/webhooks", None),
         ("DELETE", f"/api/admin/webhooks/{UNKNOWN}", None),
+        ("PATCH", f"/api/admin/webhooks/{UNKNOWN}", {"active": False}),
         ("GET", f"/api/admin/webhooks/{UNKNOWN}/attempts", None),
     ]
     for method, path, body in routes:
@@ -294,3 +299,158 @@ async def test_private_targets_are_refused_unless_allowed(
                 api, srv.service_key, url="https://hooks.example.com/in", events=EVENTS
             )
             assert_ok(status, reply, 201)
+
+
+async def until_pending(api: Http, key: str, hook: str, pending: int) -> None:
+    """Wait until the admin list shows ``pending`` events for ``hook`` (the worker records a
+    round's outcome after its posts)."""
+    async with asyncio.timeout(15):
+        while (await listed(api, key))[hook]["pending"] != pending:
+            await asyncio.sleep(0.02)
+
+
+async def listed(api: Http, key: str) -> dict[str, dict[str, Any]]:
+    """The admin list, by id."""
+    status, reply, _ = await api.call("GET", "/api/admin/webhooks", key)
+    return {w["id"]: w for w in assert_ok(status, reply)["webhooks"]}
+
+
+async def test_a_webhook_is_changed_in_place_with_the_rules_of_registration(
+    api: Http, hook_server: RunningServer, hpool: asyncpg.Pool
+) -> None:
+    key = hook_server.service_key
+    status, reply = await create(api, key, url="https://example.com/a", events=EVENTS)
+    hook = assert_ok(status, reply, 201)["id"]
+    path = f"/api/admin/webhooks/{hook}"
+    changes = {"url": "https://example.com/b", "events": ["message.deleted"] * 2}
+    status, reply, _ = await api.call("PATCH", path, key, json=changes)
+    changed = assert_ok(status, reply)
+    assert (changed["url"], changed["events"]) == ("https://example.com/b", ["message.deleted"])
+    assert changed["active"] is True and changed["pending"] == 0 and "secret" not in changed
+    status, reply, _ = await api.call("PATCH", path, key, json={"secret": "n" * 30})
+    assert assert_ok(status, reply)["url"] == "https://example.com/b"
+    stored = await hpool.fetchrow("SELECT * FROM rtm.webhooks WHERE id = $1", uuid.UUID(hook))
+    assert (stored["secret"], list(stored["events"])) == ("n" * 30, ["message.deleted"])
+    assert (await listed(api, key))[hook] == changed
+
+    bad_bodies: list[tuple[Any, str]] = [
+        ({"url": "ftp://example.com/in"}, "http"),
+        ({"url": "https://user:pw@example.com/"}, "credentials"),
+        ({"url": "https://" + "a" * 3000 + ".com/"}, "url"),
+        ({"url": None}, "url"),
+        ({"events": []}, "events"),
+        ({"events": ["message.exploded"]}, "events"),
+        ({"events": None}, "events"),
+        ({"secret": "short"}, "secret"),
+        ({"secret": "has a space in it!!"}, "secret"),
+        ({"active": "no"}, "active"),
+        ({"active": 0}, "active"),
+        ({"active": None}, "active"),
+        ({"admin": True}, "admin"),
+        ({}, "nothing to change"),
+    ]
+    for body, fragment in bad_bodies:
+        status, reply, _ = await api.call("PATCH", path, key, json=body)
+        assert_error(status, reply, 422, "validation_error", fragment)
+    status, reply, _ = await api.call("PATCH", path, key, data=b"[")
+    assert 400 <= status < 500 and reply["success"] is False
+    status, reply, _ = await api.call("PATCH", "/api/admin/webhooks/not-a-uuid", key, json={})
+    assert_error(status, reply, 422, "validation_error", "webhook_id")
+    status, reply, _ = await api.call(
+        "PATCH", f"/api/admin/webhooks/{UNKNOWN}", key, json={"active": False}
+    )
+    assert_error(status, reply, 404, "not_found", "webhook")
+    assert await hpool.fetchval("SELECT secret FROM rtm.webhooks") == "n" * 30
+
+
+async def test_a_paused_webhook_keeps_its_events_and_sends_them_in_order_once_resumed(
+    api: Http, hook_server: RunningServer, hpool: asyncpg.Pool, endpoint: Endpoint
+) -> None:
+    key = hook_server.service_key
+    status, reply = await create(api, key, url=endpoint.url, events=["message.created"])
+    paused = assert_ok(status, reply, 201)["id"]
+    # A second subscription stays active: once it has its posts, the worker has seen the
+    # events, and would have posted the paused one's too.
+    status, reply = await create(
+        api, key, url=endpoint.url + "?witness", events=["message.created"]
+    )
+    witness = assert_ok(status, reply, 201)["id"]
+    path = f"/api/admin/webhooks/{paused}"
+    status, reply, _ = await api.call("PATCH", path, key, json={"active": False})
+    assert assert_ok(status, reply)["active"] is False
+
+    seed = Seed(hpool)
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    for text in ("one", "two", "three"):
+        await hpool.execute(
+            "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+            "VALUES ($1, 'customer', $2, $3)",
+            conv,
+            customer,
+            text,
+        )
+    await endpoint.until_posts(3)
+    assert endpoint.received == [("witness", t) for t in ("one", "two", "three")]
+    await until_pending(api, key, witness, 0)
+    hooks = await listed(api, key)
+    assert (hooks[paused]["active"], hooks[paused]["pending"]) == (False, 3)
+    assert (hooks[witness]["active"], hooks[witness]["pending"]) == (True, 0)
+    # Pausing again changes nothing.
+    status, reply, _ = await api.call("PATCH", path, key, json={"active": False})
+    assert assert_ok(status, reply)["pending"] == 3
+
+    status, reply, _ = await api.call("PATCH", path, key, json={"active": True})
+    assert assert_ok(status, reply)["active"] is True
+    await endpoint.until_posts(6)
+    assert endpoint.received[3:] == [("", t) for t in ("one", "two", "three")]
+    await until_pending(api, key, paused, 0)
+    attempts = assert_ok(
+        *(await api.call("GET", f"/api/admin/webhooks/{paused}/attempts", key))[:2]
+    )["attempts"]
+    assert [a["statusCode"] for a in attempts] == [200, 200, 200]
+
+
+async def test_a_delete_during_a_delivery_round_waits_for_it_instead_of_deadlocking(
+    api: Http, hook_server: RunningServer, hpool: asyncpg.Pool, hook_db: str
+) -> None:
+    key = hook_server.service_key
+    status, reply = await create(api, key, url="https://example.com/in", events=["message.created"])
+    hook = uuid.UUID(assert_ok(status, reply, 201)["id"])
+    await hpool.execute("UPDATE rtm.webhooks SET active = false WHERE id = $1", hook)
+    seed = Seed(hpool)
+    customer, _ = await seed.customer()
+    await hpool.execute(
+        "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+        "VALUES ($1, 'customer', $2, 'hi')",
+        await seed.conversation(customer),
+        customer,
+    )
+    # A worker's round: its rows claimed, then (after the posts) the subscription's health.
+    round_ = await asyncpg.connect(hook_db)
+    try:
+        async with round_.transaction():
+            claimed = await round_.fetch(
+                "SELECT id FROM rtm.webhook_outbox WHERE webhook_id = $1 FOR UPDATE", hook
+            )
+            assert len(claimed) == 1
+            delete = asyncio.create_task(
+                api.call("DELETE", f"/api/admin/webhooks/{hook}", key), name="delete"
+            )
+            async with asyncio.timeout(15):
+                while not await hpool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%webhook%' AND pid <> $1",
+                    round_.get_server_pid(),
+                ):
+                    await asyncio.sleep(0.02)
+            await round_.execute(
+                "UPDATE rtm.webhooks SET consecutive_failures = consecutive_failures + 1 "
+                "WHERE id = $1",
+                hook,
+            )
+    finally:
+        await round_.close()
+    status, reply, _ = await delete
+    assert assert_ok(status, reply) == {"id": str(hook)}
+    assert await hpool.fetchval("SELECT count(*) FROM rtm.webhooks WHERE id = $1", hook) == 0

@@ -25,6 +25,8 @@ from realtime_messaging.server.webhooks import (
     GuardedResolver,
     WebhookWorker,
     check_url,
+    pause,
+    resume,
     retry_delay,
     sign,
 )
@@ -220,10 +222,15 @@ async def test_without_a_subscription_nothing_is_written(hpool: asyncpg.Pool) ->
     await message(hpool, conv, customer, "nobody listens")
     hook = await subscribe(hpool, "http://127.0.0.1:9/x", ["message.deleted"])
     await message(hpool, conv, customer, "not this event")
+    assert await hpool.fetchval("SELECT count(*) FROM rtm.webhook_outbox") == 0
+    # A paused subscription's events are written, parked until it is resumed.
     await hpool.execute("UPDATE rtm.webhooks SET active = false WHERE id = $1", hook)
     await hpool.execute("UPDATE rtm.webhooks SET events = '{message.created}' WHERE id = $1", hook)
-    await message(hpool, conv, customer, "inactive")
-    assert await hpool.fetchval("SELECT count(*) FROM rtm.webhook_outbox") == 0
+    await message(hpool, conv, customer, "paused")
+    parked = await hpool.fetch("SELECT payload, next_attempt_at::text FROM rtm.webhook_outbox")
+    assert [
+        (orjson.loads(r["payload"])["data"]["content"], r["next_attempt_at"]) for r in parked
+    ] == [("paused", "infinity")]
 
 
 async def test_every_event_arrives_signed_in_commit_order(
@@ -381,6 +388,81 @@ async def test_an_event_written_while_no_worker_runs_or_held_by_a_dead_one_is_de
         async with worker(hpool, hook_db):
             await receiver.until(lambda: len(receiver.posts) >= 1)
     assert [p.event["data"]["content"] for p in receiver.posts] == ["while stopped"]
+
+
+async def set_active(pool: asyncpg.Pool, hook: uuid.UUID, active: bool) -> None:
+    """What the admin API's PATCH does: the flag, then park or release the pending events."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE rtm.webhooks SET active = $2 WHERE id = $1", hook, active)
+        await (resume if active else pause)(conn, hook)
+
+
+async def test_the_retry_window_of_a_paused_event_counts_from_its_resume(
+    hpool: asyncpg.Pool, hook_db: str
+) -> None:
+    conv, customer = await conversation(hpool)
+    settings = WebhookSettings(
+        poll_interval=0.05,
+        timeout=5.0,
+        retry_base=0.05,
+        retry_max=0.1,
+        retry_window=30.0,
+        allow_private=True,
+    )
+    failures = {"written long ago": 1}
+
+    def fail(post: Post) -> bool:
+        content = post.event["data"]["content"]
+        if failures.get(content, 0) > 0:
+            failures[content] -= 1
+            return True
+        return False
+
+    async with receiving() as receiver, worker(hpool, hook_db, settings):
+        receiver.fail = fail
+        paused = await subscribe(hpool, receiver.url)
+        await set_active(hpool, paused, False)
+        await message(hpool, conv, customer, "written long ago")
+        # Written an hour ago, far outside the 30 s window: a pause must not expire it.
+        await hpool.execute(
+            "UPDATE rtm.webhook_outbox SET created_at = created_at - interval '1 hour'"
+        )
+        row = await hpool.fetchrow("SELECT attempts, next_attempt_at::text FROM rtm.webhook_outbox")
+        assert (row["attempts"], row["next_attempt_at"]) == (0, "infinity")
+        await set_active(hpool, paused, True)
+        # Failed once, then delivered: without the pause rule, given up at its first failure.
+        await receiver.until_posts(2)
+
+        async def delivered() -> bool:
+            return bool(
+                await hpool.fetchval(
+                    "SELECT delivered_at IS NOT NULL FROM rtm.webhook_outbox WHERE webhook_id = $1",
+                    paused,
+                )
+            )
+
+        await until(delivered)
+    assert [p.event["data"]["content"] for p in receiver.posts] == ["written long ago"] * 2
+
+
+async def test_events_parked_for_a_subscription_that_is_active_are_released(
+    hpool: asyncpg.Pool, hook_db: str
+) -> None:
+    """A writer that read the subscription as paused just before its resume committed parks
+    its event after the resume released the others: the worker's sweep releases it."""
+    conv, customer = await conversation(hpool)
+    async with receiving() as receiver:
+        hook = await subscribe(hpool, receiver.url)
+        await set_active(hpool, hook, False)
+        await message(hpool, conv, customer, "parked late")
+        await hpool.execute("UPDATE rtm.webhooks SET active = true WHERE id = $1", hook)
+        await message(hpool, conv, customer, "after the resume")
+        async with worker(hpool, hook_db):
+            await receiver.until_posts(2)
+    assert [p.event["data"]["content"] for p in receiver.posts] == [
+        "parked late",
+        "after the resume",
+    ]
 
 
 async def test_a_later_event_of_a_conversation_waits_for_the_earlier_one_others_do_not(

@@ -13,7 +13,7 @@ import { presenceText, type PresenceInfo } from './components/Presence.tsx';
 import { QueueButtons, StatusFilter } from './components/Queues.tsx';
 import { SearchBox, SearchResults } from './components/Search.tsx';
 import { StartConversation } from './components/StartConversation.tsx';
-import type { LiveMessage, LiveSubscription } from './live.ts';
+import type { LiveConversation, LiveConversationRow, LiveMessage, LiveSubscription } from './live.ts';
 import type { Session } from './sessionTypes.ts';
 import type { Conversation, ConversationCounts, HistoryMessage, ListFilter, PresenceRow, SenderType } from './types.ts';
 import { debounce, shortId } from './util.ts';
@@ -21,6 +21,10 @@ import { debounce, shortId } from './util.ts';
 const PAGE = 30;
 const DETAIL_CONCURRENCY = 4;
 const PRESENCE_REFRESH_MS = 60_000;
+/**
+ * The counts follow the changes that move them (messages, reads, conversation changes); this
+ * poll is only the fallback for what no event announces (docs/web.md "Queues").
+ */
 const COUNTS_REFRESH_MS = 60_000;
 
 /** Whether a conversation belongs in the list under the staff user's filter. */
@@ -31,6 +35,17 @@ function matches(conversation: Conversation, filter: ListFilter | null, userId: 
   if (filter.queue === 'unassigned') return conversation.assignedUserId === null;
   if (filter.queue === 'unread') return theirs; // a message of the other side, not read yet
   return true;
+}
+
+/** A list entry with the fields a conversation change carries. */
+function withRow(conversation: Conversation, row: LiveConversationRow): Conversation {
+  return {
+    ...conversation,
+    subject: row.subject,
+    status: row.status,
+    assignedUserId: row.assignedUserId,
+    updatedAt: row.updatedAt,
+  };
 }
 
 interface LastMessage {
@@ -116,6 +131,8 @@ export function ChatApp({ session }: { session: Session }) {
   const filterRef = useRef(filter);
   filterRef.current = filter;
   const fetching = useRef(new Set<string>());
+  /** The last change of each conversation being fetched, applied to what the fetch returns. */
+  const changedWhileFetching = useRef(new Map<string, LiveConversation>());
   const typingTimers = useRef(new Map<string, ReturnType<typeof setTimeout>>());
 
   const expiredOr = useCallback(
@@ -296,15 +313,67 @@ export function ChatApp({ session }: { session: Session }) {
       fetching.current.add(id);
       api
         .conversation(id)
-        .then((conversation) => {
+        .then((fetched) => {
+          // A change that arrived meanwhile may be newer than what the server answered.
+          const change = changedWhileFetching.current.get(id);
+          if (change?.type === 'DELETE') return;
+          const conversation = change ? withRow(fetched, change.conversation) : fetched;
           if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
           setConversations((old) => (old.some((c) => c.id === id) ? old : [conversation, ...old]));
           void loadDetails([conversation]);
         })
         .catch((error: unknown) => expiredOr(error, () => undefined))
-        .finally(() => fetching.current.delete(id));
+        .finally(() => {
+          fetching.current.delete(id);
+          changedWhileFetching.current.delete(id);
+        });
     },
     [api, loadDetails, expiredOr, me.userId],
+  );
+
+  const unreadRef = useRef(unread);
+  unreadRef.current = unread;
+
+  /**
+   * A conversation was created, changed (status, assignee) or deleted, here or elsewhere: its
+   * entry follows, joins or leaves the list by the filter shown, and the counts are asked again.
+   */
+  const applyConversation = useCallback(
+    (event: LiveConversation) => {
+      const row = event.conversation;
+      const id = row.id;
+      refreshCounts();
+      if (fetching.current.has(id)) changedWhileFetching.current.set(id, event);
+      const deleted = event.type === 'DELETE';
+      setOpened((old) => {
+        const current = old[id];
+        if (current === undefined) return old;
+        if (deleted) {
+          const { [id]: _gone, ...rest } = old;
+          return rest;
+        }
+        return { ...old, [id]: withRow(current, row) };
+      });
+      const current = known.current.find((c) => c.id === id);
+      if (deleted) {
+        if (current) setConversations((old) => old.filter((c) => c.id !== id));
+        return;
+      }
+      const theirs = (unreadRef.current[id] ?? 0) > 0;
+      if (current === undefined) {
+        // Not shown: fetched whole (customer name, last message) if it belongs in the list now.
+        if (matches(row, filterRef.current, me.userId, theirs)) fetchConversation(id, theirs);
+        return;
+      }
+      const updated = withRow(current, row);
+      const keep = matches(updated, filterRef.current, me.userId, theirs);
+      setConversations((old) => {
+        if (!keep) return old.filter((c) => c.id !== id);
+        // Back in the list (left it at a change an instant ago, before this render) or updated.
+        return old.some((c) => c.id === id) ? old.map((c) => (c.id === id ? withRow(c, row) : c)) : [updated, ...old];
+      });
+    },
+    [refreshCounts, fetchConversation, me.userId],
   );
 
   const setListTypist = useCallback((conversationId: string, isTyping: boolean) => {
@@ -377,8 +446,9 @@ export function ChatApp({ session }: { session: Session }) {
           if (!id) return;
           setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
         },
+        onConversation: applyConversation,
       }),
-    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf],
+    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf, applyConversation],
   );
 
   // Subscriptions: the user's own messages topic always, the open conversation's topic (staff),

@@ -17,6 +17,7 @@ export class Hub {
     onTyping: (event) => this.emit('onTyping', event),
     onDeliveryStatus: (event) => this.emit('onDeliveryStatus', event),
     onPresence: (event) => this.emit('onPresence', event),
+    onConversation: (event) => this.emit('onConversation', event),
     onError: (error) => this.emit('onError', error),
   };
 

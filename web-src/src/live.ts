@@ -60,12 +60,30 @@ export interface LivePresence {
   lastSeenAt: string;
 }
 
+/** A conversation's row as a change carries it (no customer name, no last message). */
+export interface LiveConversationRow {
+  id: string;
+  customerId: string;
+  subject: string | null;
+  status: string;
+  assignedUserId: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A conversation created, changed (status, assignee, subject) or deleted, by anyone. */
+export interface LiveConversation {
+  type: 'INSERT' | 'UPDATE' | 'DELETE';
+  conversation: LiveConversationRow;
+}
+
 export interface LiveHandlers {
   onMessage?: (event: LiveMessage) => void;
   onReadReceipt?: (event: LiveReadReceipt) => void;
   onTyping?: (event: LiveTyping) => void;
   onDeliveryStatus?: (event: LiveDeliveryStatus) => void;
   onPresence?: (event: LivePresence) => void;
+  onConversation?: (event: LiveConversation) => void;
   onError?: (error: unknown) => void;
 }
 

@@ -3,6 +3,8 @@
  * snake_case rows, the same mapping as the Python SDK's `events.py`.
  */
 
+import type { ConversationStatus } from './search.js'
+
 export type ChangeType = 'INSERT' | 'UPDATE' | 'DELETE'
 export type SenderType = 'customer' | 'staff'
 export type DeliveryStatus = 'sent' | 'delivered' | 'read' | 'failed'
@@ -83,6 +85,31 @@ export interface PresenceEvent {
   position?: number
 }
 
+/** A conversation's row as the change feed carries it: what a conversation list shows of it. */
+export interface ConversationRow {
+  id: string
+  customerId: string
+  subject: string | null
+  status: ConversationStatus
+  /** The staff user it is assigned to; null: unassigned. */
+  assignedUserId: string | null
+  createdAt: string
+  updatedAt: string
+}
+
+/**
+ * A conversation was created (`INSERT`), changed (`UPDATE`: status, assignee, subject) or
+ * deleted (`DELETE`, with its last row), wherever the change was made: the staff and customer
+ * messages topics carry them, so a list and its counts can follow without polling.
+ */
+export interface ConversationEvent {
+  type: ChangeType
+  conversation: ConversationRow
+  /** On an `UPDATE`, the row before it (to tell e.g. "was assigned to me" from "is"). */
+  previous?: ConversationRow
+  position?: number
+}
+
 /**
  * A subscription joined again after a reconnect (or a channel crash, or `setAuth` reopening
  * it), and changes flow again. Not sent for the first join.
@@ -108,6 +135,7 @@ export type RealtimeEvent =
   | { kind: 'typing'; event: TypingIndicatorEvent }
   | { kind: 'deliveryStatus'; event: DeliveryStatusEvent }
   | { kind: 'presence'; event: PresenceEvent }
+  | { kind: 'conversation'; event: ConversationEvent }
 
 /** One `postgres_changes` `data` object as the server sends it (docs/changes.md). */
 export interface ChangeData {
@@ -152,9 +180,38 @@ const SENDERS = ['customer', 'staff'] as const
 const DELIVERY = ['sent', 'delivered', 'read', 'failed'] as const
 const PRESENCE = ['online', 'away', 'offline'] as const
 const CHANGES = ['INSERT', 'UPDATE', 'DELETE'] as const
+const STATUSES = ['open', 'pending', 'resolved', 'closed'] as const
 
 function attachmentsOf(value: unknown): Attachment[] {
   return Array.isArray(value) ? value.filter(isObject) : []
+}
+
+/** A column that may be NULL: its value as a string, or null. */
+function nullable(row: Row, key: string): string | null {
+  const value = row[key]
+  return value === undefined || value === null ? null : String(value)
+}
+
+function conversationOf(row: Row): ConversationRow {
+  return {
+    id: req(row, 'id'),
+    customerId: req(row, 'customer_id'),
+    subject: nullable(row, 'subject'),
+    status: oneOf(row['status'], STATUSES, 'conversation status'),
+    assignedUserId: nullable(row, 'assigned_user_id'),
+    createdAt: req(row, 'created_at'),
+    updatedAt: req(row, 'updated_at'),
+  }
+}
+
+/** The row before an update, when the change carries a readable one (it is optional). */
+function previousOf(value: unknown): { previous?: ConversationRow } {
+  if (!isObject(value)) return {}
+  try {
+    return { previous: conversationOf(value) }
+  } catch {
+    return {}
+  }
 }
 
 /** Milliseconds since the epoch of a feed timestamp (ISO 8601; no offset means UTC). */
@@ -261,6 +318,16 @@ export function eventFromChange(data: ChangeData, now: number = Date.now()): Rea
           status: deleted ? 'offline' : oneOf(row['status'], PRESENCE, 'presence status'),
           lastSeenAt: req(row, 'last_seen_at'),
           metadata: isObject(row['metadata']) ? row['metadata'] : {},
+          ...position,
+        },
+      }
+    case 'conversations':
+      return {
+        kind: 'conversation',
+        event: {
+          type: change,
+          conversation: conversationOf(row),
+          ...(change === 'UPDATE' ? previousOf(data.old_record) : {}),
           ...position,
         },
       }

@@ -51,6 +51,8 @@ export { eventFromChange, messageFromApi, parseTimestamp, presenceFromApi } from
 export type {
   Attachment,
   ChangeType,
+  ConversationEvent,
+  ConversationRow,
   DeliveryStatus,
   DeliveryStatusEvent,
   MessageEvent,

@@ -112,6 +112,15 @@ const MESSAGE_TABLES: readonly Binding[] = [
   { event: '*', schema: 'public', table: 'message_typing_indicators' },
   { event: '*', schema: 'public', table: 'message_delivery_status' },
 ]
+/**
+ * A user's own messages topic also carries the conversations' changes (status, assignment),
+ * for live lists and counts. Not `conversation:<id>`: its filter names `conversation_id`, which
+ * the conversations table does not have (the server would refuse the whole join).
+ */
+const OWN_TABLES: readonly Binding[] = [
+  ...MESSAGE_TABLES,
+  { event: '*', schema: 'public', table: 'conversations' },
+]
 const PRESENCE_TABLES: readonly Binding[] = [{ event: '*', schema: 'public', table: 'user_presence' }]
 
 /** Acknowledged message ids remembered (a replay older than this is rare; twice is harmless). */
@@ -229,14 +238,19 @@ export class RealtimeMessagingManager {
 
   // -- subscriptions -----------------------------------------------------------------------
 
-  /** A customer's messages, receipts, typing and delivery status: `customer:<id>:messages`. */
+  /**
+   * A customer's messages, receipts, typing and delivery status, and their conversations'
+   * changes: `customer:<id>:messages`.
+   */
   subscribeToCustomerMessages(customerId: string, handlers: SubscriptionHandlers = {}): Subscription {
-    return this.subscribe(`customer:${customerId}:messages`, MESSAGE_TABLES, handlers)
+    return this.subscribe(`customer:${customerId}:messages`, OWN_TABLES, handlers)
   }
 
-  /** What a staff user sees (every conversation's events): `staff:<id>:messages`. */
+  /**
+   * What a staff user sees (every conversation's events and changes): `staff:<id>:messages`.
+   */
   subscribeToStaffMessages(userId: string, handlers: SubscriptionHandlers = {}): Subscription {
-    return this.subscribe(`staff:${userId}:messages`, MESSAGE_TABLES, handlers)
+    return this.subscribe(`staff:${userId}:messages`, OWN_TABLES, handlers)
   }
 
   /** One conversation: `conversation:<id>`, filtered on the server to that conversation. */

@@ -2,6 +2,7 @@
 
 import { RealtimeError } from './errors.js'
 import type {
+  ConversationEvent,
   DeliveryStatusEvent,
   MessageEvent,
   PresenceEvent,
@@ -21,6 +22,11 @@ export interface SubscriptionHandlers {
   onTyping?: Handler<TypingIndicatorEvent>
   onDeliveryStatus?: Handler<DeliveryStatusEvent>
   onPresence?: Handler<PresenceEvent>
+  /**
+   * A conversation created, changed (status, assignee, subject) or deleted, by anyone: on the
+   * staff and customer messages topics only (not `conversation:<id>`).
+   */
+  onConversation?: Handler<ConversationEvent>
   /**
    * The subscription joined again after a reconnect (not on the first join), once per rejoin,
    * after the changes replayed: `complete` false means some changes were lost (older than the
@@ -111,6 +117,9 @@ export class Subscription {
           break
         case 'presence':
           await this.handlers.onPresence?.(item.event)
+          break
+        case 'conversation':
+          await this.handlers.onConversation?.(item.event)
           break
       }
     } catch (error) {

@@ -82,6 +82,7 @@ export class Recorder {
       onTyping: add('typing'),
       onDeliveryStatus: add('deliveryStatus'),
       onPresence: add('presence'),
+      onConversation: add('conversation'),
       onRejoin: add('rejoin'),
       onError: add('error'),
     }

@@ -12,6 +12,8 @@ from .errors import (
     RealtimeError,
 )
 from .events import (
+    ConversationEvent,
+    ConversationRow,
     DeliveryStatusEvent,
     Event,
     MessageEvent,
@@ -32,6 +34,8 @@ __all__ = [
     "ChannelError",
     "ChannelState",
     "ConnectionLostError",
+    "ConversationEvent",
+    "ConversationRow",
     "DeliveryStatusEvent",
     "Event",
     "HeartbeatTimeoutError",

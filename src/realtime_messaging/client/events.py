@@ -91,7 +91,46 @@ class PresenceEvent:
     position: int | None = None
 
 
-Event = MessageEvent | ReadReceiptEvent | TypingIndicatorEvent | DeliveryStatusEvent | PresenceEvent
+ConversationStatus = Literal["open", "pending", "resolved", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """A conversation's row as the change feed carries it: what a conversation list shows."""
+
+    id: str
+    customer_id: str
+    status: ConversationStatus
+    created_at: str
+    updated_at: str
+    subject: str | None = None
+    #: The staff user it is assigned to; None: unassigned.
+    assigned_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """A conversation created (``INSERT``), changed (``UPDATE``: status, assignee, subject) or
+    deleted (``DELETE``, with its last row), wherever the change was made.
+
+    The staff and customer messages topics carry them (``on_conversation``), so a list and its
+    counts can follow without polling; ``previous`` is the row before an ``UPDATE``.
+    """
+
+    type: ChangeType
+    conversation: ConversationRow
+    previous: ConversationRow | None = None
+    position: int | None = None
+
+
+Event = (
+    MessageEvent
+    | ReadReceiptEvent
+    | TypingIndicatorEvent
+    | DeliveryStatusEvent
+    | PresenceEvent
+    | ConversationEvent
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +192,34 @@ class TypingTransitions:
 def _opt(row: dict[str, Any], key: str) -> str | None:
     value = row.get(key)
     return None if value is None else str(value)
+
+
+_STATUSES = ("open", "pending", "resolved", "closed")
+
+
+def _conversation(row: dict[str, Any]) -> ConversationRow:
+    status = row["status"]
+    if status not in _STATUSES:
+        raise ValueError(f"unexpected conversation status: {status!r}")
+    return ConversationRow(
+        id=str(row["id"]),
+        customer_id=str(row["customer_id"]),
+        status=status,
+        created_at=str(row["created_at"]),
+        updated_at=str(row["updated_at"]),
+        subject=_opt(row, "subject"),
+        assigned_user_id=_opt(row, "assigned_user_id"),
+    )
+
+
+def _previous(row: Any) -> ConversationRow | None:
+    """The row before an update when the change carries a readable one (it is optional)."""
+    if not isinstance(row, dict):
+        return None
+    try:
+        return _conversation(row)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -242,6 +309,13 @@ def event_from_change(data: dict[str, Any], *, now: datetime | None = None) -> E
             customer_id=_opt(row, "customer_id"),
             metadata=dict(row.get("metadata") or {}),
             change=change,
+            position=position,
+        )
+    if table == "conversations":
+        return ConversationEvent(
+            type=change,
+            conversation=_conversation(row),
+            previous=_previous(data.get("old_record")) if change == "UPDATE" else None,
             position=position,
         )
     return None

@@ -16,6 +16,7 @@ import jwt
 
 from .errors import ApiError, ConnectionLostError, RealtimeError
 from .events import (
+    ConversationEvent,
     DeliveryStatusEvent,
     Event,
     MessageEvent,
@@ -39,6 +40,7 @@ HANDLERS = (
     "on_typing",
     "on_delivery_status",
     "on_presence",
+    "on_conversation",
     "on_rejoin",
     "on_error",
 )
@@ -48,6 +50,7 @@ _HANDLER_OF: dict[type, str] = {
     TypingIndicatorEvent: "on_typing",
     DeliveryStatusEvent: "on_delivery_status",
     PresenceEvent: "on_presence",
+    ConversationEvent: "on_conversation",
     RejoinEvent: "on_rejoin",
 }
 _CLOSED = object()
@@ -87,6 +90,10 @@ MESSAGE_TABLES = (
     ("message_typing_indicators", "*"),
     ("message_delivery_status", "*"),
 )
+#: A user's own messages topic also carries the conversations' changes (status, assignment),
+#: for live lists and counts. Not ``conversation:<id>``: its filter names ``conversation_id``,
+#: which the conversations table does not have (the server would refuse the whole join).
+OWN_TABLES = (*MESSAGE_TABLES, ("conversations", "*"))
 
 
 class Subscription:
@@ -276,14 +283,14 @@ class RealtimeMessagingManager:
     async def subscribe_to_customer_messages(
         self, customer_id: object, **handlers: Handler | None
     ) -> Subscription:
-        return await self._subscribe(
-            f"customer:{customer_id}:messages", MESSAGE_TABLES, None, handlers
-        )
+        """The customer's messages, receipts, typing, delivery status and conversation changes."""
+        return await self._subscribe(f"customer:{customer_id}:messages", OWN_TABLES, None, handlers)
 
     async def subscribe_to_staff_messages(
         self, user_id: object, **handlers: Handler | None
     ) -> Subscription:
-        return await self._subscribe(f"staff:{user_id}:messages", MESSAGE_TABLES, None, handlers)
+        """Every conversation's events and changes, as the staff user sees them."""
+        return await self._subscribe(f"staff:{user_id}:messages", OWN_TABLES, None, handlers)
 
     async def subscribe_to_conversation(
         self, conversation_id: object, **handlers: Handler | None

@@ -43,6 +43,7 @@ from .maintenance import Maintenance
 from .metrics import Metrics
 from .pgchanges import ChangeRouter, load_tables
 from .public_url import PublicUrl, listen_url
+from .purge import PurgeWorker
 from .realtime import RealtimeServer
 from .realtime.frontdoor import Doors
 from .supervisor import serve_as_worker
@@ -236,6 +237,8 @@ async def build_app(
     downloads = attachments_api.register(
         api, storage=storage, settings=settings.files, secret=secret, public_url=public_url
     )
+    purge = PurgeWorker(pool, storage, settings.files)
+    metrics.watch_purge(purge.stats)
     rpc.register(api)
     await rest.register(api, pool)
     app.middlewares.append(metrics.middleware)
@@ -279,8 +282,10 @@ async def build_app(
         await maintenance.start()
         if hooks is not None:
             await hooks.start()
+        await purge.start()
 
     async def stop(app: web.Application) -> None:
+        await purge.stop()
         if hooks is not None:
             await hooks.stop()
         await maintenance.stop()

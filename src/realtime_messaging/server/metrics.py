@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from ..store.changefeed import Change, ChangeFeed
 from .pgchanges import ChangeRouter
+from .purge import PurgeStats
 from .realtime import RealtimeServer
 from .webhooks import Stats as WebhookStats
 
@@ -30,6 +31,7 @@ class _Live(Collector):
         self._router = router
         self.feed: ChangeFeed | None = None
         self.webhooks: WebhookStats | None = None
+        self.purge: PurgeStats | None = None
 
     def collect(self) -> Iterator[Metric]:
         realtime = self._realtime
@@ -125,6 +127,29 @@ class _Live(Collector):
             for webhook, count in sorted(hooks.failing.items()):
                 failing.add_metric([webhook], count)
             yield failing
+        purge = self.purge
+        if purge is not None:
+            yield GaugeMetricFamily(
+                "rtm_storage_purge_queued",
+                "Stored files waiting to be deleted from the store (read every purge round)",
+                value=purge.queued,
+            )
+            yield CounterMetricFamily(
+                "rtm_storage_purged",
+                "Stored files deleted from the store by this process",
+                value=purge.purged,
+            )
+            yield CounterMetricFamily(
+                "rtm_storage_purge_failures",
+                "Failed deletes from the store by this process (each retried later)",
+                value=purge.failed,
+            )
+            yield CounterMetricFamily(
+                "rtm_attachments_expired",
+                "Uploads never sent with a message, deleted by this process after "
+                "RTM_UPLOAD_PENDING_TTL",
+                value=purge.expired,
+            )
 
 
 class Metrics:
@@ -163,6 +188,9 @@ class Metrics:
 
     def watch_webhooks(self, stats: WebhookStats) -> None:
         self._live.webhooks = stats
+
+    def watch_purge(self, stats: PurgeStats) -> None:
+        self._live.purge = stats
 
     def observing(
         self, route: Callable[[Sequence[Change]], None]

@@ -6,7 +6,9 @@ holds them, in one transaction, while it posts them and records the outcome, so 
 processes share the outbox without sending an event twice in the normal case, and a process
 that dies mid-round leaves its rows to the others (sent again: at least once). A row waits while
 an earlier row of the same subscription and conversation is pending, which keeps the order per
-conversation. docs/webhooks.md describes what receivers see.
+conversation. A paused subscription's events wait in the outbox, parked outside the claim
+(``next_attempt_at`` = infinity), until it is resumed (:func:`resume`). docs/webhooks.md
+describes what receivers see.
 """
 
 from __future__ import annotations
@@ -175,8 +177,8 @@ class Outcome:
 
 
 _CLAIM = """
-SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, o.webhook_id,
-       o.conversation_id, w.url, w.secret
+SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, o.window_from,
+       o.webhook_id, o.conversation_id, w.url, w.secret
 FROM rtm.webhook_outbox AS o
 JOIN rtm.webhooks AS w ON w.id = o.webhook_id
 WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= clock_timestamp()
@@ -193,8 +195,9 @@ FOR UPDATE OF o SKIP LOCKED
 # The pending events behind a claimed one, in order. No SKIP LOCKED: no other worker can hold
 # them, since claiming any of them needs the first one, which this worker holds.
 _FOLLOWERS = """
-SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, o.webhook_id,
-       o.conversation_id, o.next_attempt_at <= clock_timestamp() AS due, w.url, w.secret
+SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, o.window_from,
+       o.webhook_id, o.conversation_id, o.next_attempt_at <= clock_timestamp() AS due, w.url,
+       w.secret
 FROM rtm.webhook_outbox AS o
 JOIN rtm.webhooks AS w ON w.id = o.webhook_id
 WHERE o.webhook_id = $1 AND o.conversation_id = $2 AND o.id > $3
@@ -208,7 +211,45 @@ _NEXT_DUE = """
 SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
 FROM rtm.webhook_outbox
 WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at > clock_timestamp()
+  AND next_attempt_at < 'infinity'
 """
+
+# A subscription's pending events, pause or resume: parked, or due now with a fresh retry
+# window. Rows a worker holds (posting them as the pause commits) are left to it: the claim
+# reads active subscriptions only, and the resume or the sweep below catches them.
+_PARK = """
+UPDATE rtm.webhook_outbox SET next_attempt_at = 'infinity'
+WHERE id IN (SELECT id FROM rtm.webhook_outbox
+             WHERE webhook_id = $1 AND delivered_at IS NULL AND dead_at IS NULL
+               AND next_attempt_at < 'infinity'
+             FOR UPDATE SKIP LOCKED)
+"""
+_UNPARK = """
+UPDATE rtm.webhook_outbox SET next_attempt_at = clock_timestamp(), window_from = clock_timestamp()
+WHERE id IN (SELECT id FROM rtm.webhook_outbox
+             WHERE webhook_id = $1 AND delivered_at IS NULL AND dead_at IS NULL
+             FOR UPDATE SKIP LOCKED)
+"""
+# Events parked for subscriptions that are active: written by a transaction that read the
+# subscription as paused just before its resume committed (the parked index finds them).
+_SWEEP_PARKED = """
+UPDATE rtm.webhook_outbox SET next_attempt_at = clock_timestamp(), window_from = clock_timestamp()
+WHERE webhook_id = ANY ($1::uuid[]) AND next_attempt_at = 'infinity'
+  AND delivered_at IS NULL AND dead_at IS NULL
+"""
+
+
+async def pause(conn: asyncpg.Connection, webhook_id: UUID) -> None:
+    """Park the subscription's pending events (in the caller's transaction, after the
+    subscription was marked inactive)."""
+    await conn.execute(_PARK, webhook_id)
+
+
+async def resume(conn: asyncpg.Connection, webhook_id: UUID) -> None:
+    """Make the subscription's pending events due now, in their order, each with a whole
+    retry window from now (in the caller's transaction, after it was marked active)."""
+    await conn.execute(_UNPARK, webhook_id)
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
 
 class WebhookWorker:
@@ -400,7 +441,8 @@ class WebhookWorker:
                 self.stats.delivered += 1
             else:
                 delay = retry_delay(attempt, settings.retry_base, settings.retry_max, self._rand)
-                dead = now + delay > row["created_at"].timestamp() + settings.retry_window
+                window_from = row["window_from"] or row["created_at"]
+                dead = now + delay > window_from.timestamp() + settings.retry_window
                 updates.append((row["id"], attempt, False, dead, delay, outcome.error))
                 self.stats.failed += 1
                 self.stats.dead += int(dead)
@@ -449,7 +491,8 @@ class WebhookWorker:
                 )
 
     async def _housekeeping(self) -> None:
-        """Refresh what /metrics shows; prune old delivered and dead rows."""
+        """Refresh what /metrics shows and release events parked for active subscriptions (a
+        writer that raced a resume); prune old delivered and dead rows."""
         now = time.monotonic()
         if now - self._stats_at >= STATS_INTERVAL:
             self._stats_at = now
@@ -457,8 +500,13 @@ class WebhookWorker:
                 "SELECT count(*) FROM rtm.webhook_outbox "
                 "WHERE delivered_at IS NULL AND dead_at IS NULL"
             )
-            rows = await self._pool.fetch("SELECT id, consecutive_failures FROM rtm.webhooks")
+            rows = await self._pool.fetch(
+                "SELECT id, consecutive_failures, active FROM rtm.webhooks"
+            )
             self.stats.failing = {str(r["id"]): r["consecutive_failures"] for r in rows}
+            active = [r["id"] for r in rows if r["active"]]
+            if active and await self._pool.execute(_SWEEP_PARKED, active) != "UPDATE 0":
+                self._wake.set()
         if now - self._pruned_at >= PRUNE_INTERVAL:
             self._pruned_at = now
             await self._pool.execute(

@@ -1,5 +1,5 @@
-"""Service-role endpoints for webhook subscriptions: register, list with their health, delete,
-and each one's delivery attempts (docs/webhooks.md)."""
+"""Service-role endpoints for webhook subscriptions: register, list with their health, change
+(pause and resume included), delete, and each one's delivery attempts (docs/webhooks.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import secrets
 from typing import Any, Literal, get_args
 
 import asyncpg
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from ...config import WebhookSettings
-from ..webhooks import check_url
+from ..webhooks import check_url, pause, resume
 from .errors import ApiError
 from .framework import (
     TIME_SCHEMA,
@@ -47,6 +47,16 @@ class NewWebhook(Model):
     events: list[Event] = Field(min_length=1, max_length=6)
     #: Signs every delivery (docs/webhooks.md); generated (and shown once) when left out.
     secret: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{16,256}$")
+
+
+class WebhookChanges(Model):
+    """Any of a subscription's settings, with the bounds of :class:`NewWebhook`; ``active``
+    false pauses it (its events wait), true resumes it."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    events: list[Event] | None = Field(default=None, min_length=1, max_length=6)
+    secret: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{16,256}$")
+    active: StrictBool | None = None
 
 
 class AttemptsQuery(Model):
@@ -111,6 +121,13 @@ def _webhook(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+_WITH_PENDING = (
+    "SELECT w.*, (SELECT count(*) FROM rtm.webhook_outbox AS o WHERE o.webhook_id = w.id "
+    "AND o.delivered_at IS NULL AND o.dead_at IS NULL) AS pending "
+    "FROM rtm.webhooks AS w"
+)
+
+
 def register(api: Api, settings: WebhookSettings) -> None:
     @api.route(
         "POST",
@@ -159,12 +176,55 @@ def register(api: Api, settings: WebhookSettings) -> None:
         tags=("admin", "webhooks"),
     )
     async def list_webhooks(ctx: Context, _: None) -> dict[str, Any]:
-        rows = await ctx.pool.fetch(
-            "SELECT w.*, (SELECT count(*) FROM rtm.webhook_outbox AS o WHERE o.webhook_id = w.id "
-            "AND o.delivered_at IS NULL AND o.dead_at IS NULL) AS pending "
-            "FROM rtm.webhooks AS w ORDER BY w.created_at, w.id"
-        )
+        rows = await ctx.pool.fetch(_WITH_PENDING + " ORDER BY w.created_at, w.id")
         return {"webhooks": [_webhook(r) for r in rows]}
+
+    @api.route(
+        "PATCH",
+        "/api/admin/webhooks/{webhook_id}",
+        summary=(
+            "Change a webhook's url, events or secret, or pause (active: false) and resume it; "
+            "its pending events and attempts stay"
+        ),
+        auth="service",
+        body=WebhookChanges,
+        response=envelope(_WEBHOOK),
+        tags=("admin", "webhooks"),
+    )
+    async def update_webhook(ctx: Context, body: WebhookChanges) -> dict[str, Any]:
+        webhook_id = ctx.uuid_param("webhook_id")
+        given = body.model_fields_set
+        for name in sorted(given):
+            if getattr(body, name) is None:
+                raise ApiError(422, "validation_error", f"{name}: may not be null")
+        if not given:
+            raise ApiError(
+                422, "validation_error", "nothing to change: give url, events, secret or active"
+            )
+        if body.url is not None:
+            refused = check_url(body.url, allow_private=settings.allow_private)
+            if refused is not None:
+                raise ApiError(422, "validation_error", f"url: {refused}")
+        events = sorted(set(body.events)) if body.events is not None else None
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            was = await conn.fetchval(
+                "SELECT active FROM rtm.webhooks WHERE id = $1 FOR UPDATE", webhook_id
+            )
+            if was is None:
+                raise not_found("webhook not found")
+            await conn.execute(
+                "UPDATE rtm.webhooks SET url = coalesce($2, url), events = coalesce($3, events), "
+                "secret = coalesce($4, secret), active = coalesce($5, active) WHERE id = $1",
+                webhook_id,
+                body.url,
+                events,
+                body.secret,
+                body.active,
+            )
+            if body.active is not None and body.active != was:
+                await (resume if body.active else pause)(conn, webhook_id)
+            row = await conn.fetchrow(_WITH_PENDING + " WHERE w.id = $1", webhook_id)
+        return _webhook(row)
 
     @api.route(
         "DELETE",
@@ -176,9 +236,18 @@ def register(api: Api, settings: WebhookSettings) -> None:
     )
     async def delete_webhook(ctx: Context, _: None) -> dict[str, Any]:
         webhook_id = ctx.uuid_param("webhook_id")
-        deleted = await ctx.pool.fetchval(
-            "DELETE FROM rtm.webhooks WHERE id = $1 RETURNING id", webhook_id
-        )
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            # The worker locks outbox rows, then the subscription's row: take them in that order
+            # too, waiting for a round in flight to end rather than deadlocking with it (a round
+            # that claims an event written meanwhile still can: a 409 retry, rarely).
+            await conn.execute(
+                "SELECT 1 FROM rtm.webhook_outbox WHERE webhook_id = $1 "
+                "AND delivered_at IS NULL AND dead_at IS NULL FOR UPDATE",
+                webhook_id,
+            )
+            deleted = await conn.fetchval(
+                "DELETE FROM rtm.webhooks WHERE id = $1 RETURNING id", webhook_id
+            )
         if deleted is None:
             raise not_found("webhook not found")
         return {"id": str(webhook_id)}

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-3PJDSBVR.js";
+} from "./chunk-LXNNJRG6.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-3PJDSBVR.js";
+} from "./chunk-LXNNJRG6.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

@@ -4228,8 +4228,32 @@ var SENDERS = ["customer", "staff"];
 var DELIVERY = ["sent", "delivered", "read", "failed"];
 var PRESENCE = ["online", "away", "offline"];
 var CHANGES = ["INSERT", "UPDATE", "DELETE"];
+var STATUSES = ["open", "pending", "resolved", "closed"];
 function attachmentsOf(value) {
   return Array.isArray(value) ? value.filter(isObject) : [];
+}
+function nullable(row, key) {
+  const value = row[key];
+  return value === void 0 || value === null ? null : String(value);
+}
+function conversationOf(row) {
+  return {
+    id: req(row, "id"),
+    customerId: req(row, "customer_id"),
+    subject: nullable(row, "subject"),
+    status: oneOf(row["status"], STATUSES, "conversation status"),
+    assignedUserId: nullable(row, "assigned_user_id"),
+    createdAt: req(row, "created_at"),
+    updatedAt: req(row, "updated_at")
+  };
+}
+function previousOf(value) {
+  if (!isObject(value)) return {};
+  try {
+    return { previous: conversationOf(value) };
+  } catch {
+    return {};
+  }
 }
 function parseTimestamp(value) {
   const hasZone = /(?:[zZ]|[+-]\d\d(?::?\d\d)?)$/.test(value);
@@ -4322,6 +4346,16 @@ function eventFromChange(data, now = Date.now()) {
           status: deleted ? "offline" : oneOf(row["status"], PRESENCE, "presence status"),
           lastSeenAt: req(row, "last_seen_at"),
           metadata: isObject(row["metadata"]) ? row["metadata"] : {},
+          ...position
+        }
+      };
+    case "conversations":
+      return {
+        kind: "conversation",
+        event: {
+          type: change,
+          conversation: conversationOf(row),
+          ...change === "UPDATE" ? previousOf(data.old_record) : {},
           ...position
         }
       };
@@ -4525,6 +4559,9 @@ var Subscription = class {
           break;
         case "presence":
           await this.handlers.onPresence?.(item.event);
+          break;
+        case "conversation":
+          await this.handlers.onConversation?.(item.event);
           break;
       }
     } catch (error) {
@@ -4974,6 +5011,10 @@ var MESSAGE_TABLES = [
   { event: "*", schema: "public", table: "message_typing_indicators" },
   { event: "*", schema: "public", table: "message_delivery_status" }
 ];
+var OWN_TABLES = [
+  ...MESSAGE_TABLES,
+  { event: "*", schema: "public", table: "conversations" }
+];
 var PRESENCE_TABLES = [{ event: "*", schema: "public", table: "user_presence" }];
 var ACKED_MEMORY = 1e4;
 var MAX_BATCH = 500;
@@ -5056,13 +5097,18 @@ var RealtimeMessagingManager = class {
     return event.userId !== void 0 && event.userId === me.userId;
   }
   // -- subscriptions -----------------------------------------------------------------------
-  /** A customer's messages, receipts, typing and delivery status: `customer:<id>:messages`. */
+  /**
+   * A customer's messages, receipts, typing and delivery status, and their conversations'
+   * changes: `customer:<id>:messages`.
+   */
   subscribeToCustomerMessages(customerId, handlers = {}) {
-    return this.subscribe(`customer:${customerId}:messages`, MESSAGE_TABLES, handlers);
+    return this.subscribe(`customer:${customerId}:messages`, OWN_TABLES, handlers);
   }
-  /** What a staff user sees (every conversation's events): `staff:<id>:messages`. */
+  /**
+   * What a staff user sees (every conversation's events and changes): `staff:<id>:messages`.
+   */
   subscribeToStaffMessages(userId, handlers = {}) {
-    return this.subscribe(`staff:${userId}:messages`, MESSAGE_TABLES, handlers);
+    return this.subscribe(`staff:${userId}:messages`, OWN_TABLES, handlers);
   }
   /** One conversation: `conversation:<id>`, filtered on the server to that conversation. */
   subscribeToConversation(conversationId, handlers = {}) {

@@ -2214,6 +2214,15 @@ function matches(conversation, filter, userId, theirs) {
   if (filter.queue === "unread") return theirs;
   return true;
 }
+function withRow(conversation, row) {
+  return {
+    ...conversation,
+    subject: row.subject,
+    status: row.status,
+    assignedUserId: row.assignedUserId,
+    updatedAt: row.updatedAt
+  };
+}
 function lastText(message) {
   if (message.deletedAt) return "Message deleted";
   return message.content || (message.attachments && message.attachments.length > 0 ? "Sent a file" : "");
@@ -2278,6 +2287,7 @@ function ChatApp({ session }) {
   const filterRef = T2(filter);
   filterRef.current = filter;
   const fetching = T2(/* @__PURE__ */ new Set());
+  const changedWhileFetching = T2(/* @__PURE__ */ new Map());
   const typingTimers = T2(/* @__PURE__ */ new Map());
   const expiredOr = b(
     (error, otherwise) => {
@@ -2418,13 +2428,56 @@ function ChatApp({ session }) {
     (id, theirs) => {
       if (fetching.current.has(id) || known.current.some((c3) => c3.id === id)) return;
       fetching.current.add(id);
-      api.conversation(id).then((conversation) => {
+      api.conversation(id).then((fetched) => {
+        const change = changedWhileFetching.current.get(id);
+        if (change?.type === "DELETE") return;
+        const conversation = change ? withRow(fetched, change.conversation) : fetched;
         if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
         setConversations((old) => old.some((c3) => c3.id === id) ? old : [conversation, ...old]);
         void loadDetails([conversation]);
-      }).catch((error) => expiredOr(error, () => void 0)).finally(() => fetching.current.delete(id));
+      }).catch((error) => expiredOr(error, () => void 0)).finally(() => {
+        fetching.current.delete(id);
+        changedWhileFetching.current.delete(id);
+      });
     },
     [api, loadDetails, expiredOr, me.userId]
+  );
+  const unreadRef = T2(unread);
+  unreadRef.current = unread;
+  const applyConversation = b(
+    (event) => {
+      const row = event.conversation;
+      const id = row.id;
+      refreshCounts();
+      if (fetching.current.has(id)) changedWhileFetching.current.set(id, event);
+      const deleted = event.type === "DELETE";
+      setOpened((old) => {
+        const current2 = old[id];
+        if (current2 === void 0) return old;
+        if (deleted) {
+          const { [id]: _gone, ...rest } = old;
+          return rest;
+        }
+        return { ...old, [id]: withRow(current2, row) };
+      });
+      const current = known.current.find((c3) => c3.id === id);
+      if (deleted) {
+        if (current) setConversations((old) => old.filter((c3) => c3.id !== id));
+        return;
+      }
+      const theirs = (unreadRef.current[id] ?? 0) > 0;
+      if (current === void 0) {
+        if (matches(row, filterRef.current, me.userId, theirs)) fetchConversation(id, theirs);
+        return;
+      }
+      const updated = withRow(current, row);
+      const keep = matches(updated, filterRef.current, me.userId, theirs);
+      setConversations((old) => {
+        if (!keep) return old.filter((c3) => c3.id !== id);
+        return old.some((c3) => c3.id === id) ? old.map((c3) => c3.id === id ? withRow(c3, row) : c3) : [updated, ...old];
+      });
+    },
+    [refreshCounts, fetchConversation, me.userId]
   );
   const setListTypist = b((conversationId, isTyping) => {
     const timers = typingTimers.current;
@@ -2485,9 +2538,10 @@ function ChatApp({ session }) {
         const id = event.customerId ?? event.userId;
         if (!id) return;
         setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
-      }
+      },
+      onConversation: applyConversation
     }),
-    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf]
+    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf, applyConversation]
   );
   const track = b(
     (subscription) => {
@@ -2813,6 +2867,7 @@ var Hub = class {
       onTyping: (event) => this.emit("onTyping", event),
       onDeliveryStatus: (event) => this.emit("onDeliveryStatus", event),
       onPresence: (event) => this.emit("onPresence", event),
+      onConversation: (event) => this.emit("onConversation", event),
       onError: (error) => this.emit("onError", error)
     };
   }
@@ -7065,8 +7120,32 @@ var SENDERS = ["customer", "staff"];
 var DELIVERY = ["sent", "delivered", "read", "failed"];
 var PRESENCE = ["online", "away", "offline"];
 var CHANGES = ["INSERT", "UPDATE", "DELETE"];
+var STATUSES2 = ["open", "pending", "resolved", "closed"];
 function attachmentsOf(value) {
   return Array.isArray(value) ? value.filter(isObject) : [];
+}
+function nullable(row, key) {
+  const value = row[key];
+  return value === void 0 || value === null ? null : String(value);
+}
+function conversationOf(row) {
+  return {
+    id: req(row, "id"),
+    customerId: req(row, "customer_id"),
+    subject: nullable(row, "subject"),
+    status: oneOf(row["status"], STATUSES2, "conversation status"),
+    assignedUserId: nullable(row, "assigned_user_id"),
+    createdAt: req(row, "created_at"),
+    updatedAt: req(row, "updated_at")
+  };
+}
+function previousOf(value) {
+  if (!isObject(value)) return {};
+  try {
+    return { previous: conversationOf(value) };
+  } catch {
+    return {};
+  }
 }
 function parseTimestamp(value) {
   const hasZone = /(?:[zZ]|[+-]\d\d(?::?\d\d)?)$/.test(value);
@@ -7159,6 +7238,16 @@ function eventFromChange(data, now = Date.now()) {
           status: deleted ? "offline" : oneOf(row["status"], PRESENCE, "presence status"),
           lastSeenAt: req(row, "last_seen_at"),
           metadata: isObject(row["metadata"]) ? row["metadata"] : {},
+          ...position
+        }
+      };
+    case "conversations":
+      return {
+        kind: "conversation",
+        event: {
+          type: change,
+          conversation: conversationOf(row),
+          ...change === "UPDATE" ? previousOf(data.old_record) : {},
           ...position
         }
       };
@@ -7362,6 +7451,9 @@ var Subscription = class {
           break;
         case "presence":
           await this.handlers.onPresence?.(item.event);
+          break;
+        case "conversation":
+          await this.handlers.onConversation?.(item.event);
           break;
       }
     } catch (error) {
@@ -7811,6 +7903,10 @@ var MESSAGE_TABLES = [
   { event: "*", schema: "public", table: "message_typing_indicators" },
   { event: "*", schema: "public", table: "message_delivery_status" }
 ];
+var OWN_TABLES = [
+  ...MESSAGE_TABLES,
+  { event: "*", schema: "public", table: "conversations" }
+];
 var PRESENCE_TABLES = [{ event: "*", schema: "public", table: "user_presence" }];
 var ACKED_MEMORY = 1e4;
 var MAX_BATCH = 500;
@@ -7893,13 +7989,18 @@ var RealtimeMessagingManager = class {
     return event.userId !== void 0 && event.userId === me.userId;
   }
   // -- subscriptions -----------------------------------------------------------------------
-  /** A customer's messages, receipts, typing and delivery status: `customer:<id>:messages`. */
+  /**
+   * A customer's messages, receipts, typing and delivery status, and their conversations'
+   * changes: `customer:<id>:messages`.
+   */
   subscribeToCustomerMessages(customerId, handlers = {}) {
-    return this.subscribe(`customer:${customerId}:messages`, MESSAGE_TABLES, handlers);
+    return this.subscribe(`customer:${customerId}:messages`, OWN_TABLES, handlers);
   }
-  /** What a staff user sees (every conversation's events): `staff:<id>:messages`. */
+  /**
+   * What a staff user sees (every conversation's events and changes): `staff:<id>:messages`.
+   */
   subscribeToStaffMessages(userId, handlers = {}) {
-    return this.subscribe(`staff:${userId}:messages`, MESSAGE_TABLES, handlers);
+    return this.subscribe(`staff:${userId}:messages`, OWN_TABLES, handlers);
   }
   /** One conversation: `conversation:<id>`, filtered on the server to that conversation. */
   subscribeToConversation(conversationId, handlers = {}) {
