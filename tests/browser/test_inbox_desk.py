@@ -350,6 +350,36 @@ async def test_search_finds_a_message_and_opens_its_conversation(
     await expect(staff.get_by_role("button", name=SUBJECT).first).to_be_visible()
 
 
+async def test_a_search_hit_older_than_the_loaded_history_is_brought_into_view(
+    browser: Browser, world: World
+) -> None:
+    """The first page of a conversation holds its newest 50 messages: a hit 120 messages back
+    is looked for page by page and shown, without the person scrolling."""
+    conversation = await world.conversation(
+        "Lee (customer)", "Long thread", "My serial number is QX-7741-B", assigned=False
+    )
+    await world.pool.execute(
+        "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+        "SELECT $1, 'customer', c.customer_id, 'and another detail number ' || g "
+        "FROM conversations AS c, generate_series(1, 120) AS g WHERE c.id = $1",
+        conversation,
+    )
+    staff_link, _ = world.links()
+    _, staff = await open_page(browser, staff_link)
+    await staff.get_by_label("Search messages").fill("QX-7741-B")
+    result = (
+        staff.get_by_role("list", name="Search results")
+        .get_by_role("button")
+        .filter(has_text="Long thread")
+    )
+    await expect(result).to_have_count(1)
+    await result.click()
+    found = _message(staff, "My serial number is")
+    await expect(found).to_be_in_viewport(timeout=5_000)
+    await expect(found).to_have_class(re.compile(r"\bmsg-found\b"))
+    await screenshot(staff, "inbox-search-old-hit")
+
+
 async def test_a_queue_filter_shows_only_its_conversations_and_its_count(
     browser: Browser, world: World
 ) -> None:

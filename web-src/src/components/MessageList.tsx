@@ -7,6 +7,9 @@ import type { SenderType } from '../types.ts';
 import { classes, dayOf, fullWhen, timeOf } from '../util.ts';
 import { Attachments } from './Attachments.tsx';
 
+/** Pages of older history loaded, at most, to find a search result (50 messages each). */
+const SEARCH_PAGES = 20;
+
 interface Props {
   messages: ChatMessage[];
   side: SenderType;
@@ -267,16 +270,26 @@ export function MessageList(props: Props) {
     root.querySelectorAll<HTMLElement>('[data-unread="true"]').forEach((el) => io.observe(el));
   });
 
-  // A search result: brought into view once, marked until another is chosen.
+  // A search result: brought into view once, marked until another is chosen. One older than
+  // the pages loaded so far is looked for page by page, up to SEARCH_PAGES (then the person
+  // scrolls up as usual: a search hit in a very long conversation must not fetch it all).
   const [found, setFound] = useState<string | null>(null);
+  const searched = useRef<{ id: string | null; pages: number }>({ id: null, pages: 0 });
   useEffect(() => {
     const id = props.highlightId;
     if (!id || found === id || props.loading) return;
     const el = scroller.current?.querySelector<HTMLElement>(`[data-id="${CSS.escape(id)}"]`);
-    if (!el) return;
+    if (!el) {
+      if (searched.current.id !== id) searched.current = { id, pages: 0 };
+      if (props.hasOlder && !props.loadingOlder && searched.current.pages < SEARCH_PAGES) {
+        searched.current.pages += 1;
+        props.onLoadOlder();
+      }
+      return;
+    }
     el.scrollIntoView({ block: 'center' });
     setFound(id);
-  }, [messages, props.highlightId, props.loading, found]);
+  }, [messages, props.highlightId, props.loading, props.hasOlder, props.loadingOlder, found]);
 
   // Editing, confirming a delete, and the last refusal, by message key.
   const [editing, setEditing] = useState<string | null>(null);

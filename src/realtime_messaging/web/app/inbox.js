@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-LXNNJRG6.js";
+} from "./chunk-FTOFLVBX.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

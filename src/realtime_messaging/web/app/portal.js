@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-LXNNJRG6.js";
+} from "./chunk-FTOFLVBX.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

@@ -1460,6 +1460,7 @@ function Composer({ conversationId, label, manager, onSend, onKeystroke, onStopT
 }
 
 // src/components/MessageList.tsx
+var SEARCH_PAGES = 20;
 function refusal(action, error) {
   const status = statusOf(error);
   const code = typeof error === "object" && error !== null ? error.code : void 0;
@@ -1655,14 +1656,22 @@ function MessageList(props) {
     root.querySelectorAll('[data-unread="true"]').forEach((el) => io.observe(el));
   });
   const [found, setFound] = d2(null);
+  const searched = T2({ id: null, pages: 0 });
   A2(() => {
     const id = props.highlightId;
     if (!id || found === id || props.loading) return;
     const el = scroller.current?.querySelector(`[data-id="${CSS.escape(id)}"]`);
-    if (!el) return;
+    if (!el) {
+      if (searched.current.id !== id) searched.current = { id, pages: 0 };
+      if (props.hasOlder && !props.loadingOlder && searched.current.pages < SEARCH_PAGES) {
+        searched.current.pages += 1;
+        props.onLoadOlder();
+      }
+      return;
+    }
     el.scrollIntoView({ block: "center" });
     setFound(id);
-  }, [messages, props.highlightId, props.loading, found]);
+  }, [messages, props.highlightId, props.loading, props.hasOlder, props.loadingOlder, found]);
   const [editing, setEditing] = d2(null);
   const [confirming, setConfirming] = d2(null);
   const [deleting, setDeleting] = d2(null);
