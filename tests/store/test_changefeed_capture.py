@@ -83,6 +83,46 @@ async def test_a_staff_message_carries_the_conversations_customer(
         )
 
 
+async def test_a_message_is_queued_before_what_it_causes(
+    conn: asyncpg.Connection, rows: Rows, scene: Scene
+) -> None:
+    """A message's own change comes first in the feed, then its delivery row and the end of its
+    sender's typing (a client must know the message before its delivery status), for one
+    message and for a batch."""
+    async with rolled_back(conn):
+        await conn.execute(
+            "INSERT INTO message_typing_indicators (conversation_id, user_id, is_typing) "
+            "VALUES ($1, $2, true)",
+            scene.conversation,
+            scene.user,
+        )
+        before = len(await queued(conn))
+        message = await rows.message(scene.conversation, "staff", scene.user, "on it")
+        caused = [(c["table_name"], c["op"]) for c in (await queued(conn))[before:]]
+        assert caused == [
+            ("customer_messages", "INSERT"),
+            ("message_delivery_status", "INSERT"),
+            ("message_typing_indicators", "UPDATE"),
+        ]
+        [delivery] = await queued(conn, "message_delivery_status")
+        assert delivery["record"]["message_id"] == str(message)
+    async with rolled_back(conn):
+        await conn.execute(
+            "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+            "SELECT $1, 'staff', $2, 'batch ' || g FROM generate_series(1, 3) AS g",
+            scene.conversation,
+            scene.user,
+        )
+        order = [(c["table_name"], c["record"]) for c in await queued(conn)]
+        seen: set[str] = set()
+        for table, record in order:
+            if table == "customer_messages":
+                seen.add(record["id"])
+            else:
+                assert record["message_id"] in seen, order
+        assert len(seen) == 3
+
+
 async def test_a_message_from_someone_not_the_conversations_customer_queues_nothing(
     conn: asyncpg.Connection, rows: Rows, scene: Scene
 ) -> None:
