@@ -99,6 +99,7 @@ def _routes(w: World) -> list[tuple[str, str, str, Any]]:
             {"url": "https://x.test/", "events": ["message.created"]},
         ),
         ("GET", "/api/admin/webhooks", w.service, None),
+        ("PATCH", "/api/admin/webhooks/{webhook_id}", w.service, {"active": False}),
         ("DELETE", "/api/admin/webhooks/{webhook_id}", w.service, None),
         ("GET", "/api/admin/webhooks/{webhook_id}/attempts", w.service, None),
         ("POST", "/rest/v1/rpc/{function}", w.portal, None),
@@ -194,8 +195,9 @@ async def test_bad_uuids_in_paths_are_named(
                 )
                 assert_error(status, reply, 422, "validation_error", f"{name}: not a UUID")
                 checked += 1
-    # + PATCH and DELETE /api/messages/{message_id}, the two attachment routes, two webhook routes
-    assert checked == 4 * (10 + 2 + 2 + 2)
+    # + PATCH and DELETE /api/messages/{message_id}, the two attachment routes, three webhook
+    # routes
+    assert checked == 4 * (10 + 2 + 2 + 3)
     assert await _snapshot(pool, w) == before
 
 
