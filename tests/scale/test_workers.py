@@ -279,7 +279,9 @@ async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(
             async def new_one_answers() -> bool:
                 return await worker_of_healthz(http, server.http_url) == new
 
-            await eventually(new_one_answers)
+            # The new process is counted from its spawn, and answers once it has loaded and
+            # listens: on a slow machine that alone takes a few seconds.
+            await eventually(new_one_answers, timeout=30)
         assert any(
             f"(pid {victim}) exited with signal SIGKILL" in line for line in server.stderr
         ), server.stderr
