@@ -109,6 +109,8 @@ async def test_the_stamper_reads_the_log_only_to_catch_up(
         return conn
 
     monkeypatch.setattr(changefeed, "connect_feed", connect)
+    # Awake long enough to poll many times even when the machine stalls for tens of ms.
+    monkeypatch.setattr(changefeed, "LINGER", 0.5)
     writer = await asyncpg.connect(url)
     try:
         # Stamped by an earlier stamper, after this process's position: read when it takes over.
