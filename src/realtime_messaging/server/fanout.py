@@ -177,7 +177,10 @@ class Hub:
         members = self._topics.get(envelope.topic)
         if not members:
             return
-        frames: dict[Vsn, bytes | None] = {}
+        # One frame per wire format, built on first need (b"": not deliverable in it). Two
+        # locals rather than a dict keyed by Vsn: an Enum's hash is a Python call per member.
+        v1: bytes | None = None
+        v2: bytes | None = None
         exclude = envelope.exclude
         private = envelope.private
         delivered = 0
@@ -186,12 +189,15 @@ class Hub:
                 continue
             if private is not None and member.reads_private is not private:
                 continue  # private and public channels of one topic are apart
-            vsn = member.vsn
-            if vsn in frames:
-                frame = frames[vsn]
+            if member.vsn is Vsn.V1:
+                if v1 is None:
+                    v1 = _frame_for(envelope, Vsn.V1) or b""
+                frame = v1
             else:
-                frame = frames[vsn] = _frame_for(envelope, vsn)
-            if frame is not None:
+                if v2 is None:
+                    v2 = _frame_for(envelope, Vsn.V2) or b""
+                frame = v2
+            if frame:
                 member.outbox.write(frame)
                 delivered += 1
         self.deliveries += delivered
