@@ -320,6 +320,7 @@ class RtmServer(ServerProcess):
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ, RTM_JWT_SECRET=self.jwt_secret, RTM_DATA_DIR=str(self.data_dir))
         env.pop("RTM_DATABASE_URL", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # byte-compiled, as every deployment runs
         if self.database_url:
             env["RTM_DATABASE_URL"] = self.database_url
         env.update(self.extra_env)

@@ -17,7 +17,8 @@ Each round starts, pinned to ``SERVER_CPU`` (this process probes from ``CLIENT_C
 So the baselines show what is the interpreter's and the libraries', and the difference what is
 ours. The database is the embedded PostgreSQL of a temporary data directory, started by
 ``rtm db-url`` and migrated before the first round (as it would be before a restart), or the one
-``--database-url`` names. The first round warms the page cache and is not counted.
+``--database-url`` names. The first round warms the page cache and writes the byte-code cache
+(``PYTHONDONTWRITEBYTECODE`` is dropped from the servers' environment) and is not counted.
 
     python benchmarks/restart.py                 # 10 counted rounds, embedded PostgreSQL
     python benchmarks/restart.py --runs 3 --json out.json
@@ -164,6 +165,10 @@ async def run(args: argparse.Namespace, workdir: Path, cpu: int | None) -> dict[
         RTM_JWT_SECRET=secrets.token_hex(32),
         RTM_DATA_DIR=str(workdir / "rtm-data"),
     )
+    # A restart runs byte-compiled code (pip compiles what it installs; an editable checkout
+    # writes its cache on the first launch): a shell that forbids writing the cache would have
+    # every round compile the project's source again, which no deployment does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     migrated = subprocess.run(
         [*rtm_cmd, "migrate"], env=env, capture_output=True, timeout=120, check=False
     )

@@ -80,3 +80,38 @@ def test_restart_benchmark_one_round() -> None:
     ):
         line = rf"^{re.escape(row)} +min +[\d.]+ +median +[\d.]+ +max +[\d.]+ ms$"
         assert re.search(line, out, re.M), (row, out)
+
+
+def test_fanout_idle_steps_with_the_lean_client() -> None:
+    """``benchmarks/fanout/run.py --idle --connector lean`` at its smallest (200 sockets per
+    server, about 15 s): the lean client upgrades and joins real sockets on both servers (a
+    refused join or upgrade fails the run), and every step reports its memory and rate."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fanout" / "run.py"),
+        "--idle",
+        "--connector",
+        "lean",
+        "--clients",
+        "200",
+        "--quick",
+        "--quiet-wait",
+        "0",
+        "--time-limit",
+        "50",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark took over 60 s:\n{out}")
+    assert proc.returncode == 0, out
+    for server in ("rtm", "baseline"):
+        steps = re.findall(rf"^\| {server} \| ([\d,]+) \| [\d.]+ \| [\d.]+ \|(.*)$", out, re.M)
+        assert [count for count, _ in steps] == ["50", "100", "150", "200"], (server, out)
+        for _, rest in steps[1:]:  # each later step: its marginal size and its rate
+            assert re.match(r" [\d.]+ \| [\d,]+ \([\d.]+\) \|$", rest), (server, rest, out)

@@ -29,7 +29,14 @@ server CPU. In every set-up each room's first member publishes, so the messages 
 Per phase it also reports the CPU of each process, of Redis and of PostgreSQL, CPU per delivery,
 and the Redis commands per published message (``INFO commandstats`` before and after).
 
+``--idle`` connects idle sockets in four steps up to the open-file limit and reports memory
+per connection and the connect rate of each step; ``--connector lean`` makes them with the lean
+client of ``lean.py`` (a prepared upgrade and join, many in flight, over 64 loopback source
+addresses), which costs the generator less CPU per connection than either server spends, so that
+the rate is the server's.
+
     python benchmarks/fanout/run.py [--clients 10000] [--quick] [--profile DIR] [--json FILE]
+    python benchmarks/fanout/run.py --idle --connector lean
     python benchmarks/fanout/run.py --multi [--configs one,spread,cross] [--quick]
 """
 
@@ -86,6 +93,7 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     stop_started,
     wait_quiet,
 )
+from lean import lean_connect  # noqa: E402  (beside this file)
 
 JWT_SECRET = "fanout-benchmark-secret-0123456789abcdef"  # a throwaway secret for a temp data dir
 SPY: dict[str, Any] = {"duration": 300, "threads": True}  # py-spy: at most 5 min, by thread
@@ -121,6 +129,8 @@ class Plan:
     sender: int | None = None
     #: --idle: connect in these cumulative steps, measure memory after each, no traffic
     idle_steps: tuple[int, ...] = ()
+    #: the client that connects: picows's (every phase) or the lean one (--idle only)
+    connector: str = "picows"
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -369,19 +379,38 @@ class LoadGen:
 
     # -- connections ----------------------------------------------------------------------
 
+    join_payload = (
+        b'["1","1","realtime:room-%d","phx_join",{"config":{"broadcast":{"self":false}}}]'
+    )
+
     async def connect_all(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
-        """Connect (and for rtm join) clients ``start:stop``, ``plan.batch`` at a time."""
+        """Connect (and for rtm join) clients ``start:stop``, ``plan.batch`` at a time: in
+        batches one after the other (picows), or (lean) that many in flight, each finished one
+        making room for the next, so that no connection waits for the slowest of a batch."""
         started = time.monotonic()
+        cpu0 = self._my_cpu()
         clients = self.clients[start:stop]
         self.join_s, self.upgrade_s, self.slow_batches = [], [], set()
-        for at in range(0, len(clients), self.plan.batch):
-            batch = clients[at : at + self.plan.batch]
-            await asyncio.gather(*(self._connect(c, at // self.plan.batch) for c in batch))
+        if self.plan.connector == "lean":
+            window = asyncio.Semaphore(self.plan.batch)
+
+            async def one(client: Client, k: int) -> None:
+                async with window:
+                    await self._connect(client, k // self.plan.batch)
+
+            await asyncio.gather(*(one(c, k) for k, c in enumerate(clients)))
+        else:
+            for at in range(0, len(clients), self.plan.batch):
+                batch = clients[at : at + self.plan.batch]
+                await asyncio.gather(*(self._connect(c, at // self.plan.batch) for c in batch))
         took = time.monotonic() - started
+        client_cpu = self._my_cpu() - cpu0
 
         out: dict[str, Any] = {
             "connect_s": round(took, 2),
             "connects_per_s": round(len(clients) / took, 1),
+            # the load generator's own CPU: near 100 % means the rate is the client's
+            "client_cpu_pct": round(100 * client_cpu / took, 1),
             # connect + upgrade + (rtm) join reply, per client
             "join_p50_ms": pct_ms(self.join_s, 0.5),
             "join_p99_ms": pct_ms(self.join_s, 0.99),
@@ -398,23 +427,40 @@ class LoadGen:
         return out
 
     async def _connect(self, client: Client, batch: int) -> None:
+        if self.plan.connector == "lean":
+            await self._connect_lean(client, batch)
+            return
         started = time.monotonic()
         url = self.server.client_url(client)
         await connect_ws(client, url, self.connect_errors, f"client {client.index}", 2048)
         self.upgrade_s.append(time.monotonic() - started)
         if self.rtm:
             client.joined = asyncio.get_running_loop().create_future()
-            join = (
-                b'["1","1","realtime:room-%d","phx_join",{"config":{"broadcast":{"self":false}}}]'
-            )
             assert client.transport is not None
-            client.transport.send(WSMsgType.TEXT, join % client.room)
+            client.transport.send(WSMsgType.TEXT, self.join_payload % client.room)
             client.last_sent = time.monotonic()
             try:
                 await asyncio.wait_for(client.joined, 60)
             except TimeoutError as exc:
                 raise RuntimeError(f"client {client.index}: no join reply in 60 s") from exc
         took = time.monotonic() - started
+        self.join_s.append(took)
+        if took > 1.0:
+            self.slow_batches.add(batch)
+
+    async def _connect_lean(self, client: Client, batch: int) -> None:
+        """Connect (and join) an idle socket with the lean client (lean.py)."""
+        started = time.monotonic()
+        join = self.join_payload % client.room if self.rtm else None
+        try:
+            sock = await lean_connect(self.server.client_url(client), join, client.index)
+        except Exception as exc:
+            self.connect_errors[type(exc).__name__] += 1
+            raise RuntimeError(f"client {client.index} cannot connect: {exc!r}") from exc
+        client.transport = sock  # type: ignore[assignment]  # heartbeats and disconnects only
+        client.last_sent = time.monotonic()
+        self.upgrade_s.append(sock.upgraded_at - started)
+        took = client.last_sent - started
         self.join_s.append(took)
         if took > 1.0:
             self.slow_batches.add(batch)
@@ -612,7 +658,7 @@ async def bench_server(
         first = plan.idle_steps[0] if plan.idle_steps else None
         result["connect"] = await gen.connect_all(0, first)
         result["connect"]["server_cpu_ms_per_connect"] = round(
-            1e3 * (probe.cpu() - cpu0) / plan.clients, 3
+            1e3 * (probe.cpu() - cpu0) / (first or plan.clients), 3
         )
         await stop_py_spy(spy)
         spy = None
@@ -1041,7 +1087,7 @@ async def bench_cluster(
         first = plan.idle_steps[0] if plan.idle_steps else None
         result["connect"] = await gen.connect_all(0, first)
         result["connect"]["server_cpu_ms_per_connect"] = round(
-            1e3 * (probe.cpu() - cpu0) / plan.clients, 3
+            1e3 * (probe.cpu() - cpu0) / (first or plan.clients), 3
         )
         await asyncio.sleep(plan.idle_s)
         rss1 = probe.rss()
@@ -1497,6 +1543,13 @@ def main() -> int:
     )
     parser.add_argument("--time-limit", type=float, default=None, help="abort after this many s")
     parser.add_argument(
+        "--connector",
+        choices=("picows", "lean"),
+        default="picows",
+        help="the client that connects: picows's, or with --idle the lean one (lean.py), "
+        "which costs less CPU per connection than the servers do",
+    )
+    parser.add_argument(
         "--multi",
         action="store_true",
         help="several processes: the configurations of --configs instead of --servers",
@@ -1527,7 +1580,10 @@ def main() -> int:
         # configuration; with --configs cross, that member is on the other process)
         sender=0 if args.multi else None,
         idle_steps=tuple(clients * k // 4 for k in (1, 2, 3, 4)) if args.idle else (),
+        connector=args.connector,
     )
+    if args.connector == "lean" and not args.idle:
+        parser.error("--connector lean connects idle sockets only: use it with --idle")
     limit = raise_fd_limit(clients + 1000)
     if limit < clients + 200:
         print(f"fd limit {limit} is too low for {clients} clients", file=sys.stderr)
