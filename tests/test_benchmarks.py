@@ -1,7 +1,8 @@
-"""The SDK benchmark runs end to end at its smallest size and reports every documented metric.
+"""The benchmarks run end to end at their smallest size and report every documented figure.
 
-A smoke test of ``benchmarks/sdk/run.py`` (20 clients, 1 s phases, about 15 s): it starts its own
-server and embedded database, so this checks the whole harness, including the restart and the
+Smoke tests of ``benchmarks/sdk/run.py`` (20 clients, 1 s phases, about 15 s), ``restart.py``
+(one round) and ``fanout/run.py --idle --connector lean`` (200 sockets): each starts its own
+servers and embedded database, so this checks the whole harness, including the restarts and the
 cleanup, not the figures themselves.
 """
 
@@ -25,6 +26,21 @@ METRICS = (
 )
 
 
+def _run(cmd: list[str], env: dict[str, str]) -> str:
+    """Run a benchmark to its end (60 s at most); its output, once it has exited with 0."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark took over 60 s:\n{out}")
+    assert proc.returncode == 0, out
+    return out
+
+
 def test_sdk_benchmark_quick() -> None:
     cmd = [
         sys.executable,
@@ -40,16 +56,7 @@ def test_sdk_benchmark_quick() -> None:
         "50",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RTM_DATABASE_URL"}  # embedded only
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
-    )
-    try:
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark took over 60 s:\n{out}")
-    assert proc.returncode == 0, out
+    out = _run(cmd, env)
     for metric in METRICS:
         assert re.search(rf"^\| {metric} \(\w+\) \| [\d.]+ ms \|", out, re.M), (metric, out)
     assert re.search(r"^\| messages lost / duplicated / misrouted \| 0 / 0 / 0 \|", out, re.M), out
@@ -60,16 +67,7 @@ def test_restart_benchmark_one_round() -> None:
     embedded database): it runs to the end and reports every row."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "restart.py"), "--runs", "1"]
     env = {k: v for k, v in os.environ.items() if k != "RTM_DATABASE_URL"}  # embedded only
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
-    )
-    try:
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark took over 60 s:\n{out}")
-    assert proc.returncode == 0, out
+    out = _run(cmd, env)
     for row in (
         "baseline: import aiohttp, asyncpg: launch to exit",
         "baseline: bare aiohttp app: launch to accepting",
@@ -100,16 +98,7 @@ def test_fanout_idle_steps_with_the_lean_client() -> None:
         "--time-limit",
         "50",
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
-    )
-    try:
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the benchmark stops the servers it started
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark took over 60 s:\n{out}")
-    assert proc.returncode == 0, out
+    out = _run(cmd, dict(os.environ))
     for server in ("rtm", "baseline"):
         steps = re.findall(rf"^\| {server} \| ([\d,]+) \| [\d.]+ \| [\d.]+ \|(.*)$", out, re.M)
         assert [count for count, _ in steps] == ["50", "100", "150", "200"], (server, out)
