@@ -175,3 +175,51 @@ async def test_a_private_channels_broadcasts_never_reach_a_public_joiner_of_the_
     assert not insider.log.find(ev="broadcast", event="open")
     assert not outsider.log.find(ev="broadcast", event="secret")
     assert not outsider.log.find(ev="broadcast", event="after")
+
+
+async def test_a_private_channels_presence_is_apart_from_the_public_channels_of_the_topic(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    """Same topic name: who is present on the private channels is seen only there, who is on
+    the public ones only there (a public joiner neither sees nor joins the private presence)."""
+    prefix = unique("backroom")
+    topic = f"{prefix}:1"
+    covered = f"(SELECT realtime.topic()) LIKE '{prefix}:%'"
+    await policy(pool, policies, f"FOR SELECT TO authenticated USING ({covered})")
+    _, insider_jwt = await seed.staff()
+    _, watcher_jwt = await seed.staff()
+    insider = await clients.js(server.anon_key, vsn=vsn, access_token=insider_jwt, name="in")
+    outsider = await clients.js(server.anon_key, vsn=vsn, name="outsider")
+
+    insider.join("room", topic, config={**PRIVATE, "presence": {"key": "in"}})
+    assert (await first_status(insider, "room"))["status"] == "SUBSCRIBED"
+    assert await insider.call("track", channel="room", payload={"who": "in"}) == "ok"
+    await insider.log.expect(ev="presence", kind="join", key="in")
+
+    outsider.join("room", topic, config={"presence": {"key": "out"}})
+    assert (await first_status(outsider, "room"))["status"] == "SUBSCRIBED"
+    synced = await outsider.log.expect(ev="presence", kind="sync")
+    assert "in" not in synced["state"], synced
+    assert await outsider.call("track", channel="room", payload={"who": "out"}) == "ok"
+    await outsider.log.expect(ev="presence", kind="join", key="out")
+
+    # Late joiners of each kind get the state of their own kind only.
+    watcher = await clients.js(server.anon_key, vsn=vsn, access_token=watcher_jwt, name="w")
+    watcher.join("room", topic, config={**PRIVATE, "presence": {"key": "w"}})
+    assert (await first_status(watcher, "room"))["status"] == "SUBSCRIBED"
+    await watcher.log.expect(ev="presence", kind="sync", where=lambda e: "in" in e["state"])
+    assert sorted((await watcher.call("state", channel="room"))["presence"]) == ["in"]
+    public = await clients.js(server.anon_key, vsn=vsn, name="public")
+    public.join("room", topic, config={"presence": {"key": "p"}})
+    assert (await first_status(public, "room"))["status"] == "SUBSCRIBED"
+    await public.log.expect(ev="presence", kind="sync", where=lambda e: "out" in e["state"])
+    assert sorted((await public.call("state", channel="room"))["presence"]) == ["out"]
+
+    # The insider leaves: the watcher sees it go, the public side never heard of it.
+    mark = watcher.log.mark()
+    assert await insider.call("untrack", channel="room") == "ok"
+    await watcher.log.expect(mark, ev="presence", kind="leave", key="in")
+    for client in (outsider, public):
+        assert not client.log.find(ev="presence", key="in"), client.name
+    assert not insider.log.find(ev="presence", key="out")
+    assert not watcher.log.find(ev="presence", key="out")

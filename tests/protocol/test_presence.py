@@ -15,7 +15,13 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime_messaging.protocol.presence import Diff, PresenceRegistry, State
+from realtime_messaging.protocol.presence import (
+    Diff,
+    PresenceRegistry,
+    State,
+    presence_scope,
+    scope_topic,
+)
 
 ROOM = "realtime:room1"
 
@@ -276,3 +282,17 @@ def test_diffs_applied_in_order_rebuild_the_state(
             (sorted((k, v) for k, v in m.items() if not k.startswith("phx_")) for m in metas),
         )
         assert stripped == sorted(sorted(p.items()) for p in model.values())
+
+
+@given(st.text(min_size=1).map(lambda t: "realtime:" + t), st.booleans())
+def test_a_scope_gives_back_its_topic_and_kind(topic: str, private: bool) -> None:
+    assert scope_topic(presence_scope(topic, private)) == (topic, private)
+
+
+def test_the_private_and_public_presences_of_a_topic_are_apart() -> None:
+    presence = registry()
+    presence.track(presence_scope(ROOM, True), "owner-1", "insider", {})
+    presence.track(presence_scope(ROOM, False), "owner-2", "outsider", {})
+    assert list(presence.state(presence_scope(ROOM, True))) == ["insider"]
+    assert list(presence.state(presence_scope(ROOM, False))) == ["outsider"]
+    assert presence_scope(ROOM, False) == ROOM  # public presence keeps the topic's own name

@@ -161,6 +161,74 @@ async def test_presence_state_on_join_holds_the_metas_of_every_process(cluster: 
             assert _tracked(await _state_seen_from(open_socket, server, topic)) == {"carol": [3]}
 
 
+async def _private_member(
+    open_socket: Callable[..., Any], server: RunningServer, topic: str, key: str, private: bool
+) -> tuple[RawSocket, dict[str, Any]]:
+    """A socket joined to ``topic`` (a private or a public channel) with presence under
+    ``key``; its ``presence_state``."""
+    sock: RawSocket = await open_socket(server)
+    config = {"presence": {"key": key, "enabled": True}, "private": private}
+    reply = await sock.join(topic, config)
+    assert reply["status"] == "ok", reply
+    state = await sock.expect(_is("presence_state"))
+    return sock, state["payload"]
+
+
+async def _diffs_until(sock: RawSocket, side: str, key: str) -> list[dict[str, Any]]:
+    """Every ``presence_diff`` a socket gets up to and including the first naming ``key``."""
+    diffs: list[dict[str, Any]] = []
+    while True:
+        message = await sock.recv(WAIT)
+        if message.get("event") == "presence_diff":
+            diffs.append(message["payload"])
+            if key in message["payload"][side]:
+                return diffs
+
+
+async def test_a_private_channels_presence_stays_apart_on_every_process(
+    cluster: Cluster,
+) -> None:
+    """The private and the public channels of one topic have a presence each, across
+    processes too: a state on join and every diff hold only the metas of the joiner's kind."""
+    topic = f"xpresence-{next(_keys)}"
+    pool = await asyncpg.connect(cluster.database_url)
+    policy = f"xpresence_{next(_keys)}"
+    await pool.execute(
+        f"CREATE POLICY {policy} ON realtime.messages FOR SELECT TO anon "
+        f"USING ((SELECT realtime.topic()) = '{topic}')"
+    )
+    try:
+        async with cluster.servers(2) as (a, b), sockets() as open_socket:
+            insider, _ = await _private_member(open_socket, a, topic, "in", True)
+            await _track(insider, topic, {"n": 1})
+            outsider, state = await _private_member(open_socket, a, topic, "out", False)
+            assert state == {}
+            await _track(outsider, topic, {"n": 2})
+
+            # On the other process, each kind's newcomer sees its own kind only.
+            watcher, state = await _private_member(open_socket, b, topic, "w", True)
+            assert _tracked(_summary(state)) == {"in": [1]}
+            public, state = await _private_member(open_socket, b, topic, "p", False)
+            assert _tracked(_summary(state)) == {"out": [2]}
+
+            # A re-track on A reaches B's private channel; B's public one gets nothing before
+            # its own track's diff, published after it on the same process.
+            await _track(insider, topic, {"n": 3})
+            await _diff(watcher, "joins", "in")
+            await _track(public, topic, {"n": 4})
+            assert all(
+                "in" not in d["joins"] and "in" not in d["leaves"]
+                for d in await _diffs_until(public, "joins", "p")
+            ), "a private diff leaked"
+            # ... and the other way: the public track never reached the private watcher.
+            await _track(insider, topic, {"n": 5})
+            seen = await _diffs_until(watcher, "joins", "in")
+            assert all("p" not in d["joins"] for d in seen), seen
+    finally:
+        await pool.execute(f"DROP POLICY {policy} ON realtime.messages")
+        await pool.close()
+
+
 async def test_every_process_reports_the_same_state_after_churn(cluster: Cluster) -> None:
     """Random joins, re-tracks, untracks and disconnects on three processes: a newcomer on
     any of them then sees exactly what is tracked, with the same refs."""

@@ -1,7 +1,9 @@
 """Phoenix presence for one process: who is tracked on which topic, and the diffs to push.
 
 A presence is keyed by the channel's ``presence.key``; each tracking channel contributes one
-meta carrying a unique ``phx_ref``. Pure: refs come from a factory the caller supplies.
+meta carrying a unique ``phx_ref``. Pure: refs come from a factory the caller supplies. The
+"topic" of a presence here is its scope (:func:`presence_scope`): a topic's private channels
+share one presence and its public channels another.
 """
 
 from __future__ import annotations
@@ -14,6 +16,24 @@ import orjson
 
 Meta = dict[str, Any]
 State = dict[str, dict[str, list[Meta]]]
+
+#: The private channels of a topic have a presence of their own, apart from its public
+#: channels' (as on Supabase, where a private channel is another topic): kept under this prefix,
+#: which no client's topic can start with (a join's topic starts with ``realtime:``).
+PRIVATE_SCOPE = "private:"
+
+
+def presence_scope(topic: str, private: bool) -> str:
+    """Where the presence of a channel on ``topic`` is kept: the topic itself for a public
+    channel, the topic under :data:`PRIVATE_SCOPE` for a private one."""
+    return PRIVATE_SCOPE + topic if private else topic
+
+
+def scope_topic(scope: str) -> tuple[str, bool]:
+    """The topic of a presence scope, and whether it is the private channels'."""
+    if scope.startswith(PRIVATE_SCOPE):
+        return scope[len(PRIVATE_SCOPE) :], True
+    return scope, False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,10 @@ on three kinds of traffic, all carried by the broker:
 
 Joins (sync replies) and leaves (dead processes, replaced parts) computed here are delivered to
 this process's clients only: every process computes its own.
+
+Presence is kept by scope (:func:`~realtime_messaging.protocol.presence.presence_scope`): the
+private channels of a topic share one and its public channels another, so the replica, syncs and
+parts are by scope, and a diff reaches only the channels of its own (``Envelope.private``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker import Broker, Envelope
-from ..protocol.presence import Diff, PresenceRegistry, RemotePresence, State, well_formed
+from ..protocol.presence import (
+    Diff,
+    PresenceRegistry,
+    RemotePresence,
+    State,
+    presence_scope,
+    scope_topic,
+    well_formed,
+)
 from .fanout import Hub
 
 log = logging.getLogger(__name__)
+
+
+def diff_envelope(diff: Diff) -> Envelope:
+    """A presence diff as the clients get it: on its topic, to the channels of its scope only
+    (the private ones of a private scope, the public ones of a public scope)."""
+    topic, private = scope_topic(diff.topic)
+    return Envelope(topic, "presence_diff", diff.payload(), private=private)
+
 
 #: Control events between processes.
 HEARTBEAT = "heartbeat"
@@ -126,33 +146,36 @@ class ClusterPresence:
 
     # -- what the session asks ---------------------------------------------------------------
 
-    def state(self, topic: str) -> State:
-        """The ``presence_state`` of a topic: this process's metas and every other's."""
-        return self.remote.add_to(topic, self.registry.state(topic))
+    def state(self, scope: str) -> State:
+        """The ``presence_state`` of a presence scope (:func:`presence_scope`): this process's
+        metas and every other's."""
+        return self.remote.add_to(scope, self.registry.state(scope))
 
-    async def ready(self, topic: str, *, presence: bool) -> None:
+    async def ready(self, topic: str, *, presence: str | None) -> None:
         """Return once publications on ``topic`` from every process reach this one and, for a
-        presence-enabled join, once the replica holds every process's metas of it (bounded)."""
-        if not presence or topic in self._synced:
+        presence-enabled join (``presence``: its scope), once the replica holds every process's
+        metas of that scope (bounded)."""
+        scope = presence
+        if scope is None or scope in self._synced:
             await self.broker.ready(topic)
             return
-        self._syncing[topic] = self._syncing.get(topic, 0) + 1
+        self._syncing[scope] = self._syncing.get(scope, 0) + 1
         try:
             await self.broker.ready(topic)
-            if topic in self._synced:
+            if scope in self._synced:
                 return
             if self.broker.status().up:
-                await self._sync(topic)
-            self._synced.add(topic)
+                await self._sync(scope)
+            self._synced.add(scope)
         finally:
-            left = self._syncing[topic] - 1
+            left = self._syncing[scope] - 1
             if left:
-                self._syncing[topic] = left
+                self._syncing[scope] = left
             else:
-                del self._syncing[topic]
+                del self._syncing[scope]
                 # The join adds its channel to the hub as soon as this returns (no await in
                 # between); one that gave up instead leaves nothing followed behind.
-                asyncio.get_running_loop().call_soon(self._unless_followed, topic)
+                asyncio.get_running_loop().call_soon(self._unless_followed, scope)
 
     # -- Sink --------------------------------------------------------------------------------
 
@@ -195,32 +218,34 @@ class ClusterPresence:
         self.broker.topic_added(topic)
 
     def topic_removed(self, topic: str) -> None:
-        if topic not in self._syncing:
-            self._forget(topic)
+        for scope in (topic, presence_scope(topic, True)):
+            if scope not in self._syncing:
+                self._forget(scope)
         self.broker.topic_removed(topic)
 
-    # -- replica -----------------------------------------------------------------------------
+    # -- replica (by presence scope) -----------------------------------------------------------
 
-    def _unless_followed(self, topic: str) -> None:
-        if topic not in self._syncing and not self.hub.members(topic):
-            self._forget(topic)
+    def _unless_followed(self, scope: str) -> None:
+        if scope not in self._syncing and not self.hub.members(scope_topic(scope)[0]):
+            self._forget(scope)
 
-    def _forget(self, topic: str) -> None:
-        self._synced.discard(topic)
-        self.remote.drop_topic(topic)
+    def _forget(self, scope: str) -> None:
+        self._synced.discard(scope)
+        self.remote.drop_topic(scope)
 
-    def _follows(self, topic: str) -> bool:
-        return topic in self._synced or topic in self._syncing
+    def _follows(self, scope: str) -> bool:
+        return scope in self._synced or scope in self._syncing
 
     def _apply_diff(self, envelope: Envelope) -> None:
         payload = envelope.payload
-        if not isinstance(payload, dict) or not self._follows(envelope.topic):
+        scope = presence_scope(envelope.topic, envelope.private is True)
+        if not isinstance(payload, dict) or not self._follows(scope):
             return
         joins, leaves = well_formed(payload.get("joins")), well_formed(payload.get("leaves"))
         if joins is None or leaves is None:
             return
         assert envelope.origin is not None
-        self.remote.apply(envelope.origin, envelope.topic, joins, leaves)
+        self.remote.apply(envelope.origin, scope, joins, leaves)
 
     def _take_part(self, node: str, payload: dict[str, Any]) -> None:
         """Another process's answer to a sync: its whole part of each topic asked for."""
@@ -249,7 +274,7 @@ class ClusterPresence:
 
     def _tell_clients(self, diff: Diff) -> None:
         """A diff only this process computed (every process computes its own): local only."""
-        self.hub.deliver(Envelope(diff.topic, "presence_diff", diff.payload()))
+        self.hub.deliver(diff_envelope(diff))
 
     # -- syncs -------------------------------------------------------------------------------
 

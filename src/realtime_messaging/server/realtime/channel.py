@@ -9,6 +9,7 @@ from typing import Any
 from ...domain.identity import Identity
 from ...protocol.frames import Vsn
 from ...protocol.join import JoinConfig
+from ...protocol.presence import presence_scope
 from ...store.changefeed import Change
 from ...store.channel_access import ChannelAccess
 from ..fanout import Outbox
@@ -77,3 +78,8 @@ class Channel:
     @property
     def receives_own_broadcasts(self) -> bool:
         return self.config.broadcast_self
+
+    @property
+    def presence_scope(self) -> str:
+        """Where this channel's presence is kept: its private or its public side of the topic."""
+        return presence_scope(self.topic, self.reads_private)

@@ -11,6 +11,7 @@ import asyncpg
 from ...domain.identity import Identity, Kind, TopicKind, parse_topic
 from ...protocol.connection import subtopic
 from ...protocol.events import JoinRequested, LeaveRequested
+from ...protocol.presence import presence_scope
 from ...store.channel_access import ChannelAccess
 from ..auth import AuthError, expired_message
 from ..liveness import participant_of
@@ -130,7 +131,8 @@ async def _open(
     # Subscribed across processes before the reply: whatever any process publishes after
     # the client sees its join accepted reaches it, and the presence state holds every
     # process's metas (immediate with one process).
-    await server.cluster.ready(join.topic, presence=wants_presence)
+    scope = presence_scope(join.topic, join.config.private)
+    await server.cluster.ready(join.topic, presence=scope if wants_presence else None)
     if session.outbox.closed:
         return
     old = channels.get(join.topic)
@@ -158,7 +160,7 @@ async def _open(
     response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
     session.outbox.text(session.proto.accept(join, response))
     if wants_presence:
-        state = server.cluster.state(join.topic)
+        state = server.cluster.state(scope)
         session.outbox.text(session.proto.push(join.topic, "presence_state", state, join.join_ref))
     if participant is not None:
         presence.stand_for(server, channel, participant)

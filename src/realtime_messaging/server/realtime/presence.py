@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from ...broker import Envelope
 from ...domain.bounds import metadata_problem
 from ...protocol.events import PresenceReceived
 from ...store.changefeed import Change
 from ...store.liveness import Participant
 from ..api.errors import ApiError
+from ..cluster import diff_envelope
 from .channel import Channel
 from .session import Session
 from .shared import Shared
@@ -44,7 +44,9 @@ async def handle_presence(session: Session, event: PresenceReceived, channel: Ch
             return
         if not channel.presence_key:
             channel.presence_key = str(uuid.uuid1())  # Supabase's key for an empty one
-        diff = registry.track(event.topic, channel.key, channel.presence_key, event.payload)
+        diff = registry.track(
+            channel.presence_scope, channel.key, channel.presence_key, event.payload
+        )
     elif channel.participant is not None:
         # A participant's presence on a conversation follows the channel: untrack only
         # drops the fields the client added.
@@ -53,10 +55,10 @@ async def handle_presence(session: Session, event: PresenceReceived, channel: Ch
         retrack(server, channel)
         return
     else:
-        diff = registry.untrack(event.topic, channel.key)
+        diff = registry.untrack(channel.presence_scope, channel.key)
     session.reply_ok(event.topic, event.ref, channel.join_ref)
     if diff is not None:
-        server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+        server.broker.publish(diff_envelope(diff))
 
 
 def stand_for(server: Shared[Session], channel: Channel, participant: Participant) -> None:
@@ -77,9 +79,11 @@ def retrack(server: Shared[Session], channel: Channel) -> None:
     the server's fields (key, kind, status) over it."""
     assert channel.participant is not None
     meta = {**channel.tracked, **channel.participant}
-    diff = server.presence.track(channel.topic, channel.key, channel.participant["key"], meta)
+    diff = server.presence.track(
+        channel.presence_scope, channel.key, channel.participant["key"], meta
+    )
     if diff is not None:
-        server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+        server.broker.publish(diff_envelope(diff))
 
 
 def presence_changed(server: Shared[Session], changes: Sequence[Change]) -> None:

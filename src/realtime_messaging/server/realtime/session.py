@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ...broker import Envelope
 from ...domain.budget import PerSecond
 from ...domain.identity import Identity
 from ...protocol.connection import ServerConnection, subtopic
 from ...protocol.frames import Vsn
+from ..cluster import diff_envelope
 from ..fanout import Outbox
 from .channel import Channel, serial
 from .shared import Shared
@@ -213,9 +213,9 @@ class Session:
                 held.discard(channel)
                 if not held:
                     del server.participant_channels[channel.participant["key"]]
-        diff = server.presence.untrack(channel.topic, channel.key)
+        diff = server.presence.untrack(channel.presence_scope, channel.key)
         if diff is not None:
-            server.broker.publish(Envelope(diff.topic, "presence_diff", diff.payload()))
+            server.broker.publish(diff_envelope(diff))
 
     def close_channel(self, channel: Channel, message: str) -> None:
         """Server-initiated close: ``system`` error, then ``phx_close`` (clients do not rejoin)."""
