@@ -62,6 +62,41 @@ async def test_paging_counts_and_ranges(http: Http, seed: Seed, pool: asyncpg.Po
     assert (status, body, response.headers["Content-Range"]) == (200, [], "*/0")
 
 
+async def test_an_upsert_that_only_merges_answers_200(http: Http, seed: Seed) -> None:
+    """PostgREST's statuses for POST with ``resolution=merge-duplicates``: 201 when a row was
+    inserted, 200 when every row was merged (body or not, and for an empty array);
+    ``ignore-duplicates`` always 201."""
+    customer, portal = await seed.customer()
+    presence = "/rest/v1/user_presence"
+    params = {"on_conflict": "customer_id"}
+    merge = "resolution=merge-duplicates,return=representation"
+
+    async def upsert(status: str, prefer: str) -> tuple[int, object]:
+        got, body, _ = await http.call(
+            "POST",
+            presence,
+            portal,
+            params=params,
+            json={"customer_id": str(customer), "status": status},
+            headers={"Prefer": prefer},
+        )
+        return got, body
+
+    got, body = await upsert("online", merge)
+    assert got == 201 and [r["status"] for r in body] == ["online"]  # type: ignore[union-attr]
+    got, body = await upsert("away", merge)
+    assert got == 200 and [r["status"] for r in body] == ["away"]  # type: ignore[union-attr]
+    assert await upsert("online", "resolution=merge-duplicates") == (200, None)
+    assert await upsert("away", "resolution=ignore-duplicates,return=representation") == (
+        201,
+        [],
+    )
+    got, body, _ = await http.call(
+        "POST", presence, portal, params=params, json=[], headers={"Prefer": merge}
+    )
+    assert (got, body) == (200, [])
+
+
 async def test_writes_statuses_and_single(http: Http, seed: Seed, pool: asyncpg.Pool) -> None:
     customer, portal = await seed.customer()
     conv = await seed.conversation(customer)

@@ -104,6 +104,8 @@ class Route:
     error_schema: dict[str, Any] | None = None
     #: Statuses also answered without a body (a 204; ``status`` itself: never a body declared).
     empty_statuses: tuple[int, ...] = ()
+    #: Statuses also answered with the success body (206 for a partial range, say).
+    also_statuses: tuple[int, ...] = ()
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Api:
         errors: ErrorRenderer = envelope_error,
         error_schema: dict[str, Any] | None = None,
         empty_statuses: tuple[int, ...] = (),
+        also_statuses: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -156,6 +159,7 @@ class Api:
                     errors,
                     error_schema,
                     empty_statuses,
+                    also_statuses,
                 )
             )
             return handler
@@ -369,21 +373,23 @@ def openapi(api: Api, *, title: str, version: str) -> dict[str, Any]:
         "Error": _ENVELOPE_ERROR,
     }
     for route in api.routes:
+        success = {
+            "description": "success",
+            "content": {
+                "application/json": {
+                    "schema": route.response
+                    if route.response is not None
+                    else {"$ref": "#/components/schemas/Envelope"}
+                }
+            },
+        }
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,
             "tags": list(route.tags),
             "responses": {
-                str(route.status): {
-                    "description": "success",
-                    "content": {
-                        "application/json": {
-                            "schema": route.response
-                            if route.response is not None
-                            else {"$ref": "#/components/schemas/Envelope"}
-                        }
-                    },
-                },
+                str(route.status): success,
+                **{str(status): success for status in route.also_statuses},
                 "default": {
                     "description": "error",
                     "content": {

@@ -103,8 +103,9 @@ async def load_catalog(pool: asyncpg.Pool) -> Catalog:
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """SQL and its parameters; ``rows``: it answers one row (JSON array text, row count),
-    else it is run for its status tag (``INSERT 0 3``)."""
+    """SQL and its parameters; ``rows``: it answers one row (JSON array text, row count, and
+    for an upsert how many of the rows were inserted), else it is run for its status tag
+    (``INSERT 0 3``)."""
 
     sql: str
     args: list[Any]
@@ -265,7 +266,29 @@ def insert(
             statement += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
         else:
             statement += f" ON CONFLICT ({conflict}) DO NOTHING"
+        if merge:
+            return _merging(table, query, statement, representation).bind(params)
     return _returning(table, query, statement, representation).bind(params)
+
+
+def _merging(table: Table, query: Query, statement: str, representation: bool) -> Statement:
+    """An upsert that also says how many of its rows it inserted (PostgREST answers 200 when it
+    merged them all, 201 otherwise): a row the statement inserted has no ``xmax``, one it updated
+    has the transaction's."""
+    inserted = "(_t.xmax = '0'::xid) AS _rtm_inserted"
+    if representation:
+        rows = (
+            "(SELECT coalesce(json_agg(_r), '[]')::text FROM "
+            f"(SELECT {select_list(table, query, '_w')} FROM _w) _r)"
+        )
+        returning = f"_t.*, {inserted}"
+    else:
+        rows, returning = "NULL::text", inserted
+    sql = (
+        f"WITH _w AS ({statement} RETURNING {returning}) "
+        f"SELECT {rows}, count(*), count(*) FILTER (WHERE _rtm_inserted) FROM _w"
+    )
+    return Statement(sql, [], rows=True)
 
 
 def update(table: Table, query: Query, patch: dict[str, Any], *, representation: bool) -> Statement:

@@ -88,12 +88,20 @@ async def _run(ctx: Context, work: Callable[[asyncpg.Connection], Awaitable[Any]
 
 async def _execute(conn: asyncpg.Connection, statement: sql.Statement) -> tuple[str | None, int]:
     """(the rows as JSON array text, how many), or (None, how many) for ``return=minimal``."""
+    rows, n, _ = await _execute_write(conn, statement)
+    return rows, n
+
+
+async def _execute_write(
+    conn: asyncpg.Connection, statement: sql.Statement
+) -> tuple[str | None, int, int | None]:
+    """As :func:`_execute`, and how many rows an upsert inserted (None: not an upsert)."""
     if statement.rows:
         row = await conn.fetchrow(statement.sql, *statement.args)
         assert row is not None
-        return row[0], row[1]
+        return row[0], row[1], row[2] if len(row) > 2 else None
     status: str = await conn.execute(statement.sql, *statement.args)
-    return None, int(status.rsplit(" ", 1)[-1])
+    return None, int(status.rsplit(" ", 1)[-1]), None
 
 
 def _check_single(single: bool, n: int) -> None:
@@ -107,10 +115,15 @@ def _check_single(single: bool, n: int) -> None:
         )
 
 
-def _respond(rows: str | None, *, single: bool, status: int, content_range: str) -> web.Response:
+def _respond(
+    rows: str | None, *, single: bool, status: int, content_range: str, empty: int | None = None
+) -> web.Response:
+    """The rows (or with ``return=minimal`` no body: ``empty``, by default 204 for a 200)."""
     headers = {"Content-Range": content_range}
     if rows is None:
-        return web.Response(status=204 if status == 200 else status, headers=headers)
+        if empty is None:
+            empty = 204 if status == 200 else status
+        return web.Response(status=empty, headers=headers)
     body = rows
     if single:
         body = orjson.dumps(orjson.loads(rows)[0]).decode()
@@ -147,7 +160,14 @@ def register(api: Api, catalog: sql.Catalog) -> None:
         "path_schemas": {"table": {"enum": sorted(catalog)}},
     }
 
-    @api.route("GET", PATH, summary="Read rows (PostgREST select)", response=_ROWS_SCHEMA, **common)
+    @api.route(
+        "GET",
+        PATH,
+        summary="Read rows (PostgREST select); 206 for part of a counted range",
+        response=_ROWS_SCHEMA,
+        also_statuses=(206,),
+        **common,
+    )
     async def rest_select(ctx: Context, _: None) -> web.Response:
         table = _table(ctx, catalog)
         query = _query(ctx, ranged=True)
@@ -185,8 +205,10 @@ def register(api: Api, catalog: sql.Catalog) -> None:
         "POST",
         PATH,
         summary="Insert or upsert rows (PostgREST insert); the rows with "
-        "Prefer: return=representation",
+        "Prefer: return=representation; 200 for an upsert that inserted none",
+        response=_ROWS_SCHEMA,
         status=201,
+        also_statuses=(200,),
         empty_statuses=(201,),
         request_schema=_BODY_SCHEMA,
         **common,
@@ -196,27 +218,38 @@ def register(api: Api, catalog: sql.Catalog) -> None:
         query = _query(ctx)
         prefer, single = _prefer(ctx), _single(ctx)
         rows = _rows_of(await read_json(ctx.request, ctx.limits))
-        statement = _build(
-            lambda: sql.insert(
-                table,
-                query,
-                rows,
-                representation=prefer.representation,
-                merge=prefer.merge_duplicates,
-                ignore=prefer.ignore_duplicates,
+        # An empty array writes nothing and answers an empty one (PostgREST's), no statement.
+        statement = (
+            _build(
+                lambda: sql.insert(
+                    table,
+                    query,
+                    rows,
+                    representation=prefer.representation,
+                    merge=prefer.merge_duplicates,
+                    ignore=prefer.ignore_duplicates,
+                )
             )
+            if rows
+            else None
         )
 
-        async def work(conn: asyncpg.Connection) -> tuple[str | None, int]:
-            result = await _execute(conn, statement) if rows else ("[]", 0)
+        async def work(conn: asyncpg.Connection) -> tuple[str | None, int, int | None]:
+            empty: tuple[str | None, int, int | None] = ("[]", 0, None)
+            result = empty if statement is None else await _execute_write(conn, statement)
             _check_single(single, result[1])
             return result
 
-        written, n = await _run(ctx, work)
+        written, n, inserted = await _run(ctx, work)
         if not prefer.representation:
             written = None
         total = str(n) if prefer.count else "*"
-        return _respond(written, single=single, status=201, content_range=f"*/{total}")
+        # An upsert (merge-duplicates) that inserted nothing answers 200, body or not, as
+        # PostgREST does; any other insert 201.
+        status = 200 if prefer.merge_duplicates and not inserted else 201
+        return _respond(
+            written, single=single, status=status, content_range=f"*/{total}", empty=status
+        )
 
     async def _change(
         ctx: Context, build: Callable[[sql.Table, Query, bool], sql.Statement]
