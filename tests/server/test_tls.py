@@ -7,21 +7,26 @@ failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from realtime_messaging.keys import anon_key
 from realtime_messaging.server.listen import tls_context
 from tests.compat.clients import PAYLOAD, Clients, first_status, unique
-from tests.conftest import RunningServer, Seed, running_server
+from tests.conftest import TEST_SECRET, RunningServer, Seed, running_server
 from tests.server.wsclient import RawSocket
 
 RTM = [sys.executable, "-m", "realtime_messaging"]
@@ -198,3 +203,113 @@ def test_tls_settings_that_cannot_work_are_clear_errors(
         assert "realtime-messaging is running" not in out.stdout
     # Refused before the embedded database was started.
     assert not (tmp_path / "data").exists()
+
+
+def _der(pem: str) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+async def _presented(port: int) -> bytes:
+    """The certificate a new handshake on ``port`` presents (not verified: it is compared)."""
+    pem = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", port), timeout=5)
+    return _der(pem)
+
+
+@asynccontextmanager
+async def _rtm_serve(
+    database_url: str, tmp_path: Path, *args: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
+    """``rtm serve`` as a process of its own (signals go to it, not to the test), its port and
+    its log; stopped with SIGTERM on exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "rtm.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTM_")}
+    env.update(RTM_DATABASE_URL=database_url, RTM_JWT_SECRET=TEST_SECRET)
+    with open(log, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *RTM, "serve", "--port", str(port), *args, env=env, stdout=out, stderr=out
+        )
+    try:
+        async with asyncio.timeout(60):
+            while "is running" not in log.read_text():
+                assert proc.returncode is None, log.read_text()
+                await asyncio.sleep(0.05)
+        yield proc, port, log
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+async def _logged(proc: asyncio.subprocess.Process, log: Path, text: str) -> None:
+    async with asyncio.timeout(10):
+        while text not in log.read_text():
+            assert proc.returncode is None, log.read_text()
+            await asyncio.sleep(0.05)
+
+
+async def test_sighup_reloads_a_renewed_certificate_without_dropping_a_socket(
+    database_url: str, tmp_path: Path, certificate: Certificate
+) -> None:
+    """``systemctl reload`` of one process after a renewal: new handshakes present the new
+    certificate, an open wss socket carries on, and files that cannot work are refused with the
+    old certificate still served."""
+    renewed = tmp_path / "renewed"
+    renewed.mkdir()
+    new_cert, new_key = renewed / "cert.pem", renewed / "key.pem"
+    _openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("-keyout", str(new_key), "-out", str(new_cert), "-subj", "/CN=127.0.0.1"),
+        *("-addext", "subjectAltName=IP:127.0.0.1"),
+    )
+    live_cert, live_key = tmp_path / "live-cert.pem", tmp_path / "live-key.pem"
+    shutil.copy(certificate.cert, live_cert)
+    shutil.copy(certificate.key, live_key)
+    trust = ssl.create_default_context(cafile=str(certificate.cert))
+    trust.load_verify_locations(str(new_cert))
+    args = ("--tls-cert", str(live_cert), "--tls-key", str(live_key))
+    async with _rtm_serve(database_url, tmp_path, *args) as (proc, port, log):
+        assert await _presented(port) == _der(certificate.cert.read_text())
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(
+                f"wss://127.0.0.1:{port}/realtime/v1/websocket",
+                params={"apikey": anon_key(TEST_SECRET), "vsn": "1.0.0"},
+                ssl=trust,
+            ) as ws,
+        ):
+            shutil.copy(new_cert, live_cert)
+            shutil.copy(new_key, live_key)
+            proc.send_signal(signal.SIGHUP)
+            await _logged(proc, log, "SIGHUP: TLS certificate reloaded")
+            assert await _presented(port) == _der(new_cert.read_text())
+
+            # A renewal gone wrong (a key that does not match): refused, still the new one.
+            shutil.copy(certificate.other_key, live_key)
+            proc.send_signal(signal.SIGHUP)
+            await _logged(proc, log, "TLS certificate not reloaded")
+            assert "the private key does not match the certificate" in log.read_text()
+            assert await _presented(port) == _der(new_cert.read_text())
+
+            # The socket opened before both reloads still answers.
+            await ws.send_json(
+                {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "9"}
+            )
+            reply = await ws.receive_json(timeout=10)
+            assert (reply["ref"], reply["payload"]["status"]) == ("9", "ok")
+        assert proc.returncode is None
+
+
+async def test_sighup_to_one_process_without_tls_keeps_it_serving(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Nothing to reload: the process says so and serves on (SIGHUP's default would end it)."""
+    async with _rtm_serve(database_url, tmp_path) as (proc, port, log):
+        proc.send_signal(signal.SIGHUP)
+        await _logged(proc, log, "SIGHUP: nothing to reload")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+        assert proc.returncode is None

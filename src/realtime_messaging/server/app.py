@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from .broadcast_api import BroadcastApi
 from .broadcast_api import openapi_paths as broadcast_openapi_paths
 from .cors import Cors
 from .http import database_unavailable, error, internal_error, unavailable
-from .listen import BACKLOG, banner, base_url, bound_socket, tls_context
+from .listen import BACKLOG, banner, base_url, bound_socket, reload_certificate, tls_context
 from .liveness import LivenessPolicy, LivenessTracker
 from .maintenance import Maintenance
 from .metrics import Metrics
@@ -309,6 +310,24 @@ class Running:
     listener: asyncio.Server
     doors: Doors
     pool: asyncpg.Pool
+    #: The TLS context new connections are served with (None: plain http and ws).
+    tls: ssl.SSLContext | None = None
+
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP to one process (``systemctl reload``): read the TLS certificate and key again,
+        for a renewed certificate without a restart. Nothing else is reloaded: the settings are
+        read at start (under ``--workers`` the supervisor replaces the workers instead)."""
+        if self.tls is None or settings.tls_cert is None or settings.tls_key is None:
+            log.info("SIGHUP: nothing to reload (settings are read at start)")
+            return
+        try:
+            reload_certificate(self.tls, settings.tls_cert, settings.tls_key)
+        except ConfigurationError as exc:
+            log.error(
+                "SIGHUP: TLS certificate not reloaded, still serving the previous one: %s", exc
+            )
+            return
+        log.info("SIGHUP: TLS certificate reloaded from %s", settings.tls_cert)
 
     async def close(self) -> None:
         """Drain: stop listening (new connections go to the other workers), close idle
@@ -395,7 +414,7 @@ async def start(
         sock.close()
         pool.terminate()
         raise
-    return Running(url, runner, listener, doors, pool)
+    return Running(url, runner, listener, doors, pool, ssl_context)
 
 
 async def serve(settings: Settings, db: Database, *, link: socket.socket | None = None) -> None:
@@ -422,6 +441,7 @@ async def serve(settings: Settings, db: Database, *, link: socket.socket | None 
     watch: asyncio.Task[None] | None = None
     if link is None:
         print(banner(running.url, db.url, secret), flush=True)
+        loop.add_signal_handler(signal.SIGHUP, running.reload, settings)
     else:
         # SIGHUP is the supervisor's (it replaces the workers): a terminal's hangup, sent to
         # the whole process group, must not kill the workers without a drain.

@@ -52,6 +52,14 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+def reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Load a renewed certificate and key into a live context: handshakes from then on present
+    them, connections already open keep theirs. The files are first checked on a context of
+    their own (:func:`tls_context`'s errors), so that bad ones leave the live context as it was."""
+    tls_context(cert, key)
+    context.load_cert_chain(cert, key, password=_no_password)
+
+
 def _no_password() -> str:
     """Never prompt: an encrypted key gets an empty password, which fails to decrypt it."""
     return ""
