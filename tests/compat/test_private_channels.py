@@ -186,6 +186,7 @@ async def test_a_private_channels_presence_is_apart_from_the_public_channels_of_
     topic = f"{prefix}:1"
     covered = f"(SELECT realtime.topic()) LIKE '{prefix}:%'"
     await policy(pool, policies, f"FOR SELECT TO authenticated USING ({covered})")
+    await policy(pool, policies, f"FOR INSERT TO authenticated WITH CHECK ({covered})")
     _, insider_jwt = await seed.staff()
     _, watcher_jwt = await seed.staff()
     insider = await clients.js(server.anon_key, vsn=vsn, access_token=insider_jwt, name="in")
@@ -223,3 +224,46 @@ async def test_a_private_channels_presence_is_apart_from_the_public_channels_of_
         assert not client.log.find(ev="presence", key="in"), client.name
     assert not insider.log.find(ev="presence", key="out")
     assert not watcher.log.find(ev="presence", key="out")
+
+
+async def test_presence_on_a_private_channel_follows_the_presence_policies(
+    clients: Clients, server: Any, seed: Any, pool: asyncpg.Pool, policies: list[str], vsn: Any
+) -> None:
+    """As on Supabase, policies on ``realtime.messages`` with ``extension = 'presence'`` decide
+    presence apart from broadcast: a caller who may read only the topic's broadcasts joins, but
+    gets no presence state or diffs, and may not track; one with presence read and write does."""
+    prefix = unique("ward")
+    topic = f"{prefix}:1"
+    watcher_id, watcher_jwt = await seed.staff()
+    _, blind_jwt = await seed.staff()
+    covered = f"(SELECT realtime.topic()) LIKE '{prefix}:%'"
+    is_watcher = f"(SELECT rtm.current_user_id()) = '{watcher_id}'"
+    await policy(
+        pool,
+        policies,
+        f"FOR SELECT TO authenticated USING ({covered} AND "
+        f"(realtime.messages.extension = 'broadcast' OR {is_watcher}))",
+    )
+    await policy(
+        pool,
+        policies,
+        f"FOR INSERT TO authenticated WITH CHECK ({covered} AND "
+        f"realtime.messages.extension = 'presence' AND {is_watcher})",
+    )
+    watcher = await clients.js(server.anon_key, vsn=vsn, access_token=watcher_jwt, name="w")
+    blind = await clients.js(server.anon_key, vsn=vsn, access_token=blind_jwt, name="blind")
+    for client, key in ((watcher, "w"), (blind, "b")):
+        client.join("ward", topic, config={**PRIVATE, "presence": {"key": key}}, broadcast=("*",))
+        assert (await first_status(client, "ward"))["status"] == "SUBSCRIBED"
+
+    assert await watcher.call("track", channel="ward", payload={"on": "duty"}) == "ok"
+    await watcher.log.expect(ev="presence", kind="join", key="w")
+    assert await blind.call("track", channel="ward", payload={"on": "duty"}) == "error"
+
+    # A broadcast after the track reaches the blind channel (it reads broadcasts), so any
+    # presence diff it was going to get has come before it.
+    await pool.execute("SELECT realtime.send('{\"n\": 1}'::jsonb, 'round', $1, true)", topic)
+    await blind.log.expect(ev="broadcast", event="round")
+    assert not blind.log.find(ev="presence", key="w")
+    assert blind.log.find(ev="presence", kind="join") == []
+    assert "b" not in (await watcher.call("state", channel="ward"))["presence"]

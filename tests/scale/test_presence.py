@@ -193,10 +193,11 @@ async def test_a_private_channels_presence_stays_apart_on_every_process(
     topic = f"xpresence-{next(_keys)}"
     pool = await asyncpg.connect(cluster.database_url)
     policy = f"xpresence_{next(_keys)}"
-    await pool.execute(
-        f"CREATE POLICY {policy} ON realtime.messages FOR SELECT TO anon "
-        f"USING ((SELECT realtime.topic()) = '{topic}')"
-    )
+    for kind, rule in (("SELECT", "USING"), ("INSERT", "WITH CHECK")):  # read, and track
+        await pool.execute(
+            f"CREATE POLICY {policy}_{kind.lower()} ON realtime.messages FOR {kind} TO anon "
+            f"{rule} ((SELECT realtime.topic()) = '{topic}')"
+        )
     try:
         async with cluster.servers(2) as (a, b), sockets() as open_socket:
             insider, _ = await _private_member(open_socket, a, topic, "in", True)
@@ -225,7 +226,8 @@ async def test_a_private_channels_presence_stays_apart_on_every_process(
             seen = await _diffs_until(watcher, "joins", "in")
             assert all("p" not in d["joins"] for d in seen), seen
     finally:
-        await pool.execute(f"DROP POLICY {policy} ON realtime.messages")
+        for kind in ("select", "insert"):
+            await pool.execute(f"DROP POLICY {policy}_{kind} ON realtime.messages")
         await pool.close()
 
 

@@ -1,5 +1,6 @@
-"""A private channel's broadcasts reach only the topic's private channels, a public one's only
-its public ones; presence and the server's own events reach every member (as on Supabase)."""
+"""A private channel's broadcasts and presence diffs reach only the topic's private channels, a
+public one's only its public ones, and presence diffs only channels that may read presence (as on
+Supabase); the server's own events (``private`` None) reach every member."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Member:
     transport: Transport = field(default_factory=Transport)
     vsn: Vsn = Vsn.V1
     receives_own_broadcasts: bool = False
+    reads_presence: bool = True
     outbox: Outbox = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,25 @@ async def test_private_and_public_channels_of_one_topic_stay_apart() -> None:
     turn.flush()
     assert [b"secret" in f for f in private.transport.frames] == [True]
     assert [b"open" in f for f in public.transport.frames] == [True]
-    hub.deliver(Envelope("realtime:room", "presence_diff", {"joins": {}, "leaves": {}}))
+    hub.deliver(Envelope("realtime:room", "system", {"everyone": 1}))
     turn.flush()
     assert len(private.transport.frames) == len(public.transport.frames) == 2
+
+
+async def test_presence_diffs_reach_their_kind_and_only_channels_that_read_presence() -> None:
+    hub, turn = Hub(), Turn()
+    private, public = Member("p", True, turn), Member("q", False, turn)
+    blind = Member("b", True, turn, reads_presence=False)  # broadcast read only
+    for member in (private, public, blind):
+        hub.add("realtime:room", member)
+    diff = {"joins": {"k": {"metas": []}}, "leaves": {}}
+    for envelope in (
+        Envelope("realtime:room", "presence_diff", diff, private=True),
+        Envelope("realtime:room", "presence_diff", diff, private=False),
+        Envelope("realtime:room", "broadcast", {"secret": 1}, private=True),
+    ):
+        hub.deliver(envelope)
+        turn.flush()  # one write per turn and socket: a frame per write here
+    assert [b"presence_diff" in f for f in private.transport.frames] == [True, False]
+    assert [b"presence_diff" in f for f in public.transport.frames] == [True]
+    assert [b"secret" in f for f in blind.transport.frames] == [True]

@@ -131,6 +131,9 @@ class Member(Protocol):
     def reads_private(self) -> bool: ...
 
     @property
+    def reads_presence(self) -> bool: ...
+
+    @property
     def outbox(self) -> Outbox: ...
 
 
@@ -183,12 +186,15 @@ class Hub:
         v2: bytes | None = None
         exclude = envelope.exclude
         private = envelope.private
+        presence = envelope.event == "presence_diff"
         delivered = 0
         for member in list(members.values()):
             if exclude is not None and member.key == exclude:
                 continue
             if private is not None and member.reads_private is not private:
                 continue  # private and public channels of one topic are apart
+            if presence and not member.reads_presence:
+                continue  # a private channel whose policies do not let it read presence
             if member.vsn is Vsn.V1:
                 if v1 is None:
                     v1 = _frame_for(envelope, Vsn.V1) or b""

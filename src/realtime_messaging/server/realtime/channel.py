@@ -80,6 +80,13 @@ class Channel:
         return self.config.broadcast_self
 
     @property
+    def reads_presence(self) -> bool:
+        """Whether presence state and diffs reach this channel: always on a public channel or
+        one of our own topics, on another private channel if a policy lets the caller read the
+        topic's presence."""
+        return self.access is None or self.access.presence_read
+
+    @property
     def presence_scope(self) -> str:
         """Where this channel's presence is kept: its private or its public side of the topic."""
         return presence_scope(self.topic, self.reads_private)

@@ -108,7 +108,7 @@ async def _admit(
         if access is None and identity.kind is Kind.ANON:
             _refuse(session, join, "Unauthorized: Private channels need an authenticated token")
             return None
-        if access is not None and not access.read:
+        if access is not None and not access.joins:
             _refuse(
                 session,
                 join,
@@ -159,7 +159,7 @@ async def _open(
     tokens.arm_expiry(session, channel)
     response = {"postgres_changes": [b.reply_entry() for b in join.config.postgres_changes]}
     session.outbox.text(session.proto.accept(join, response))
-    if wants_presence:
+    if wants_presence and channel.reads_presence:
         state = server.cluster.state(scope)
         session.outbox.text(session.proto.push(join.topic, "presence_state", state, join.join_ref))
     if participant is not None:

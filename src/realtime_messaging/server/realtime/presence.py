@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from ...domain.bounds import metadata_problem
+from ...protocol.connection import subtopic
 from ...protocol.events import PresenceReceived
 from ...store.changefeed import Change
 from ...store.liveness import Participant
@@ -26,6 +27,11 @@ async def handle_presence(session: Session, event: PresenceReceived, channel: Ch
             problem = "Presence track payload must be a map"
         else:
             problem = metadata_problem(event.payload, server.settings.input_limits)
+        if problem is None and channel.access is not None and not channel.access.presence_write:
+            problem = (
+                "Unauthorized: You do not have permissions to track presence on this Channel "
+                f"topic: {subtopic(event.topic)}"
+            )
         if problem is not None:
             session.refuse(event.topic, event.ref, channel.join_ref, problem)
             return

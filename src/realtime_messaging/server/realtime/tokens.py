@@ -55,7 +55,7 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
         if allowed and access is not None:
             # The policies decided for the old token; a new one is checked again.
             access = await server.channel_access(identity, channel.topic)
-            allowed = access is not None and access.read
+            allowed = access is not None and access.joins
     except AuthUnavailable:
         return  # keep the channel on its current token; the client refreshes again
     except AuthError as exc:
