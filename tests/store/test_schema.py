@@ -692,6 +692,43 @@ async def test_delivery_recipients_are_on_the_other_side(rows: Rows, scene: Scen
         await rows.conn.execute(insert, uuid4(), "staff", scene.user)
 
 
+async def test_a_delivery_row_that_names_its_conversation_is_still_checked(
+    rows: Rows, scene: Scene
+) -> None:
+    """Only the row a message's own trigger writes skips the recipient check (0021): a client
+    that names a conversation itself, even with status 'sent', is checked and corrected."""
+    insert = (
+        "INSERT INTO message_delivery_status "
+        "(message_id, conversation_id, recipient_type, recipient_id, status) "
+        "VALUES ($1, $2, $3, $4, 'sent') RETURNING *"
+    )
+    with pg_error(CHECK, constraint="message_delivery_status_recipient"):
+        await rows.conn.execute(
+            insert, scene.staff_message, scene.other_conversation, "customer", scene.other_customer
+        )
+    row = await rows.conn.fetchrow(
+        insert, scene.customer_message, scene.other_conversation, "staff", scene.other_user
+    )
+    assert row["conversation_id"] == scene.conversation  # the message's, not the one named
+
+
+async def test_a_messages_own_delivery_row_is_what_the_checks_would_make(
+    rows: Rows, scene: Scene
+) -> None:
+    """The row written with a message, past the check: its conversation, 'sent', stamped."""
+    message = await rows.message(scene.conversation, "customer", scene.customer)
+    row = await rows.delivery(message, scene.user)
+    assert (row["conversation_id"], row["recipient_type"], row["status"]) == (
+        scene.conversation,
+        "staff",
+        "sent",
+    )
+    assert row["updated_at"] is not None and row["delivered_at"] is None
+    staff_message = await rows.message(scene.conversation, "staff", scene.user)
+    row = await rows.delivery(staff_message, scene.customer)
+    assert (row["conversation_id"], row["recipient_type"]) == (scene.conversation, "customer")
+
+
 async def test_the_message_and_recipient_of_a_delivery_row_never_change(
     rows: Rows, scene: Scene
 ) -> None:
