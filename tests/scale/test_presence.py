@@ -200,6 +200,14 @@ async def test_a_private_channels_presence_stays_apart_on_every_process(
         )
     try:
         async with cluster.servers(2) as (a, b), sockets() as open_socket:
+            async with aiohttp.ClientSession() as http:
+
+                async def acquainted() -> bool:
+                    """each process has heard the other (a join syncs with the peers it knows;
+                    one it learns of later is asked then, and its metas arrive as a diff)"""
+                    return all([await metric(http, s, "rtm_cluster_peers") == 1 for s in (a, b)])
+
+                await eventually(acquainted)
             insider, _ = await _private_member(open_socket, a, topic, "in", True)
             await _track(insider, topic, {"n": 1})
             outsider, state = await _private_member(open_socket, a, topic, "out", False)
