@@ -288,6 +288,10 @@ async def test_a_resume_interleaves_broadcasts_and_changes_in_feed_order(
         }
     ]
     sock = await joined(server, portal, topic, postgres_changes=bindings)
+    # Stays on the topic: once it has the last broadcast live, the feed has it in its log, so the
+    # resume below replays all four before "Subscribed" (a change still on its way to the log
+    # would come right after it, live).
+    observer = await joined(server, portal, topic)
     try:
         await send(pool, topic, {"n": "seen"})
         last = (await next_broadcast(sock))["meta"]["position"]
@@ -302,6 +306,11 @@ async def test_a_resume_interleaves_broadcasts_and_changes_in_feed_order(
             f"message-{i}",
         )
         await send(pool, topic, {"n": f"broadcast-{i}"})
+    try:
+        while (await next_broadcast(observer))["payload"]["n"] != "broadcast-1":
+            pass
+    finally:
+        await observer.close()
 
     sock = await joined(server, portal, topic, postgres_changes=bindings, resume={"position": last})
     try:
