@@ -275,11 +275,13 @@ class PostgresBroker:
         if not self._positioned.is_set():
             # Not yet connected once: rows committed before the cursor is placed would never
             # be read, so wait for it (bounded: without the database, serve this process alone).
+            # asyncio.wait, not asyncio.timeout: a join runs this before it has a task
+            # (server/eager.py).
+            waiting = asyncio.create_task(self._positioned.wait())
             try:
-                async with asyncio.timeout(self._io_timeout):
-                    await self._positioned.wait()
-            except TimeoutError:
-                pass
+                await asyncio.wait([waiting], timeout=self._io_timeout)
+            finally:
+                waiting.cancel()
 
     def status(self) -> BrokerStatus:
         return BrokerStatus(

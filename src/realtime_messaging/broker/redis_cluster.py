@@ -265,10 +265,11 @@ class RedisClusterBroker:
         self._pending[topic] = self._pending.get(topic, 0) + 1
         self._want(topic)
         try:
-            async with asyncio.timeout(self._io_timeout):
-                await future
-        except TimeoutError:
-            log.warning("Redis Cluster did not confirm the subscription to %s in time", topic)
+            # asyncio.wait, not asyncio.timeout: a join runs this before it has a task
+            # (server/eager.py).
+            done, _ = await asyncio.wait([future], timeout=self._io_timeout)
+            if not done:
+                log.warning("Redis Cluster did not confirm the subscription to %s in time", topic)
         finally:
             left = self._pending[topic] - 1
             if left:

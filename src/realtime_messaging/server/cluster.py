@@ -291,10 +291,10 @@ class ClusterPresence:
             if not self._batch:
                 loop.call_soon(self._flush)
             future = self._batch[topic] = loop.create_future()
-        try:
-            async with asyncio.timeout(self._answer_within):
-                await asyncio.shield(future)
-        except TimeoutError:
+        # asyncio.wait, not asyncio.timeout: a join runs this before it has a task (eager.py);
+        # and it leaves the future, which other joins share, alone.
+        done, _ = await asyncio.wait([future], timeout=self._answer_within)
+        if not done:
             log.warning("presence of %s: not every process answered in time", topic)
 
     def _flush(self) -> None:

@@ -114,6 +114,17 @@ class Outbox:
             self.closed = True
             self._on_overflow()
 
+    def release(self) -> None:
+        """The socket has gone: take no more frames, and let go of its owner (the overflow
+        callback is the owner's method: without this, a closed socket's objects form a cycle
+        that only the garbage collector's full passes free)."""
+        self.closed = True
+        self._on_overflow = _nothing
+
+
+def _nothing() -> None:
+    """What a released outbox calls on overflow."""
+
 
 class Member(Protocol):
     """A joined channel as the hub sees it."""

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import os
 import struct
+import uuid
 
 import aiohttp
 import orjson
@@ -97,10 +98,10 @@ async def test_frames_sent_behind_the_upgrade_request_are_handled(server: Runnin
 
 
 async def test_frames_wait_in_line_behind_a_join(server: RunningServer) -> None:
-    """A join waits for the database; the broadcast, heartbeats and leave sent right behind
-    it are handled after it, in the order sent, none lost (more than the line holds: reading
-    pauses and resumes)."""
-    topic = "realtime:room-line"
+    """A join that waits for the database (the owner of a conversation no one has looked up);
+    the broadcast, heartbeats and leave sent right behind it are handled after it, in the order
+    sent, none lost (more than the line holds: reading pauses and resumes)."""
+    topic = f"realtime:conversation:{uuid.uuid4()}"
     frames = [
         _push(topic, "phx_join", {"config": {"broadcast": {"ack": True}}}, "1", "1"),
         _push(topic, "broadcast", {"type": "broadcast", "event": "e", "payload": {}}, "2", "1"),

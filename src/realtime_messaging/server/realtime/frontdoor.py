@@ -26,6 +26,7 @@ from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithL
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
 from ..access import log_request, loggable_path, request_id
+from ..eager import Started, step
 from .wire import PicowsWire
 
 #: The paths of the realtime endpoint (Supabase's, and Phoenix's default).
@@ -38,8 +39,6 @@ MAX_QUERY_FIELDS = 32
 #: What picows's read buffer starts at (it grows for bigger frames): a socket's largest fixed
 #: cost, and clients send small frames.
 READ_BUFFER = 2048
-#: How long a client may take to send its upgrade request once the front door let it through.
-HANDSHAKE_TIMEOUT = 5.0
 #: How long a new connection may take to send its first request head (browsers send it at
 #: once): a connection that sends nothing must not hold a file descriptor for ever.
 HEAD_TIMEOUT = 10.0
@@ -76,7 +75,13 @@ Admit = Callable[[Upgrade], Awaitable[PicowsWire[Any]]]
 
 class Doors:
     """What every front door of one listening socket shares: who serves after it, and the
-    connections still waiting for their first request (closed when the server drains)."""
+    connections still waiting for their first request (closed when late, or when the server
+    drains).
+
+    One timer for all the waiting connections, not one each: they wait in the order they
+    came, so a sweep stops at the first that is not late. A connection is closed between
+    :data:`HEAD_TIMEOUT` and a half of it later.
+    """
 
     def __init__(
         self,
@@ -90,12 +95,34 @@ class Doors:
         self.admit = admit
         self.max_frame_bytes = max_frame_bytes
         self.response_headers = dict(response_headers or {})
-        self.waiting: set[FrontDoor] = set()
+        #: The connections waiting for their first request, and since when (the loop's time).
+        self.waiting: dict[FrontDoor, float] = {}
+        self._loop = asyncio.get_running_loop()
+        self._sweep: asyncio.TimerHandle | None = None
         #: Upgrades being authenticated (held here: the loop keeps only weak references).
         self.upgrading: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> FrontDoor:
         return FrontDoor(self)
+
+    def arrived(self, door: FrontDoor) -> None:
+        self.waiting[door] = self._loop.time()
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(HEAD_TIMEOUT / 2, self._close_late)
+
+    def _close_late(self) -> None:
+        self._sweep = None
+        deadline = self._loop.time() - HEAD_TIMEOUT
+        late = []
+        for door, since in self.waiting.items():
+            if since > deadline:
+                break
+            late.append(door)
+        for door in late:
+            del self.waiting[door]
+            door.close()
+        if self.waiting:
+            self._sweep = self._loop.call_later(HEAD_TIMEOUT / 2, self._close_late)
 
     def close_waiting(self) -> None:
         """The server drains: close the connections that have not been handed over yet."""
@@ -108,25 +135,21 @@ class Doors:
 class FrontDoor(asyncio.Protocol):
     """Reads one request head, then hands the connection over and is gone."""
 
-    __slots__ = ("_doors", "_transport", "_head", "_timeout")
+    __slots__ = ("_doors", "_transport", "_head")
 
     def __init__(self, doors: Doors) -> None:
         self._doors = doors
         self._transport: asyncio.Transport | None = None
         self._head = b""
-        self._timeout: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
-        self._doors.waiting.add(self)
-        self._timeout = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self.close)
+        self._doors.arrived(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._doors.waiting.discard(self)
+        self._doors.waiting.pop(self, None)
         self._transport = None
-        if self._timeout is not None:
-            self._timeout.cancel()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -138,20 +161,26 @@ class FrontDoor(asyncio.Protocol):
         if end < 0 and len(head) <= MAX_HEAD:
             self._head = head
             return
-        self._doors.waiting.discard(self)
-        if self._timeout is not None:
-            self._timeout.cancel()
+        self._doors.waiting.pop(self, None)
         transport = self._transport
         assert transport is not None
         self._transport = None
         upgrade = _realtime_upgrade(head[:end]) if end >= 0 else None
         if upgrade is None:
             _take_over(transport, self._doors.http(), head)
-        else:
+            return
+        # An upgrade with a known key is admitted here and now; one that waits (a token
+        # looked up in the database) goes on in a task, reading paused meanwhile.
+        started = step(_upgrade(self._doors, transport, upgrade, head))
+        if started is not None:
             transport.pause_reading()
-            task = asyncio.create_task(_upgrade(self._doors, transport, upgrade, head))
+            task = asyncio.create_task(_finish(started))
             self._doors.upgrading.add(task)
             task.add_done_callback(self._doors.upgrading.discard)
+
+
+async def _finish(started: Started) -> None:
+    await started
 
 
 def _realtime_upgrade(head: bytes) -> Upgrade | None:
@@ -216,7 +245,7 @@ async def _upgrade(
         serve,
         logging.LoggerAdapter(_picows_log),  # an adapter: picows makes no logger per socket
         True,  # an exception in a callback closes the socket (1011) instead of the process
-        HANDSHAKE_TIMEOUT,
+        None,  # no handshake timer: the whole request head is handed over at once
         False,  # no pings from the server: clients heartbeat, the idle sweeper closes the silent
         20.0,
         20.0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ...domain.budget import PerSecond
@@ -23,6 +23,7 @@ from ...domain.identity import Identity
 from ...protocol.connection import ServerConnection, subtopic
 from ...protocol.frames import Vsn
 from ..cluster import diff_envelope
+from ..eager import Started, step
 from ..fanout import Outbox
 from .channel import Channel, serial
 from .shared import Shared
@@ -92,8 +93,8 @@ class Session:
         self._on_frame = on_frame
         #: Frames read while one is being handled (None: none is).
         self._inbox: deque[tuple[Any, bool]] | None = None
-        #: The handling its task has yet to start (closed unstarted if the socket goes first).
-        self._pending: Coroutine[Any, Any, None] | None = None
+        #: The handling its task has yet to take up (closed if the socket goes first).
+        self._pending: Started | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         #: Why the server closed the socket (for the log); None: the client closed it.
@@ -128,16 +129,21 @@ class Session:
                 self.wire.pause_reading()
             return
         pending = self._on_frame(self, data, binary)
-        if pending is not None:
+        if pending is None:
+            return
+        # Most handlings never wait (a join on one process): no task for those.
+        started = step(pending)
+        if started is not None:
             self._inbox = deque()
-            self._pending = pending
+            self._pending = started
             self._worker = asyncio.create_task(self._work(), name=f"rtm-socket-{self.id}")
 
     async def _work(self) -> None:
-        """Await the frame being handled, then handle the frames that came meanwhile."""
-        inbox, pending = self._inbox, self._pending
-        assert inbox is not None and pending is not None
+        """Finish the frame being handled, then handle the frames that came meanwhile."""
+        inbox, started = self._inbox, self._pending
+        assert inbox is not None and started is not None
         self._pending = None
+        pending: Awaitable[None] = started
         try:
             while True:
                 await pending
@@ -180,7 +186,7 @@ class Session:
 
     def teardown(self) -> None:
         """Leave every channel: presence leaves go out at once, nothing waits on this socket."""
-        self.outbox.closed = True
+        self.outbox.release()
         if self._pending is not None:
             self._pending.close()
             self._pending = None

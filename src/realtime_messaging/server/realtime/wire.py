@@ -149,6 +149,9 @@ class PicowsWire(WSListener, Generic[R]):
             self._gone.set_result(None)
         session = self.session
         if session is not None:
+            # Not kept: the session points at this wire, and a cycle would outlive the socket
+            # until a full pass of the garbage collector.
+            self.session = None
             received = transport.close_handshake.recv if transport.close_handshake else None
             self._ended(session, received.code.value if received is not None else None)
         if self.on_gone is not None:
