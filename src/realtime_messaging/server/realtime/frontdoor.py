@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -255,13 +256,67 @@ async def _upgrade(
         None,  # extra headers: a client's
         READ_BUFFER,
     )
-    _take_over(transport, protocol, head)
+    wire.attach(transport)
+    seen = _SeenByPicows.of(transport)
+    try:
+        _take_over(transport, protocol, head, seen)
+    finally:
+        if seen is not None:
+            seen.release()
 
 
-def _take_over(transport: asyncio.Transport, protocol: asyncio.BaseProtocol, head: bytes) -> None:
-    """Make ``protocol`` the connection's, as if it had read ``head`` itself."""
+class _SeenByPicows:
+    """The connection's transport as picows's protocol is handed it.
+
+    Taking over, picows asks the transport for its socket, to set two options and read four
+    (three of them for a log line at a level not logged), and for its addresses; uvloop makes a
+    new socket object for each, with system calls to find what it is: about 8 % of a connect's
+    CPU (benchmarks/README.md, "Connect rate"). Here one socket object answers them all, and is
+    detached once picows is done (it must never close the connection's file descriptor).
+    Writing and closing, which picows keeps for later, are the transport's own methods.
+    """
+
+    __slots__ = ("write", "writelines", "get_write_buffer_size", "close", "abort", "_of", "_sock")
+
+    def __init__(self, transport: asyncio.Transport, fd: int) -> None:
+        self.write = transport.write
+        self.writelines = transport.writelines
+        self.get_write_buffer_size = transport.get_write_buffer_size
+        self.close = transport.close
+        self.abort = transport.abort
+        self._of = transport
+        # The type and protocol given: two system calls fewer (the family is looked up).
+        self._sock = socket.socket(-1, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd)
+
+    @classmethod
+    def of(cls, transport: asyncio.Transport) -> _SeenByPicows | None:
+        """None when the transport has no socket to show (picows then asks it directly)."""
+        raw = transport.get_extra_info("socket")
+        return None if raw is None else cls(transport, raw.fileno())
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._sock
+        if name == "peername":
+            return self._sock.getpeername()
+        if name == "sockname":
+            return self._sock.getsockname()
+        return self._of.get_extra_info(name, default)
+
+    def release(self) -> None:
+        self._sock.detach()
+
+
+def _take_over(
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    head: bytes,
+    seen: object | None = None,
+) -> None:
+    """Make ``protocol`` the connection's, as if it had read ``head`` itself (``seen``: what
+    it is told the transport is, if not the transport itself)."""
     transport.set_protocol(protocol)
-    protocol.connection_made(transport)
+    protocol.connection_made(cast(asyncio.BaseTransport, seen or transport))
     if isinstance(protocol, asyncio.BufferedProtocol):
         view = memoryview(head)
         while view and not transport.is_closing():

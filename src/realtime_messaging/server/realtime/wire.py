@@ -95,9 +95,13 @@ class PicowsWire(WSListener, Generic[R]):
     def transport(self) -> asyncio.Transport:
         return self._raw
 
+    def attach(self, transport: asyncio.Transport) -> None:
+        """The connection's own transport, which frames are written to (picows is shown
+        another face of it, :mod:`.frontdoor`)."""
+        self._raw = transport
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
-        self._raw = transport.underlying_transport
         self._loop = asyncio.get_running_loop()
         self._gone: asyncio.Future[None] = self._loop.create_future()
         self.session = self._open(self)
