@@ -10,7 +10,7 @@ import pytest
 
 from realtime_messaging.protocol.frames import Vsn
 from realtime_messaging.tokens import hash_portal_token
-from tests.conftest import RunningServer, Seed
+from tests.conftest import RunningServer, Seed, running_server
 
 from .wsclient import RawSocket
 
@@ -290,3 +290,28 @@ async def test_refresh_to_another_customer_loses_the_topic(
         )
     finally:
         await sock.close()
+
+
+async def test_staff_connecting_together_while_the_pool_opens_connections(
+    database_url: str, seed: Seed
+) -> None:
+    """Staff sockets connecting and joining together, on a fresh server whose database pool
+    has one connection open: checking that each is staff makes the pool open more, under
+    asyncpg's ``asyncio.timeout``, which needs a task. Upgrades and joins run without one until
+    they first wait (server/eager.py), and these were refused at first."""
+    staff = [await seed.staff() for _ in range(6)]
+    async with running_server(database_url) as srv:
+        sockets = await asyncio.gather(
+            *(RawSocket.connect(srv.ws_url, token) for _, token in staff)
+        )
+        try:
+            replies = await asyncio.gather(
+                *(
+                    sock.join(f"staff:{user}:messages", access_token=token)
+                    for sock, (user, token) in zip(sockets, staff, strict=True)
+                )
+            )
+            assert [reply["status"] for reply in replies] == ["ok"] * len(staff)
+        finally:
+            for sock in sockets:
+                await sock.close()

@@ -85,6 +85,9 @@ class Authenticator:
         self._verified: _LRU[str, tuple[dict[str, object], float]] = _LRU(10_000)
         self._portal_rows: Coalesced[str, asyncpg.Record] = Coalesced(self._fetch_portal_rows)
         self._owner_rows: Coalesced[UUID, UUID] = Coalesced(self._fetch_owners)
+        # Batched like the others: a staff reconnect storm asks once per turn of the loop, and
+        # an upgrade or a join never touches the pool itself (server/eager.py).
+        self._staff_rows: Coalesced[UUID, bool] = Coalesced(self._fetch_staff)
 
     async def identify(self, token: str | None, *, now: float | None = None) -> Identity:
         """The identity a token proves, or :class:`AuthError`."""
@@ -175,8 +178,13 @@ class Authenticator:
         return {r["id"]: r["customer_id"] for r in rows}
 
     async def _is_staff(self, user_id: UUID) -> bool:
-        found = await self._pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id)
-        return found is not None
+        return await self._staff_rows.get(user_id) is not None
+
+    async def _fetch_staff(self, users: list[UUID]) -> dict[UUID, bool]:
+        rows = await self._pool.fetch(
+            "SELECT id FROM users WHERE id = ANY($1::text[]::uuid[])", [str(u) for u in users]
+        )
+        return {r["id"]: True for r in rows}
 
     async def conversation_owner(self, conversation_id: UUID) -> UUID | None:
         """The customer owning a conversation (cached: it never changes), or None."""

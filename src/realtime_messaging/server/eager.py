@@ -6,14 +6,20 @@ pause and resume of reading (benchmarks/README.md, "Connect rate"). Python 3.12'
 do this; 3.11 does not have them.
 
 Until its first wait such a coroutine runs in no task, so the code on that stretch must not
-need ``asyncio.current_task()``: ``asyncio.timeout`` does (and ``asyncio.wait_for`` from 3.12
-on), so the upgrade's and the join's paths bound their waits with ``asyncio.wait``.
+need ``asyncio.current_task()``. ``asyncio.timeout`` does (and ``asyncio.wait_for`` from 3.12
+on), and so do libraries that use it before their first wait: asyncpg's pool when it opens a
+connection, redis-py's commands. Hence only the upgrade and the join run this way; they bound
+their own waits with ``asyncio.wait``, and reach the database through batches
+(:class:`~.batching.Coalesced`) or :func:`in_task`, which run in tasks of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Started:
@@ -60,3 +66,9 @@ def step(coro: Coroutine[Any, Any, None]) -> Started | None:
     except StopIteration:
         return None
     return Started(coro, waiting_on)
+
+
+async def in_task(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` run in a task of its own: for work that may need
+    ``asyncio.current_task()`` (module docstring) on a stretch that may run without one."""
+    return await asyncio.create_task(coro)

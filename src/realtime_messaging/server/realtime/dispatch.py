@@ -16,9 +16,10 @@ from ...protocol import events
 from ...protocol.connection import UNMATCHED
 from ...protocol.errors import ProtocolError
 from ..auth import expired_message
+from ..eager import step
 from . import broadcast, join, presence, tokens
 from .channel import Channel
-from .session import Session
+from .session import Pending, Session
 
 log = logging.getLogger(__package__)
 
@@ -33,9 +34,11 @@ _ACTIVITY = (events.JoinRequested, events.BroadcastReceived, events.PresenceRece
 Later = Callable[[], Coroutine[Any, Any, None]] | None
 
 
-def on_frame(session: Session, data: Any, binary: bool) -> Coroutine[Any, Any, None] | None:
+def on_frame(session: Session, data: Any, binary: bool) -> Pending | None:
     """Handle one frame at once, or return what is left to await (:class:`Session` awaits it
-    before the next frame)."""
+    before the next frame). A join runs at once up to its first wait (most never wait, and a
+    task each was a tenth of a connect's CPU); the rest of what waits runs in the session's
+    task, as the libraries they reach need (:mod:`..eager`)."""
     proto = session.proto
     try:
         event = proto.receive_binary(data) if binary else proto.receive_text(data)
@@ -56,7 +59,11 @@ def on_frame(session: Session, data: Any, binary: bool) -> Coroutine[Any, Any, N
     except Exception:
         _failed(session, event)
         return None
-    return None if later is None else _guarded(session, event, later)
+    if later is None:
+        return None
+    if isinstance(event, events.JoinRequested):
+        return step(_guarded(session, event, later))
+    return _guarded(session, event, later)
 
 
 def route(session: Session, event: events.Event) -> Later:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ...domain.budget import PerSecond
@@ -23,7 +23,7 @@ from ...domain.identity import Identity
 from ...protocol.connection import ServerConnection, subtopic
 from ...protocol.frames import Vsn
 from ..cluster import diff_envelope
-from ..eager import Started, step
+from ..eager import Started
 from ..fanout import Outbox
 from .channel import Channel, serial
 from .shared import Shared
@@ -37,8 +37,10 @@ CLOSE_SLOW_CONSUMER = 1008
 #: back on the client); reading resumes once the line is short again.
 INBOX_LIMIT = 64
 
+#: The work left of a frame's handling: to start, or started already (:mod:`..eager`).
+Pending = Coroutine[Any, Any, None] | Started
 #: What handles one frame: done at once (None), or the work left to await.
-OnFrame = Callable[["Session", Any, bool], "Coroutine[Any, Any, None] | None"]
+OnFrame = Callable[["Session", Any, bool], Pending | None]
 
 
 def who(identity: Identity) -> str:
@@ -94,7 +96,7 @@ class Session:
         #: Frames read while one is being handled (None: none is).
         self._inbox: deque[tuple[Any, bool]] | None = None
         #: The handling its task has yet to take up (closed if the socket goes first).
-        self._pending: Started | None = None
+        self._pending: Pending | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         #: Why the server closed the socket (for the log); None: the client closed it.
@@ -129,25 +131,20 @@ class Session:
                 self.wire.pause_reading()
             return
         pending = self._on_frame(self, data, binary)
-        if pending is None:
-            return
-        # Most handlings never wait (a join on one process): no task for those.
-        started = step(pending)
-        if started is not None:
+        if pending is not None:
             self._inbox = deque()
-            self._pending = started
+            self._pending = pending
             self._worker = asyncio.create_task(self._work(), name=f"rtm-socket-{self.id}")
 
     async def _work(self) -> None:
         """Finish the frame being handled, then handle the frames that came meanwhile."""
-        inbox, started = self._inbox, self._pending
-        assert inbox is not None and started is not None
+        inbox, pending = self._inbox, self._pending
+        assert inbox is not None and pending is not None
         self._pending = None
-        pending: Awaitable[None] = started
         try:
             while True:
                 await pending
-                next_one: Coroutine[Any, Any, None] | None = None
+                next_one: Pending | None = None
                 while next_one is None and inbox and not self.outbox.closed:
                     if len(inbox) == INBOX_LIMIT:
                         self.wire.resume_reading()

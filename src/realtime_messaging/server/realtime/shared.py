@@ -31,6 +31,7 @@ from ..api.ratelimit import RateLimiter
 from ..auth import Authenticator
 from ..batching import Coalesced
 from ..cluster import ClusterPresence
+from ..eager import in_task
 from ..fanout import Turn
 from ..liveness import LivenessTracker
 from ..pgchanges import ChangeRouter
@@ -144,5 +145,8 @@ class Shared(Generic[S]):
         name = subtopic(topic_name)
         if parse_topic(name).kind is not TopicKind.PUBLIC:
             return None
+        return await in_task(self._channel_access(identity, name))
+
+    async def _channel_access(self, identity: Identity, name: str) -> ChannelAccess | None:
         async with self.pool.acquire() as conn:
             return await channel_access(conn, policy_caller(identity), name)
