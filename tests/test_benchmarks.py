@@ -1,7 +1,8 @@
 """The benchmarks run end to end at their smallest size and report every documented figure.
 
 Smoke tests of ``benchmarks/sdk/run.py`` (20 clients, 1 s phases, about 15 s), ``restart.py``
-(one round) and ``fanout/run.py --idle --connector lean`` (200 sockets): each starts its own
+(one round), ``fanout/run.py --idle --connector lean`` (200 sockets) and ``fanout/churn.py``
+(two rounds of 100 sockets): each starts its own
 servers and embedded database, so this checks the whole harness, including the restarts and the
 cleanup, not the figures themselves.
 """
@@ -104,3 +105,23 @@ def test_fanout_idle_steps_with_the_lean_client() -> None:
         assert [count for count, _ in steps] == ["50", "100", "150", "200"], (server, out)
         for _, rest in steps[1:]:  # each later step: its marginal size and its rate
             assert re.match(r" [\d.]+ \| [\d,]+ \([\d.]+\) \|$", rest), (server, rest, out)
+
+
+def test_churn_rounds_report_rate_cpu_and_memory() -> None:
+    """``benchmarks/fanout/churn.py`` at its smallest (100 sockets, two rounds, about 10 s):
+    every socket upgrades and joins (a refused one fails the run), all close, and each round
+    reports its rate, the server's CPU per connect and its memory once they are gone."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fanout" / "churn.py"),
+        "--clients",
+        "100",
+        "--rounds",
+        "2",
+        "--time-limit",
+        "50",
+    ]
+    out = _run(cmd, dict(os.environ))
+    rows = re.findall(r"^\| (\d+) \| [\d,]+ \| [\d.]+ \| \d+ % \| [\d.]+ \|$", out, re.M)
+    assert rows == ["1", "2"], out
+    assert re.search(r"^median server CPU per connect: [\d.]+ ms$", out, re.M), out

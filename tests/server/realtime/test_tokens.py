@@ -61,3 +61,25 @@ async def test_a_refresh_to_a_shorter_token_closes_the_channel_at_its_expiry(
         assert (await sock.reply_to("3"))["payload"]["status"] == "ok"
     finally:
         await sock.close()
+
+
+async def test_channels_sharing_a_token_expire_together_unless_they_left(
+    server: RunningServer, seed: Seed
+) -> None:
+    """Channels whose tokens expire at the same second share one timer: the one that left
+    first (the first to arm it) does not take the others' expiry with it."""
+    staff, _ = await seed.staff()
+    token = seed.staff_token(staff, ttl_seconds=2)
+    sockets = [await RawSocket.connect(server.ws_url, token) for _ in range(3)]
+    try:
+        for sock in sockets:
+            assert (await sock.join("expire-together"))["status"] == "ok"
+        await sockets[0].send("realtime:expire-together", "phx_leave", {}, "2", "1")
+        assert (await sockets[0].recv())["event"] == "phx_reply"
+        for sock in sockets[1:]:
+            system = await sock.expect(lambda m: m.get("event") == "system", timeout=10)
+            assert system["payload"]["message"].startswith("Token has expired")
+            assert (await sock.recv())["event"] == "phx_close"
+    finally:
+        for sock in sockets:
+            await sock.close()

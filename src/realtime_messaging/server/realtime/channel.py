@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ...domain.identity import Identity
@@ -61,7 +63,8 @@ class Channel:
         self.reads_private = config.private
         self.key = f"{node_id}:{next(serial)}"
         self.presence_key = config.presence_key
-        self.expiry: asyncio.TimerHandle | None = None
+        #: When its token expires, as registered with :class:`Expiries` (None: never).
+        self.expiry: float | None = None
         #: Position of the last postgres change delivered (changes at or below it are skipped).
         self.pg_position = 0
         #: While a resume replays history, live changes wait here.
@@ -90,3 +93,41 @@ class Channel:
     def presence_scope(self) -> str:
         """Where this channel's presence is kept: its private or its public side of the topic."""
         return presence_scope(self.topic, self.reads_private)
+
+
+class Expiries:
+    """Channels to close when their token expires: one timer per expiry time, not one per
+    channel. Thousands of sockets share an API key's expiry and a customer's channels their
+    token's; a timer each was a twentieth of a connect's CPU and memory held by every idle
+    channel (benchmarks/README.md, "Connect rate")."""
+
+    def __init__(self) -> None:
+        self._due: dict[float, tuple[asyncio.TimerHandle, dict[Channel, Callable[[], None]]]] = {}
+
+    def add(self, channel: Channel, expires_at: float, expire: Callable[[], None]) -> None:
+        """Call ``expire`` at ``expires_at`` (Unix time) unless the channel is discarded first."""
+        self.discard(channel)
+        entry = self._due.get(expires_at)
+        if entry is None:
+            delay = max(0.0, expires_at - time.time())
+            handle = asyncio.get_running_loop().call_later(delay, self._fire, expires_at)
+            entry = self._due[expires_at] = (handle, {})
+        entry[1][channel] = expire
+        channel.expiry = expires_at
+
+    def discard(self, channel: Channel) -> None:
+        expires_at = channel.expiry
+        if expires_at is None:
+            return
+        channel.expiry = None
+        handle, channels = self._due[expires_at]
+        del channels[channel]
+        if not channels:
+            handle.cancel()
+            del self._due[expires_at]
+
+    def _fire(self, expires_at: float) -> None:
+        _, channels = self._due.pop(expires_at)
+        for channel, expire in channels.items():
+            channel.expiry = None
+            expire()

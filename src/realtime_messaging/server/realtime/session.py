@@ -207,9 +207,7 @@ class Session:
         if channel.replay is not None:
             channel.replay.cancel()
             channel.replay = None
-        if channel.expiry is not None:
-            channel.expiry.cancel()
-            channel.expiry = None
+        server.expiries.discard(channel)
         if channel.participant is not None:
             held = server.participant_channels.get(channel.participant["key"])
             if held is not None:

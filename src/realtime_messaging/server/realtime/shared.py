@@ -35,7 +35,7 @@ from ..eager import in_task
 from ..fanout import Turn
 from ..liveness import LivenessTracker
 from ..pgchanges import ChangeRouter
-from .channel import Channel
+from .channel import Channel, Expiries
 
 
 def policy_caller(identity: Identity) -> Caller:
@@ -116,6 +116,8 @@ class Shared(Generic[S]):
         self.feed_position: Callable[[], int] = lambda: 0
         #: What resuming channels missed, read for a reconnect storm's rejoins in batches.
         self.missed: Coalesced[Missed, tuple[History, list[Change]]] = Coalesced(self._read_missed)
+        #: The channels to close when their tokens expire.
+        self.expiries = Expiries()
         #: Participant id -> this process's channels on presence topics that stand for them.
         self.participant_channels: dict[str, set[Channel]] = {}
         self.sessions: set[S] = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 import asyncpg
 
@@ -24,15 +25,11 @@ _FULL_CHECK_EVERY = 15
 
 def arm_expiry(session: Session, channel: Channel) -> None:
     """Close the channel when its token expires."""
-    if channel.expiry is not None:
-        channel.expiry.cancel()
-        channel.expiry = None
     exp = channel.identity.expires_at
     if exp is None:
-        return
-    delay = max(0.0, exp - time.time())
-    loop = asyncio.get_running_loop()
-    channel.expiry = loop.call_later(delay, expire, session, channel)
+        session.server.expiries.discard(channel)
+    else:
+        session.server.expiries.add(channel, exp, partial(expire, session, channel))
 
 
 def expire(session: Session, channel: Channel) -> None:
