@@ -13,14 +13,16 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import pytest
 
-from realtime_messaging.server.app import serve
+from realtime_messaging.server.app import WARM_CONNECTIONS, serve
 from realtime_messaging.server.listen import bound_socket
 from realtime_messaging.store.database import Database
-from tests.conftest import make_settings
+from tests.conftest import fresh_database, make_settings, running_server
 
 RTM = [sys.executable, "-m", "realtime_messaging"]
 
@@ -112,3 +114,26 @@ def test_the_port_refuses_connections_until_the_site_listens() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         sock.close()
+
+
+async def test_a_started_server_opens_pool_connections_for_the_first_storm(
+    admin_url: str,
+) -> None:
+    """While it starts, the server opens a few more pool connections in the background, so
+    that a restarted process's first look-ups (its clients' rejoins) do not each wait for a new
+    connection; the pool starts with one, and nothing else asks for more on an idle server."""
+    async with fresh_database(admin_url) as url, running_server(url):
+        watcher = await asyncpg.connect(admin_url)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    pooled = await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = $1 AND application_name = ''",
+                        urlsplit(url).path.lstrip("/"),
+                    )
+                    if pooled >= WARM_CONNECTIONS + 1:
+                        break
+                    await asyncio.sleep(0.05)  # polls the count; the timeout fails the test
+        finally:
+            await watcher.close()

@@ -312,6 +312,8 @@ class Running:
     pool: asyncpg.Pool
     #: The TLS context new connections are served with (None: plain http and ws).
     tls: ssl.SSLContext | None = None
+    #: Opening pool connections while the server starts (:func:`_warm`).
+    warming: asyncio.Task[None] | None = None
 
     def reload(self, settings: Settings) -> None:
         """SIGHUP to one process (``systemctl reload``): read the TLS certificate and key again,
@@ -335,6 +337,8 @@ class Running:
         in flight finish within the runner's shutdown timeout, then release the pool."""
         self.listener.close()
         self.doors.close_waiting()
+        if self.warming is not None:
+            self.warming.cancel()
         server = self.runner.server
         if server is not None:
             await asyncio.sleep(0)  # requests already received start being handled
@@ -375,6 +379,7 @@ async def start(
         reset=_keep_session,
         server_settings=dict(SERVER_SETTINGS),
     )
+    warming = asyncio.create_task(_warm(pool), name="rtm-pool-warm-up")
     # Bound first: with port 0 the public URL's port is only known from the socket. It
     # listens when the site starts, once everything is built.
     sock = bound_socket(settings.host, settings.port, reuse_port=worker)
@@ -411,10 +416,37 @@ async def start(
             doors, sock=sock, backlog=BACKLOG, ssl=ssl_context
         )
     except BaseException:
+        warming.cancel()
         sock.close()
         pool.terminate()
         raise
-    return Running(url, runner, listener, doors, pool, ssl_context)
+    return Running(url, runner, listener, doors, pool, ssl_context, warming)
+
+
+#: Pool connections opened in the background while the server starts, besides the one the
+#: pool opens itself.
+WARM_CONNECTIONS = 4
+
+
+async def _warm(pool: asyncpg.Pool) -> None:
+    """Open a few more pool connections while the rest of the server is built, without
+    holding the start up.
+
+    A restarted process meets its clients' rejoins at once: their token, conversation, staff
+    and replay look-ups go out as concurrent batches, and each opened a connection of its own
+    first (about 100 ms here, benchmarks/README.md, "SDK reconnect"). All are asked for in the
+    same turn, so each takes a holder of its own; the one already open is handed back at once.
+    Idle ones close after asyncpg's idle lifetime (5 minutes).
+    """
+
+    async def touch() -> None:
+        async with pool.acquire():
+            pass
+
+    touches = [touch() for _ in range(WARM_CONNECTIONS + 1)]
+    for outcome in await asyncio.gather(*touches, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.debug("pool warm-up: %s", outcome)
 
 
 async def serve(settings: Settings, db: Database, *, link: socket.socket | None = None) -> None:
