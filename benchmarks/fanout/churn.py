@@ -37,6 +37,7 @@ from common import (  # noqa: E402  (benchmarks/common.py, put on the path above
     default_rtm_cmd,
     exit_on_sigterm,
     pin_load_process,
+    proc_cpu,
     raise_fd_limit,
     stop_started,
 )
@@ -46,11 +47,6 @@ JOIN = b'["1","1","realtime:room-%d","phx_join",{"config":{"broadcast":{"self":f
 #: The server counts as quiet once it used less than this much CPU over QUIET_EVERY.
 QUIET_CPU_S = 0.01
 QUIET_EVERY = 0.25
-
-
-def cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 async def connect(url: str, count: int, window: int, first_room: int) -> list[LeanSocket]:
@@ -68,11 +64,11 @@ async def connect(url: str, count: int, window: int, first_room: int) -> list[Le
 
 async def quiet(proc: psutil.Process, limit_s: float = 10.0) -> None:
     """Until the server has finished with the sockets just closed."""
-    before = cpu_s(proc)
+    before = proc_cpu(proc)
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         await asyncio.sleep(QUIET_EVERY)
-        now = cpu_s(proc)
+        now = proc_cpu(proc)
         if now - before < QUIET_CPU_S:
             return
         before = now
@@ -92,9 +88,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             held = await connect(url, args.hold, args.window, 1_000_000)
             await quiet(proc)
         for k in range(args.rounds):
-            cpu0, t0 = cpu_s(proc), time.perf_counter()
+            cpu0, t0 = proc_cpu(proc), time.perf_counter()
             sockets = await connect(url, args.clients, args.window, k * args.clients)
-            elapsed, cpu = time.perf_counter() - t0, cpu_s(proc) - cpu0
+            elapsed, cpu = time.perf_counter() - t0, proc_cpu(proc) - cpu0
             for sock in sockets:
                 sock.disconnect()
             await quiet(proc)

@@ -434,9 +434,9 @@ async def _warm(pool: asyncpg.Pool) -> None:
 
     A restarted process meets its clients' rejoins at once: their token, conversation, staff
     and replay look-ups go out as concurrent batches, and each opened a connection of its own
-    first (about 100 ms here, benchmarks/README.md, "SDK reconnect"). All are asked for in the
-    same turn, so each takes a holder of its own; the one already open is handed back at once.
-    Idle ones close after asyncpg's idle lifetime (5 minutes).
+    first (about 100 ms here, benchmarks/README.md, "SDK metrics", later on 2026-12-06). All
+    are asked for in the same turn, so each takes a holder of its own; the one already open is
+    handed back at once. Idle ones close after asyncpg's idle lifetime (5 minutes).
     """
 
     async def touch() -> None:

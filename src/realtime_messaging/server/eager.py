@@ -2,7 +2,7 @@
 
 Most upgrades (a cached API key) and most joins (one process, a public topic) never wait for
 anything, yet a task for each cost a task object, a turn of the loop and, for the upgrade, a
-pause and resume of reading (benchmarks/README.md, "Connect rate"). Python 3.12's eager tasks
+pause and resume of reading (benchmarks/README.md, "Connect path, second pass"). Python 3.12's eager tasks
 do this; 3.11 does not have them.
 
 Until its first wait such a coroutine runs in no task, so the code on that stretch must not

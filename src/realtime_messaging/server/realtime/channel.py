@@ -98,8 +98,9 @@ class Channel:
 class Expiries:
     """Channels to close when their token expires: one timer per expiry time, not one per
     channel. Thousands of sockets share an API key's expiry and a customer's channels their
-    token's; a timer each was a twentieth of a connect's CPU and memory held by every idle
-    channel (benchmarks/README.md, "Connect rate")."""
+    token's; a timer each cost a libuv timer per channel, armed and cancelled, and its memory
+    for as long as the channel lived (about 0.3 KB per idle connection, benchmarks/README.md,
+    "Connect path, second pass")."""
 
     def __init__(self) -> None:
         self._due: dict[float, tuple[asyncio.TimerHandle, dict[Channel, Callable[[], None]]]] = {}

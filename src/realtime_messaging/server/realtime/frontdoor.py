@@ -270,9 +270,9 @@ class _SeenByPicows:
 
     Taking over, picows asks the transport for its socket, to set two options and read four
     (three of them for a log line at a level not logged), and for its addresses; uvloop makes a
-    new socket object for each, with system calls to find what it is: about 8 % of a connect's
-    CPU (benchmarks/README.md, "Connect rate"). Here one socket object answers them all, and is
-    detached once picows is done (it must never close the connection's file descriptor).
+    new socket object for each, with system calls to find what it is (seen in py-spy's native
+    profile, benchmarks/README.md, "Connect path, second pass"). Here one socket object answers
+    them all, and is detached once picows is done (it must never close the connection's file descriptor).
     Writing and closing, which picows keeps for later, are the transport's own methods.
     """
 
