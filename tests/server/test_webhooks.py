@@ -564,13 +564,21 @@ async def test_the_server_runs_the_worker_and_wakes_it_at_commit(
                     assert response.status == 201, await response.text()
                 await receiver.until_posts(i + 1, timeout=5)
                 delays.append(time.perf_counter() - started)
-            async with http.get(f"{srv.http_url}/metrics") as response:
-                metrics = await response.text()
+            # The worker counts a delivery once the receiver has answered, which is after the
+            # receiver has the post: read the metrics until the fifth is counted (bounded).
+            delivered = 'rtm_webhook_attempts_total{outcome="delivered"} 5.0'
+            async with asyncio.timeout(5):
+                while True:
+                    async with http.get(f"{srv.http_url}/metrics") as response:
+                        metrics = await response.text()
+                    if delivered in metrics:
+                        break
+                    await asyncio.sleep(0.05)  # polls the counter; the timeout fails the test
     assert [p.event["data"]["content"] for p in receiver.posts] == [
         f"via the API {i}" for i in range(5)
     ]
     assert max(delays) < 2.0, delays
-    assert 'rtm_webhook_attempts_total{outcome="delivered"} 5.0' in metrics
+    assert delivered in metrics
     assert "rtm_webhook_outbox_pending" in metrics
 
 
