@@ -222,7 +222,7 @@ async def test_access_token_refresh_keeps_the_channel_without_a_reply(
     try:
         assert (
             await sock.join(
-                "refresh", {"broadcast": {"self": True}}, access_token=seed.staff_token(staff, 1)
+                "refresh", {"broadcast": {"self": True}}, access_token=seed.staff_token(staff, 2)
             )
         )["status"] == "ok"
         await sock.send(
@@ -232,10 +232,12 @@ async def test_access_token_refresh_keeps_the_channel_without_a_reply(
             "7",
             "1",
         )
-        # Past the first token's expiry, the channel still works.
+        # Past the first token's expiry, the channel still works. Its exp is whole seconds, so
+        # it lies between 1 and 2 s after minting: a 1 s token could expire while the refresh
+        # was being checked on a slow machine, before the new token replaced it.
         await asyncio.sleep(0)  # let the refresh be read before the clock check below starts
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.5
+        deadline = loop.time() + 3.0
         while loop.time() < deadline:
             await sock.send("phoenix", "heartbeat", {}, "hb")
             msg = await sock.recv()
