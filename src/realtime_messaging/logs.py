@@ -52,6 +52,13 @@ def configure(level: str = "info", fmt: str = "text", *, stream: TextIO | None =
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Neither format shows the process, thread or source line a record came from; each
+    # record would still look them up (a system call for the process id), and a socket's
+    # close writes two records (benchmarks/README.md, "Connect path, third pass").
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # the logging HOWTO's way to skip finding the caller
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

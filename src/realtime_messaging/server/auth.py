@@ -72,6 +72,19 @@ class _LRU(Generic[K, V]):
             self._data.popitem(last=False)
 
 
+def _from_claims(claims: dict[str, object], exp: float) -> Identity | None:
+    """The identity the claims alone decide (the service role, anon, a customer), or None."""
+    role = claims.get("role")
+    if role == "service_role":
+        return Identity(Kind.SERVICE, expires_at=exp)
+    if role == "anon":
+        return Identity(Kind.ANON, expires_at=exp)
+    customer = _as_uuid(claims.get("customer_id"))
+    if customer is not None:
+        return Identity(Kind.CUSTOMER, customer_id=customer, expires_at=exp)
+    return None
+
+
 class Authenticator:
     """Verifies tokens against the JWT secret and the database (portal tokens, staff users)."""
 
@@ -81,8 +94,10 @@ class Authenticator:
         # Conversation owners never change, so entries never go stale.
         self._owners: _LRU[UUID, UUID] = _LRU(100_000)
         # Verified claims by token: thousands of sockets connect with the same anon key, and
-        # verifying its signature once is enough (expiry is still checked every time).
-        self._verified: _LRU[str, tuple[dict[str, object], float]] = _LRU(10_000)
+        # verifying its signature once is enough (expiry is still checked every time). With
+        # them, the identity when the claims alone decide it (not a staff user's, which the
+        # users table does): those sockets then share one.
+        self._verified: _LRU[str, tuple[dict[str, object], float, Identity | None]] = _LRU(10_000)
         self._portal_rows: Coalesced[str, asyncpg.Record] = Coalesced(self._fetch_portal_rows)
         self._owner_rows: Coalesced[UUID, UUID] = Coalesced(self._fetch_owners)
         # Batched like the others: a staff reconnect storm asks once per turn of the loop, and
@@ -97,26 +112,19 @@ class Authenticator:
         try:
             if is_portal_token(token):
                 return await self._portal(token, now)
-            claims, exp = self._decode(token, now)
-            return await self._from_claims(claims, exp)
+            claims, exp, known = self._decode(token, now)
+            return known or await self._from_users(claims, exp)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise AuthUnavailable() from exc
 
-    async def _from_claims(self, claims: dict[str, object], exp: float) -> Identity:
-        role = claims.get("role")
-        if role == "service_role":
-            return Identity(Kind.SERVICE, expires_at=exp)
-        if role == "anon":
-            return Identity(Kind.ANON, expires_at=exp)
-        customer = _as_uuid(claims.get("customer_id"))
-        if customer is not None:
-            return Identity(Kind.CUSTOMER, customer_id=customer, expires_at=exp)
+    async def _from_users(self, claims: dict[str, object], exp: float) -> Identity:
+        """The identity of claims that name a user: staff if the users table has them."""
         sub = _as_uuid(claims.get("sub"))
-        if role == "authenticated" and sub is not None and await self._is_staff(sub):
+        if claims.get("role") == "authenticated" and sub is not None and await self._is_staff(sub):
             return Identity(Kind.STAFF, user_id=sub, expires_at=exp)
         return Identity(Kind.AUTHENTICATED, expires_at=exp)
 
-    def _decode(self, token: str, now: float) -> tuple[dict[str, object], float]:
+    def _decode(self, token: str, now: float) -> tuple[dict[str, object], float, Identity | None]:
         hit, verified = self._verified.get(token)
         if hit and verified is not None:
             if verified[1] <= now:
@@ -143,8 +151,9 @@ class Authenticator:
         exp = float(raw_exp)
         if exp <= now:
             raise AuthError("InvalidJWTToken", expired_message(exp, now))
-        self._verified.put(token, (claims, exp))
-        return claims, exp
+        verified = (claims, exp, _from_claims(claims, exp))
+        self._verified.put(token, verified)
+        return verified
 
     async def _portal(self, token: str, now: float) -> Identity:
         digest = hash_portal_token(token)

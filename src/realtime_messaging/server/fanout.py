@@ -42,14 +42,17 @@ class Turn:
     """The outboxes written to in this turn of the event loop, flushed together once the
     turn's callbacks have run (one per server: its sessions' outboxes share it)."""
 
-    __slots__ = ("_dirty",)
+    __slots__ = ("_dirty", "_call_soon")
 
     def __init__(self) -> None:
+        """Made inside the event loop it flushes on, which it keeps: asking asyncio for the
+        running loop makes a system call (``getpid``) every time."""
         self._dirty: list[Outbox] = []
+        self._call_soon = asyncio.get_running_loop().call_soon
 
     def mark(self, outbox: Outbox) -> None:
         if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._call_soon(self.flush)
         self._dirty.append(outbox)
 
     def flush(self) -> None:

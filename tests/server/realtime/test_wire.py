@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import logging
 import os
+import re
+import socket
 import struct
 import uuid
 
 import aiohttp
 import orjson
 import pytest
+import uvloop
 
 from realtime_messaging.server.realtime import frontdoor
 from realtime_messaging.server.realtime.frontdoor import _realtime_upgrade
@@ -51,15 +56,17 @@ class Raw:
         self.writer = writer
 
     @classmethod
-    async def open(cls, server: RunningServer, behind_upgrade: bytes = b"") -> tuple[Raw, bytes]:
-        """Connect and send the upgrade request with ``behind_upgrade`` in the same write;
-        returns the connection and the response head."""
+    async def open(
+        cls, server: RunningServer, behind_upgrade: bytes = b"", *, key: str = "", extra: str = ""
+    ) -> tuple[Raw, bytes]:
+        """Connect and send the upgrade request (with ``extra`` header lines) and
+        ``behind_upgrade`` in the same write; returns the connection and the response head."""
         host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        key = base64.b64encode(os.urandom(16)).decode()
+        key = key or base64.b64encode(os.urandom(16)).decode()
         writer.write(
             f"GET /realtime/v1/websocket?vsn=1.0.0&apikey={server.anon_key} HTTP/1.1\r\n"
-            f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
             + behind_upgrade
         )
@@ -189,6 +196,72 @@ async def test_an_upgrade_on_a_kept_alive_connection_is_served_and_drained(
         assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 1012
     finally:
         await http.close()
+
+
+async def test_the_101_answers_the_key_and_carries_the_request_id(server: RunningServer) -> None:
+    """The 101 is written from a head prepared once per server; the key's answer (RFC 6455,
+    4.2.2) and the request id are the connection's own."""
+    for given in ("ws-req-1", None):
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = f"X-Request-Id: {given}\r\n" if given else ""
+        raw, head = await Raw.open(server, key=key, extra=extra)
+        raw.writer.close()
+        status, *lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+        headers = {name.lower(): value for name, _, value in (h.partition(": ") for h in lines)}
+        answer = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        assert status == "HTTP/1.1 101 Switching Protocols"
+        assert headers["sec-websocket-accept"] == base64.b64encode(answer).decode()
+        assert headers["upgrade"].lower() == "websocket"
+        assert headers["connection"].lower() == "upgrade"
+        if given:
+            assert headers["x-request-id"] == given
+        else:
+            assert re.fullmatch("[0-9a-f]{32}", headers["x-request-id"])
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_picows_is_shown_the_socket_as_the_event_loop_knows_it(
+    loop_factory: type[asyncio.AbstractEventLoop],
+) -> None:
+    """picows sets two options and reads four for a line it does not log: TCP_NODELAY is set
+    already by the event loop (asyncio's and uvloop's), the addresses are the loop's, and the
+    options are read from the kernel only when picows's info lines are logged."""
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+        class Take(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.set_result(transport)  # type: ignore[arg-type]
+
+        listener = await loop.create_server(Take, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection(*listener.sockets[0].getsockname()[:2])
+        transport = await asyncio.wait_for(accepted, TIMEOUT)
+        try:
+            raw = transport.get_extra_info("socket")
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen = frontdoor._SeenByPicows(transport, raw)
+            assert seen.get_extra_info("socket") is seen and seen.fileno() == raw.fileno()
+            assert seen.get_extra_info("peername") == writer.get_extra_info("sockname")
+            assert seen.get_extra_info("sockname") == writer.get_extra_info("peername")
+            assert seen.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 0
+            level = frontdoor._picows_log.level
+            frontdoor._picows_log.setLevel(logging.INFO)
+            try:
+                assert seen.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == raw.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF
+                )
+            finally:
+                frontdoor._picows_log.setLevel(level)
+        finally:
+            writer.close()
+            transport.close()
+            listener.close()
+            await listener.wait_closed()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(check())
 
 
 def test_the_front_door_takes_only_realtime_upgrades() -> None:

@@ -103,6 +103,7 @@ class RealtimeServer(Shared[Session]):
             lambda wire: self._open(wire, vsn, identity),
             self._ended,
             self.settings.max_frame_bytes,
+            self.loop,
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
@@ -47,6 +48,9 @@ HEAD_TIMEOUT = 10.0
 #: picows logs a line per connection at info level; its warnings still show.
 _picows_log = logging.getLogger("realtime_messaging.picows")
 _picows_log.setLevel(logging.WARNING)
+#: What every socket's picows protocol logs to: an adapter, so that picows makes no logger per
+#: socket; one for all, since it holds nothing of a socket.
+_PICOWS_LOG = logging.LoggerAdapter(_picows_log)
 
 
 class Upgrade:
@@ -96,6 +100,15 @@ class Doors:
         self.admit = admit
         self.max_frame_bytes = max_frame_bytes
         self.response_headers = dict(response_headers or {})
+        #: The head of every 101 answer up to the per-connection lines (:class:`_Switching`).
+        self.switching_head = b"HTTP/1.1 101 Switching Protocols\r\n" + b"".join(
+            b"%b: %b\r\n" % (name.encode(), value.encode())
+            for name, value in {
+                **self.response_headers,
+                "Connection": "upgrade",
+                "Upgrade": "websocket",
+            }.items()
+        )
         #: The connections waiting for their first request, and since when (the loop's time).
         self.waiting: dict[FrontDoor, float] = {}
         self._loop = asyncio.get_running_loop()
@@ -232,9 +245,7 @@ async def _upgrade(
     if transport.is_closing():
         return
     wire.on_gone = partial(log_request, "GET", upgrade.logged_path, 101, started, rid)
-    response = WSUpgradeResponse.create_101_response(
-        {**doors.response_headers, "X-Request-Id": rid}
-    )
+    response = _Switching(doors.switching_head, rid)
 
     def serve(request: object) -> WSUpgradeResponseWithListener:
         return WSUpgradeResponseWithListener(response, wire)
@@ -244,7 +255,7 @@ async def _upgrade(
         None,  # path: a client's
         False,  # server side
         serve,
-        logging.LoggerAdapter(_picows_log),  # an adapter: picows makes no logger per socket
+        _PICOWS_LOG,
         True,  # an exception in a callback closes the socket (1011) instead of the process
         None,  # no handshake timer: the whole request head is handed over at once
         False,  # no pings from the server: clients heartbeat, the idle sweeper closes the silent
@@ -257,61 +268,92 @@ async def _upgrade(
         READ_BUFFER,
     )
     wire.attach(transport)
-    seen = _SeenByPicows.of(transport)
-    try:
-        _take_over(transport, protocol, head, seen)
-    finally:
-        if seen is not None:
-            seen.release()
+    raw = transport.get_extra_info("socket")
+    _take_over(transport, protocol, head, None if raw is None else _SeenByPicows(transport, raw))
+
+
+#: TCP options picows sets on a new connection that are set already, or need not be:
+#: TCP_NODELAY is set by the event loop on every TCP connection it accepts (uvloop and asyncio
+#: alike), and TCP_QUICKACK is no lasting setting (tcp(7): "This flag is not permanent"), while
+#: the kernel acknowledges the first segments of a new connection at once anyway.
+_SET_ALREADY = frozenset({socket.TCP_NODELAY, getattr(socket, "TCP_QUICKACK", -1)})
+
+
+class _Switching(WSUpgradeResponse):
+    """The 101 answer to an upgrade, as picows writes it: the server's part of the head is
+    prepared once (:attr:`Doors.switching_head`); the request id and the key's answer, which
+    picows adds, are the only parts made per connection. picows's own response builds a
+    header dictionary and formats each line, about 2 % of a connect's CPU (py-spy,
+    benchmarks/README.md, "Connect path, third pass")."""
+
+    __slots__ = ("_head", "_rid")
+
+    def __init__(self, head: bytes, rid: str) -> None:
+        self.version = b"HTTP/1.1"
+        self.status = HTTPStatus.SWITCHING_PROTOCOLS
+        self.headers = CIMultiDict()  # picows adds Sec-WebSocket-Accept here
+        self.body = None
+        self._head = head
+        self._rid = rid
+
+    def to_bytes(self) -> bytearray:
+        out = bytearray(self._head)
+        out += b"X-Request-Id: %b\r\n" % self._rid.encode()
+        for name, value in self.headers.items():
+            out += b"%b: %b\r\n" % (name.encode(), value.encode())
+        out += b"\r\n"
+        return out
 
 
 class _SeenByPicows:
-    """The connection's transport as picows's protocol is handed it.
+    """The connection's transport as picows's protocol is handed it, and its socket.
 
-    Taking over, picows asks the transport for its socket, to set two options and read four
-    (three of them for a log line at a level not logged), and for its addresses; uvloop makes a
-    new socket object for each, with system calls to find what it is (seen in py-spy's native
-    profile, benchmarks/README.md, "Connect path, second pass"). Here one socket object answers
-    them all, and is detached once picows is done (it must never close the connection's file descriptor).
-    Writing and closing, which picows keeps for later, are the transport's own methods.
+    Taking over, picows asks the transport for its socket and both addresses, sets TCP_NODELAY
+    and TCP_QUICKACK on the socket, and reads four options for a log line at info level, which
+    is not logged (``_picows_log``). Asked of the real socket, that is eight system calls, and
+    for uvloop a socket object each with one more (py-spy's native profile,
+    benchmarks/README.md, "Connect path, third pass"). Here the event loop answers the
+    addresses, which it read at accept, and the options for the log line are read only when
+    that line is logged. The two options are not set again (:data:`_SET_ALREADY`). Writing
+    and closing, which picows keeps for later, are the transport's own methods, and ``fileno``
+    the descriptor picows sends on.
     """
 
     __slots__ = ("write", "writelines", "get_write_buffer_size", "close", "abort", "_of", "_sock")
 
-    def __init__(self, transport: asyncio.Transport, fd: int) -> None:
+    def __init__(self, transport: asyncio.Transport, sock: Any) -> None:
         self.write = transport.write
         self.writelines = transport.writelines
         self.get_write_buffer_size = transport.get_write_buffer_size
         self.close = transport.close
         self.abort = transport.abort
         self._of = transport
-        # The type and protocol given: two system calls fewer (the family is looked up).
-        self._sock = socket.socket(-1, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd)
-
-    @classmethod
-    def of(cls, transport: asyncio.Transport) -> _SeenByPicows | None:
-        """None when the transport has no socket to show (picows then asks it directly)."""
-        raw = transport.get_extra_info("socket")
-        return None if raw is None else cls(transport, raw.fileno())
+        self._sock = sock  # the event loop's view of the socket
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
-            return self._sock
-        if name == "peername":
-            return self._sock.getpeername()
-        if name == "sockname":
-            return self._sock.getsockname()
+            return self
         return self._of.get_extra_info(name, default)
 
-    def release(self) -> None:
-        self._sock.detach()
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if level == socket.IPPROTO_TCP and option in _SET_ALREADY and value:
+            return
+        self._sock.setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int) -> int:
+        if _picows_log.isEnabledFor(logging.INFO):
+            return int(self._sock.getsockopt(level, option))
+        return 0
 
 
 def _take_over(
     transport: asyncio.Transport,
     protocol: asyncio.BaseProtocol,
     head: bytes,
-    seen: object | None = None,
+    seen: _SeenByPicows | None = None,
 ) -> None:
     """Make ``protocol`` the connection's, as if it had read ``head`` itself (``seen``: what
     it is told the transport is, if not the transport itself)."""

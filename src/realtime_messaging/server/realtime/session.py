@@ -104,7 +104,7 @@ class Session:
         #: The socket's budgets: pushes of any kind, and joins.
         self.push_budget = PerSecond(server.settings.max_events_per_second)
         self.join_budget = PerSecond(server.settings.max_joins_per_second)
-        self.last_seen = asyncio.get_running_loop().time()
+        self.last_seen = server.loop.time()
         #: Portal-token hashes this session has held (the server's index points back here).
         self.held_tokens: set[str] = set()
         self.hold(identity)

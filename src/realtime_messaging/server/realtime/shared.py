@@ -3,6 +3,7 @@ sessions themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 from collections import Counter
@@ -92,6 +93,9 @@ class Shared(Generic[S]):
         limiter: RateLimiter,
     ) -> None:
         self.settings = settings
+        #: The event loop serving the sockets, kept: ``asyncio.get_running_loop()`` makes a
+        #: system call each time, a few times per connect.
+        self.loop = asyncio.get_running_loop()
         self.liveness = liveness
         self.limiter = limiter
         self.auth = auth

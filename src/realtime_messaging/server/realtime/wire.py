@@ -81,13 +81,17 @@ class PicowsWire(WSListener, Generic[R]):
         open_session: Callable[[PicowsWire[R]], R],
         ended: Callable[[R, int | None], None],
         max_bytes: int,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._open = open_session
         self._ended = ended
         self._max_bytes = max_bytes
+        self._loop = loop
         self.session: R | None = None
         self._fragments: list[bytes] | None = None
         self._cut: asyncio.TimerHandle | None = None
+        #: Made when a close waits for the connection to go (most sockets never need one).
+        self._gone: asyncio.Future[None] | None = None
         #: Called once the connection has gone (the access line).
         self.on_gone: Callable[[], None] | None = None
 
@@ -102,8 +106,6 @@ class PicowsWire(WSListener, Generic[R]):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
-        self._loop = asyncio.get_running_loop()
-        self._gone: asyncio.Future[None] = self._loop.create_future()
         self.session = self._open(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -149,7 +151,7 @@ class PicowsWire(WSListener, Generic[R]):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self._cut is not None:
             self._cut.cancel()
-        if not self._gone.done():
+        if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         session = self.session
         if session is not None:
@@ -166,6 +168,10 @@ class PicowsWire(WSListener, Generic[R]):
         if not ws.is_close_frame_sent and not ws.is_disconnected:
             ws.send_close(WSCloseCode(code), _close_reason(reason))
             self._cut = self._loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, ws.disconnect, False)
+        if ws.is_disconnected:
+            return
+        if self._gone is None:
+            self._gone = self._loop.create_future()
         try:
             await asyncio.shield(self._gone)
         except asyncio.CancelledError:
