@@ -146,8 +146,10 @@ class RealtimeServer(Shared[Session]):
         session = Session(self, wire, vsn, identity, on_frame)
         self.sessions.add(session)
         # Debug: at info, a reconnect storm's log lines were a sixth of a connect's CPU; the
-        # socket's close writes its info lines (the access line and why it closed).
-        log.debug("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
+        # socket's close writes its info lines (the access line and why it closed). Its
+        # arguments are made only when it is logged.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("socket %s connected: %s, vsn %s", session.id, who(identity), vsn.value)
         return session
 
     def _ended(self, session: Session, client_code: int | None) -> None:

@@ -153,7 +153,8 @@ async def _open(
     session.hold(identity)
     server.liveness.attach(session.id, identity)
     channels[join.topic] = channel
-    log.debug("socket %s joined %s as %s", session.id, join.topic, who(identity))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("socket %s joined %s as %s", session.id, join.topic, who(identity))
     server.hub.add(join.topic, channel)
     server.router.join_topic(channel)
     tokens.arm_expiry(session, channel)
