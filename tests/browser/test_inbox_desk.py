@@ -380,6 +380,43 @@ async def test_a_search_hit_older_than_the_loaded_history_is_brought_into_view(
     await screenshot(staff, "inbox-search-old-hit")
 
 
+async def test_a_search_hit_stays_in_view_when_the_list_renders_before_its_scroll_event(
+    browser: Browser, world: World
+) -> None:
+    """Regression (a CI run of 2026-12-06): the list keeps the view at the bottom while the
+    reader is there, and learned that they no longer were only from the scroll event that
+    bringing a hit into view fires a frame later. A render in between (a receipt, a new
+    message) took the view back to the bottom and the hit out of sight. The page's scroll events
+    are held back here, so that the render always comes first."""
+    conversation = await world.conversation(
+        "Lee (customer)", "Long thread", "My serial number is QX-7741-B", assigned=False
+    )
+    insert = (
+        "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
+        "SELECT $1, 'customer', c.customer_id, $2 || g "
+        "FROM conversations AS c, generate_series(1, $3) AS g WHERE c.id = $1"
+    )
+    await world.pool.execute(insert, conversation, "and another detail number ", 30)
+    staff_link, _ = world.links()
+    _, staff = await open_page(browser, staff_link)
+    await staff.get_by_label("Search messages").fill("QX-7741-B")
+    result = (
+        staff.get_by_role("list", name="Search results")
+        .get_by_role("button")
+        .filter(has_text="Long thread")
+    )
+    await expect(result).to_have_count(1)
+    await staff.evaluate(
+        "document.addEventListener('scroll', (e) => e.stopImmediatePropagation(), true)"
+    )
+    await result.click()
+    found = _message(staff, "My serial number is")
+    await expect(found).to_be_in_viewport()
+    await world.pool.execute(insert, conversation, "one more thing ", 1)
+    await expect(_message(staff, "one more thing 1")).to_have_count(1)
+    await expect(found).to_be_in_viewport()
+
+
 async def test_a_queue_filter_shows_only_its_conversations_and_its_count(
     browser: Browser, world: World
 ) -> None:

@@ -288,6 +288,13 @@ export function MessageList(props: Props) {
       return;
     }
     el.scrollIntoView({ block: 'center' });
+    // Where the view is now, known before its scroll event comes a frame later: a render in
+    // between (a receipt, a new message) must not take it back to the bottom.
+    const box = scroller.current;
+    if (box) {
+      atBottom.current = box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+      lastHeight.current = box.scrollHeight;
+    }
     setFound(id);
   }, [messages, props.highlightId, props.loading, props.hasOlder, props.loadingOlder, found]);
 

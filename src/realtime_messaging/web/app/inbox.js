@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-FTOFLVBX.js";
+} from "./chunk-YNGJCFSF.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-FTOFLVBX.js";
+} from "./chunk-YNGJCFSF.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

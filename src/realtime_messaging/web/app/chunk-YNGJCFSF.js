@@ -1670,6 +1670,11 @@ function MessageList(props) {
       return;
     }
     el.scrollIntoView({ block: "center" });
+    const box = scroller.current;
+    if (box) {
+      atBottom.current = box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+      lastHeight.current = box.scrollHeight;
+    }
     setFound(id);
   }, [messages, props.highlightId, props.loading, props.hasOlder, props.loadingOlder, found]);
   const [editing, setEditing] = d2(null);
