@@ -350,20 +350,27 @@ async def test_search_finds_a_message_and_opens_its_conversation(
     await expect(staff.get_by_role("button", name=SUBJECT).first).to_be_visible()
 
 
-async def test_a_search_hit_older_than_the_loaded_history_is_brought_into_view(
-    browser: Browser, world: World
-) -> None:
-    """The first page of a conversation holds its newest 50 messages: a hit 120 messages back
-    is looked for page by page and shown, without the person scrolling."""
-    conversation = await world.conversation(
-        "Lee (customer)", "Long thread", "My serial number is QX-7741-B", assigned=False
-    )
+#: A message the search tests look for, in Lee's "Long thread".
+HIT = "My serial number is QX-7741-B"
+
+
+async def _customer_writes(world: World, conversation: UUID, text: str, count: int) -> None:
+    """``count`` messages from the conversation's customer: ``text`` and a number each."""
     await world.pool.execute(
         "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
-        "SELECT $1, 'customer', c.customer_id, 'and another detail number ' || g "
-        "FROM conversations AS c, generate_series(1, 120) AS g WHERE c.id = $1",
+        "SELECT $1, 'customer', c.customer_id, $2 || g "
+        "FROM conversations AS c, generate_series(1, $3) AS g WHERE c.id = $1",
         conversation,
+        text,
+        count,
     )
+
+
+async def _searched(browser: Browser, world: World, later: int) -> tuple[UUID, Page, Locator]:
+    """Lee's "Long thread" (the hit, then ``later`` messages), and the staff page that searched
+    for the hit: its one result, not yet chosen."""
+    conversation = await world.conversation("Lee (customer)", "Long thread", HIT, assigned=False)
+    await _customer_writes(world, conversation, "and another detail number ", later)
     staff_link, _ = world.links()
     _, staff = await open_page(browser, staff_link)
     await staff.get_by_label("Search messages").fill("QX-7741-B")
@@ -373,6 +380,15 @@ async def test_a_search_hit_older_than_the_loaded_history_is_brought_into_view(
         .filter(has_text="Long thread")
     )
     await expect(result).to_have_count(1)
+    return conversation, staff, result
+
+
+async def test_a_search_hit_older_than_the_loaded_history_is_brought_into_view(
+    browser: Browser, world: World
+) -> None:
+    """The first page of a conversation holds its newest 50 messages: a hit 120 messages back
+    is looked for page by page and shown, without the person scrolling."""
+    _, staff, result = await _searched(browser, world, 120)
     await result.click()
     found = _message(staff, "My serial number is")
     await expect(found).to_be_in_viewport(timeout=5_000)
@@ -388,33 +404,17 @@ async def test_a_search_hit_stays_in_view_when_the_list_renders_before_its_scrol
     bringing a hit into view fires a frame later. A render in between (a receipt, a new
     message) took the view back to the bottom and the hit out of sight. The page's scroll events
     are held back here, so that the render always comes first."""
-    conversation = await world.conversation(
-        "Lee (customer)", "Long thread", "My serial number is QX-7741-B", assigned=False
-    )
-    insert = (
-        "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
-        "SELECT $1, 'customer', c.customer_id, $2 || g "
-        "FROM conversations AS c, generate_series(1, $3) AS g WHERE c.id = $1"
-    )
-    await world.pool.execute(insert, conversation, "and another detail number ", 30)
-    staff_link, _ = world.links()
-    _, staff = await open_page(browser, staff_link)
-    await staff.get_by_label("Search messages").fill("QX-7741-B")
-    result = (
-        staff.get_by_role("list", name="Search results")
-        .get_by_role("button")
-        .filter(has_text="Long thread")
-    )
-    await expect(result).to_have_count(1)
+    conversation, staff, result = await _searched(browser, world, 30)
     await staff.evaluate(
         "document.addEventListener('scroll', (e) => e.stopImmediatePropagation(), true)"
     )
     await result.click()
     found = _message(staff, "My serial number is")
     await expect(found).to_be_in_viewport()
-    await world.pool.execute(insert, conversation, "one more thing ", 1)
+    await _customer_writes(world, conversation, "one more thing ", 1)
     await expect(_message(staff, "one more thing 1")).to_have_count(1)
     await expect(found).to_be_in_viewport()
+    await screenshot(staff, "inbox-search-hit-kept")
 
 
 async def test_a_queue_filter_shows_only_its_conversations_and_its_count(
