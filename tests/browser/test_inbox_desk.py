@@ -417,6 +417,22 @@ async def test_a_search_hit_stays_in_view_when_the_list_renders_before_its_scrol
     await screenshot(staff, "inbox-search-hit-kept")
 
 
+async def test_messages_written_within_one_millisecond_show_in_the_order_written(
+    browser: Browser, world: World
+) -> None:
+    """A multi-row insert (an import, a bot) writes several messages within a millisecond, their
+    times a few microseconds apart: the list compared times to the millisecond and then by id
+    (random), which shuffled them."""
+    conversation, staff, result = await _searched(browser, world, 8)
+    await result.click()
+    texts = [HIT, *(f"and another detail number {n}" for n in range(1, 9))]
+    await expect(_messages(staff).locator(".msg")).to_have_count(len(texts))
+    await expect(_messages(staff).locator(".msg")).to_contain_text(texts)
+    await _customer_writes(world, conversation, "live detail ", 6)
+    live = [f"live detail {n}" for n in range(1, 7)]
+    await expect(_messages(staff).locator(".msg")).to_contain_text(texts + live)
+
+
 async def test_a_queue_filter_shows_only_its_conversations_and_its_count(
     browser: Browser, world: World
 ) -> None:

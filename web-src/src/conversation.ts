@@ -58,10 +58,20 @@ export function laterDelivery(a: DeliveryState | null, b: DeliveryState | null):
   return RANK[b] >= RANK[a] ? b : a;
 }
 
+/**
+ * A server time in microseconds since the epoch. `Date.parse` keeps milliseconds only, and the
+ * messages of one multi-row insert (an import, a bot) lie microseconds apart: compared to the
+ * millisecond, they fell back to their ids' random order.
+ */
+function micros(iso: string): number {
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? '';
+  return Date.parse(iso) * 1000 + Number(fraction.padEnd(6, '0').slice(3, 6));
+}
+
 function compare(a: ChatMessage, b: ChatMessage): number {
   if (a.sending && !b.sending) return 1; // not yet on the server: after everything that is
   if (b.sending && !a.sending) return -1;
-  const t = Date.parse(a.createdAt) - Date.parse(b.createdAt);
+  const t = micros(a.createdAt) - micros(b.createdAt);
   if (t !== 0) return t;
   return (a.id ?? a.key) < (b.id ?? b.key) ? -1 : 1;
 }

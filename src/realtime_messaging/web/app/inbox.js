@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-YNGJCFSF.js";
+} from "./chunk-LOWHES7A.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-YNGJCFSF.js";
+} from "./chunk-LOWHES7A.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

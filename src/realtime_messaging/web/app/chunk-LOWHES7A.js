@@ -776,10 +776,14 @@ function laterDelivery(a4, b2) {
   if (b2 === null) return a4;
   return RANK[b2] >= RANK[a4] ? b2 : a4;
 }
+function micros(iso) {
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? "";
+  return Date.parse(iso) * 1e3 + Number(fraction.padEnd(6, "0").slice(3, 6));
+}
 function compare(a4, b2) {
   if (a4.sending && !b2.sending) return 1;
   if (b2.sending && !a4.sending) return -1;
-  const t3 = Date.parse(a4.createdAt) - Date.parse(b2.createdAt);
+  const t3 = micros(a4.createdAt) - micros(b2.createdAt);
   if (t3 !== 0) return t3;
   return (a4.id ?? a4.key) < (b2.id ?? b2.key) ? -1 : 1;
 }
