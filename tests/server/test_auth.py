@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from realtime_messaging.protocol.frames import Vsn
+from realtime_messaging.server.auth import Authenticator
 from realtime_messaging.tokens import hash_portal_token
 from tests.conftest import RunningServer, Seed, running_server
 
@@ -317,3 +318,37 @@ async def test_staff_connecting_together_while_the_pool_opens_connections(
         finally:
             for sock in sockets:
                 await sock.close()
+
+
+async def test_a_join_with_the_sockets_own_portal_token_looks_it_up_once(
+    database_url: str, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's customers connect with their portal token and join with it again: the join
+    takes the socket's identity (checked at connect, watched by the sweeper) instead of a
+    second look-up, which after a restart was a batch's round trip for each of a thousand
+    rejoins. Another token at join is still looked up, and a revoked connect token still
+    closes the channel it joined with."""
+    looked_up: list[str] = []
+    fetch = Authenticator._fetch_portal_rows
+
+    async def counted(self: Authenticator, digests: list[str]) -> dict[str, asyncpg.Record]:
+        looked_up.extend(digests)
+        return await fetch(self, digests)
+
+    monkeypatch.setattr(Authenticator, "_fetch_portal_rows", counted)
+    customer, token = await seed.customer()
+    conversation = await seed.conversation(customer)
+    other, other_token = await seed.customer()
+    async with running_server(database_url) as srv:
+        sock = await RawSocket.connect(srv.ws_url, token)
+        try:
+            topic = f"conversation:{conversation}"
+            assert (await sock.join(topic, access_token=token))["status"] == "ok"
+            assert looked_up == [hash_portal_token(token)]
+            joined = await sock.join(f"customer:{other}:messages", access_token=other_token)
+            assert joined["status"] == "ok"
+            assert looked_up == [hash_portal_token(token), hash_portal_token(other_token)]
+            await seed.revoke(token)
+            await _system_then_close(topic, "Token has been revoked")(sock)
+        finally:
+            await sock.close()

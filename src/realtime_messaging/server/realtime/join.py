@@ -13,6 +13,7 @@ from ...protocol.connection import subtopic
 from ...protocol.events import JoinRequested, LeaveRequested
 from ...protocol.presence import presence_scope
 from ...store.channel_access import ChannelAccess
+from ...tokens import hash_portal_token, is_portal_token
 from ..auth import AuthError, expired_message
 from ..liveness import participant_of
 from . import changes, presence, tokens
@@ -188,10 +189,25 @@ def _refuse(session: Session, join: JoinRequested, reason: str) -> None:
 
 async def _identity_for(session: Session, token: str | None) -> Identity:
     """The join's own token's identity, else the socket's, which may have expired since
-    the socket opened."""
+    the socket opened.
+
+    A join with the portal token the socket itself connected with (as the SDK's customers
+    join) has the socket's identity, not a second look-up: that token was checked moments
+    ago, and the sweeper closes every socket holding it once it is revoked (server/realtime/
+    tokens.py), the socket's own use of it included. After a restart a thousand customers
+    rejoin at once, and the second look-up was a whole batch's round trip between each
+    socket and its channel (issue 16, the reconnect row).
+    """
+    identity = session.identity
     if not token or token.startswith("sb_"):
-        exp = session.identity.expires_at
+        exp = identity.expires_at
         if exp is not None and exp <= time.time():
             raise SocketTokenExpired(expired_message(exp, time.time()))
-        return session.identity
+        return identity
+    if identity.token_hash is not None and is_portal_token(token):
+        if hash_portal_token(token) == identity.token_hash:
+            exp = identity.expires_at
+            if exp is not None and exp <= time.time():
+                raise AuthError("InvalidJWTToken", expired_message(exp, time.time()))
+            return identity
     return await session.server.auth.identify(token)
