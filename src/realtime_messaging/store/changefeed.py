@@ -25,7 +25,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import asyncpg
 import orjson
@@ -230,142 +229,114 @@ class Missed(NamedTuple):
     tables: tuple[str, ...] | None = None
 
 
-#: A page of the changes to some tables after a position (see :func:`_read_tables`).
-_TABLES = (
-    f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 AND pos <= $2 "
-    f"AND table_name = ANY($3::text[]) ORDER BY pos LIMIT {BATCH}"
-)
-
-
-async def _read_tables(
-    conn: asyncpg.Connection, position: int, tables: tuple[str, ...], head: int
-) -> list[Change]:
-    """The changes to ``tables`` after ``position`` up to ``head``, page by page."""
-    changes: list[Change] = []
-    while True:
-        rows = await conn.fetch(_TABLES, position, head, list(tables))
-        changes.extend(Change.from_row(r) for r in rows)
-        if len(rows) < BATCH:
-            return changes
-        position = rows[-1]["pos"]
-
-
 # The arrays are passed as text: asyncpg has codecs of its own for text[] and oid[] only, and
 # asks the database about any other array type on every new pool connection (a slow catalog
 # query, on each of the pool's fresh connections during a reconnect storm).
 
-#: Per customer, its changes after a position: one index probe each (customer, pos), however
-#: far back the positions of the batch reach (one pass over the log from the oldest read every
-#: other customer's changes too).
-_CUSTOMERS = (
-    f"SELECT r.i, c.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(who, since, i) "
-    f"CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log WHERE customer_id = r.who::uuid "
-    f"AND pos > r.since::bigint AND pos <= $3 ORDER BY pos LIMIT $4) AS c"
-)
-#: Per topic, its broadcasts after a position (the log's broadcast index).
-_BROADCASTS = (
-    f"SELECT r.i, c.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(topic, since, i) "
-    f"CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log "
-    f"WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic "
-    f"AND pos > r.since::bigint AND pos <= $3 ORDER BY pos LIMIT $4) AS c"
-)
+#: In one statement, so one round trip and one snapshot: the head (the row of kind ``h``: its
+#: ``pos`` is the head, its ``i`` the oldest position the log still holds), then per customer
+#: its changes after a position (kind ``c``: one index probe each, however far back the
+#: positions of the batch reach; one pass over the log from the oldest would read every other
+#: customer's changes too), then per topic its broadcasts after a position (kind ``b``: the
+#: log's broadcast index). A reconnect storm's replays wait for one another's batches on a
+#: busy event loop, where every round trip costs a turn of it (issue 16, the reconnect row).
+_PROBES = f"""
+WITH state AS (SELECT last_pos AS head FROM rtm.change_feed_state)
+SELECT 'h' AS kind, (SELECT min(pos) FROM rtm.change_log) AS i, head AS pos, NULL AS table_name,
+    NULL AS op, NULL::jsonb AS record, NULL::jsonb AS old_record, NULL::uuid AS conversation_id,
+    NULL::uuid AS customer_id, NULL AS changed_at, NULL::float8 AS changed_epoch
+FROM state
+UNION ALL
+SELECT 'c', r.i, c.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(who, since, i)
+CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log WHERE customer_id = r.who::uuid
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $5) AS c
+UNION ALL
+SELECT 'b', r.i, c.* FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS r(topic, since, i)
+CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
+    WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $5) AS c
+"""
 
 
 async def read_missed(
     conn: asyncpg.Connection, asks: list[Missed], *, page_size: int = BATCH
 ) -> dict[Missed, tuple[History, list[Change]]]:
-    """For each ask, its history and its topic's broadcasts up to one head: in two queries for
-    all of them when the log since the oldest ask is short (:data:`WINDOW_PER_ASK`), else in
-    three (one that fills a page of ``page_size`` reads the rest on its own)."""
-    head, oldest = await conn.fetchrow(_HEAD)
-    low = min((a.position for a in asks if a.position < head), default=head)
-    if head - low <= min(page_size, WINDOW_PER_ASK * len(asks)):
-        rows = await conn.fetch(_RANGE, low, head) if low < head else []
-        window = [(Change.from_row(row), row["topic"]) for row in rows]
-        return _from_window(window, asks, head, oldest)
-    by_customer = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
-    by_topic = sorted({(a.topic, a.position) for a in asks})
-    customers = await _probe(conn, _CUSTOMERS, by_customer, head, page_size)
-    topics = await _probe(conn, _BROADCASTS, by_topic, head, page_size)
+    """For each ask, its history and its topic's broadcasts up to one head: customers'
+    changes and topics' broadcasts by index probes, all in one query (a probe that fills a
+    page of ``page_size`` reads the rest on its own); the asks that want every change, or
+    every change to some tables (staff, the service), share one read of the log from the
+    oldest of them, a second query."""
+    customers = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
+    topics = sorted({(a.topic, a.position) for a in asks})
+    rows = await conn.fetch(
+        _PROBES,
+        [str(c) for c, _ in customers],
+        [str(p) for _, p in customers],
+        [t for t, _ in topics],
+        [str(p) for _, p in topics],
+        page_size,
+    )
+    head, oldest = rows[0]["pos"], rows[0]["i"]
+    pages: dict[str, list[list[Change]]] = {
+        "c": [[] for _ in customers],
+        "b": [[] for _ in topics],
+    }
+    for row in rows[1:]:
+        pages[row["kind"]][row["i"] - 1].append(Change.from_row(row))
+    for page in (*pages["c"], *pages["b"]):
+        page.sort(key=_position)
+    of_customer = dict(zip(customers, pages["c"], strict=True))
+    of_topic = dict(zip(topics, pages["b"], strict=True))
+    wide = [a.position for a in asks if a.bindings and a.customer is None and a.position < head]
+    stretch = await _Stretch.read(conn, min(wide), head) if wide else _Stretch([])
     found: dict[Missed, tuple[History, list[Change]]] = {}
     for ask in asks:
         position = ask.position
-        lost = _pruned(position, head, oldest)
         changes: list[Change] = []
-        if ask.bindings and ask.customer is None and ask.tables is not None:
-            changes = await _read_tables(conn, position, ask.tables, head) if ask.tables else []
-        elif ask.bindings and ask.customer is None:
-            history = await read_since(conn, position)
-            changes, lost = history.changes, history.lost
-        elif ask.bindings:
-            page = customers[(ask.customer, position)]
-            if len(page) < page_size:
-                changes = page
-            else:
+        if ask.bindings and ask.customer:
+            changes = of_customer[(ask.customer, position)]
+            if len(changes) >= page_size:
                 changes = (await read_since(conn, position, customer_id=ask.customer)).changes
-        page = topics[(ask.topic, position)]
+        elif ask.bindings:
+            changes = stretch.changes(ask)
+        page = of_topic[(ask.topic, position)]
         if len(page) >= page_size:
             page = await read_broadcasts(conn, position, ask.topic, head)
-        found[ask] = (History(changes, lost, head), page)
+        found[ask] = (History(changes, _pruned(position, head, oldest), head), page)
     return found
 
 
-#: A batch reads the log between its oldest position and the head in one pass, instead of
-#: an index probe per customer and per topic, when that stretch holds at most this many
-#: changes per ask: after a restart a thousand channels rejoin from about the same position,
-#: and their probes (two each, about 0.1 ms of the database's time) found the same few dozen
-#: changes a thousand times over (issue 16, the reconnect row).
-WINDOW_PER_ASK = 4
-#: The log after a position up to the head, each broadcast with its topic read as the probe
-#: reads it (from the stored record, whether or not it decodes here).
-_RANGE = (
-    f"SELECT {_COLUMNS}, CASE WHEN table_name = '{BROADCAST_TABLE}' THEN record ->> 'topic' "
-    f"END AS topic FROM rtm.change_log WHERE pos > $1 AND pos <= $2 ORDER BY pos"
-)
+def _position(change: Change) -> int:
+    return change.pos
 
 
-def _from_window(
-    window: list[tuple[Change, str | None]], asks: list[Missed], head: int, oldest: int | None
-) -> dict[Missed, tuple[History, list[Change]]]:
-    """Each ask's share of ``window`` (every change after the asks' oldest position, in
-    order, with a broadcast's topic), by the rules of the probes: a customer's changes, some
-    tables' or all, and the broadcasts from the database to the ask's topic."""
-    changes_in = [change for change, _ in window]
-    by_customer: dict[Any, list[Change]] = {}
-    by_topic: dict[str, list[Change]] = {}
-    for change, topic in window:
-        if change.customer_id is not None:
-            by_customer.setdefault(change.customer_id, []).append(change)
-        if topic is not None:
-            by_topic.setdefault(topic, []).append(change)
-    found: dict[Missed, tuple[History, list[Change]]] = {}
-    for ask in asks:
-        position = ask.position
-        changes: list[Change] = []
-        if ask.bindings and ask.customer is not None:
-            customer = ask.customer if isinstance(ask.customer, UUID) else UUID(str(ask.customer))
-            changes = [c for c in by_customer.get(customer, ()) if c.pos > position]
-        elif ask.bindings:
-            tables = ask.tables
-            changes = [
-                c for c in changes_in if c.pos > position and (tables is None or c.table in tables)
-            ]
-        broadcasts = [c for c in by_topic.get(ask.topic, ()) if c.pos > position]
-        found[ask] = (History(changes, _pruned(position, head, oldest), head), broadcasts)
-    return found
+#: The log after a position up to the head.
+_RANGE = f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1 AND pos <= $2 ORDER BY pos"
 
 
-async def _probe(
-    conn: asyncpg.Connection, query: str, keys: list[tuple[Any, int]], head: int, size: int
-) -> dict[tuple[Any, int], list[Change]]:
-    """One page of the log per (key, position), by ``query``'s index probes."""
-    pages: dict[tuple[Any, int], list[Change]] = {key: [] for key in keys}
-    if not keys:
-        return pages
-    rows = await conn.fetch(query, [str(k) for k, _ in keys], [str(p) for _, p in keys], head, size)
-    for row in rows:  # ordered by position within each key's probe
-        pages[keys[row["i"] - 1]].append(Change.from_row(row))
-    return pages
+class _Stretch:
+    """The log after a position up to the head, read once for the staff and service asks of a
+    batch (each used to read it on its own), each row decoded only when an ask takes it."""
+
+    def __init__(self, rows: list[asyncpg.Record]) -> None:
+        self._rows = rows
+        self._decoded: dict[int, Change] = {}
+
+    @classmethod
+    async def read(cls, conn: asyncpg.Connection, after: int, head: int) -> _Stretch:
+        return cls(await conn.fetch(_RANGE, after, head) if after < head else [])
+
+    def changes(self, ask: Missed) -> list[Change]:
+        """What a staff or service ``ask`` missed of the stretch: some tables' changes or all."""
+        rows, decoded, tables = self._rows, self._decoded, ask.tables
+        found: list[Change] = []
+        for i, row in enumerate(rows):
+            if row["pos"] > ask.position and (tables is None or row["table_name"] in tables):
+                change = decoded.get(i)
+                if change is None:
+                    change = decoded[i] = Change.from_row(row)
+                found.append(change)
+        return found
 
 
 #: The feed's session plans no table scans. Every statement it runs walks a primary key in
