@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from realtime_messaging.client.socket import (
     QUICK_PHASE,
     QUICK_RETRIES,
+    REFUSED_STEP,
     _worth_reporting,
     after_session,
     reconnect_delay,
@@ -22,10 +23,30 @@ def test_quick_phase(attempt: int, down_for: float) -> None:
     assert step / 2 <= delay <= step <= 0.1
 
 
+@given(st.integers(0, 500), st.floats(0, QUICK_PHASE, exclude_max=True))
+def test_quick_phase_after_a_refused_attempt(attempt: int, down_for: float) -> None:
+    """Nothing listening (the server restarting): at most 50 ms apart, at least 25 after the
+    first two attempts."""
+    step = min(QUICK_RETRIES[min(attempt, len(QUICK_RETRIES) - 1)], REFUSED_STEP)
+    delay = reconnect_delay(attempt, down_for, 0.5, 30.0, refused=True)
+    assert step / 2 <= delay <= step <= 0.05
+
+
 def test_quick_schedule() -> None:
-    """A client is back at most 100 ms after the server accepts again, and never retries more
-    often than every 50 ms after its first two attempts."""
+    """A client is back at most 100 ms after the server accepts again (50 ms when its attempts
+    were refused outright), and never retries more often than every 25 ms after its first
+    two attempts."""
     assert QUICK_RETRIES == (0.01, 0.05, 0.1)
+    assert REFUSED_STEP == 0.05
+
+
+@given(st.integers(0, 500), st.floats(QUICK_PHASE, 1e6), st.booleans())
+def test_backoff_whatever_the_last_attempt_met(
+    attempt: int, down_for: float, refused: bool
+) -> None:
+    delay = reconnect_delay(attempt, down_for, 0.5, 30.0, refused=refused)
+    expected = min(30.0, max(0.5, down_for - QUICK_PHASE))
+    assert expected / 2 <= delay <= expected
 
 
 @given(st.integers(0, 500), st.floats(QUICK_PHASE, 1e6))

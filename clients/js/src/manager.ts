@@ -146,7 +146,8 @@ const QUICK_ATTEMPTS = 66
  * seconds, so quick jittered retries first (10 ms, 50 ms, then every 50 to 100 ms for about
  * 5 s: a client is back at most 100 ms after the server listens again, and a refused attempt
  * costs the server only a reset), then exponential backoff from 0.5 s capped at 30 s. Jitter
- * keeps a thousand clients from retrying in step.
+ * keeps a thousand clients from retrying in step. (The Python SDK retries every 25 to 50 ms
+ * while the port refuses connections outright; a browser cannot tell that case apart.)
  */
 export function reconnectDelay(tries: number): number {
   const jitter = 0.5 + Math.random() / 2
