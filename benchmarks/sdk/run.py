@@ -859,7 +859,18 @@ class Bench:
         t_down = time.monotonic_ns()
         await self._commit_while_down(phase)
         new = self.new_server()
-        accepting = asyncio.create_task(_accepting(new.port))
+        spy_load: subprocess.Popen[bytes] | None = None
+        pg_procs = self._pg_procs()
+        cpu_at_accept: list[dict[int, float]] = []
+
+        def snapshot() -> None:
+            nonlocal spy_load
+            cpu_at_accept.append(self._window_cpu(new, pg_procs))
+            if self.args.profile is not None:
+                # The load generator too, from now: its SDK clients reconnect on the other CPU.
+                spy_load = _py_spy_fast(os.getpid(), self.args.profile / "reconnect-load.txt")
+
+        accepting = asyncio.create_task(_accepting(new.port, snapshot))
         starting = asyncio.create_task(asyncio.to_thread(new.start, 120.0))
         spy = None
         if self.args.profile is not None:
@@ -885,8 +896,10 @@ class Bench:
             if all_sockets_ns and min(self.subscribed_ns) > t_term:
                 break
             await asyncio.sleep(0.005)
+        cpu_at_end = self._window_cpu(new, self._pg_procs())
         attempts.stop()
         await stop_py_spy(spy)
+        await stop_py_spy(spy_load)
         back = sorted(t - t_accept for t in self.subscribed_ns if t > t_term)
         phase.lat_ns = [back[-1]] if back else []
         phase.waiting = sum(1 for t in self.subscribed_ns if t <= t_term)  # never came back
@@ -905,9 +918,24 @@ class Bench:
             "subscriptions": len(self.subscribed_ns),
             "reconnects": sum(m.socket.connections for m in self.managers) - sum(sockets0),
             "sdk_attempts": attempts.summary(t_down, t_accept),
+            "window_cpu_ms": _cpu_between(cpu_at_accept[0], cpu_at_end),
+            "every_25ms": attempts.timeline(t_accept, back),
         }
         await self._drain(phase)  # the messages committed during the outage
         return phase
+
+    def _pg_procs(self) -> list[psutil.Process]:
+        return postgres_procs(postmaster_of(self.embedded)) if self.embedded else []
+
+    def _window_cpu(self, server: RtmServer, pg: list[psutil.Process]) -> dict[int, float]:
+        """CPU seconds so far by process id: the server (key 0), this load generator (key 1)
+        and each PostgreSQL process, for the CPU spent inside the reconnect window."""
+        cpu = {1: proc_cpu(self.me)}
+        if server.proc is not None:
+            cpu[0] = proc_cpu(psutil.Process(server.proc.pid))
+        for proc in pg:
+            cpu[proc.pid] = proc_cpu(proc)
+        return cpu
 
     async def _commit_while_down(self, phase: Phase) -> None:
         """Staff messages committed by SQL while no server runs: they arrive on resume."""
@@ -1007,6 +1035,30 @@ class _Attempts:
     def stop(self) -> None:
         vars(sdk_socket)["connect"] = self._connect
 
+    def timeline(self, t_accept: int, subscribed: list[int]) -> dict[str, list[int]]:
+        """At each 25 ms after the new process accepted: how many clients had started an
+        attempt since (one whose attempt was on its way already is not counted), how many had
+        their socket open, and how many subscriptions were back: where the window's time goes."""
+        first: dict[int, int] = {}
+        opened: dict[int, int] = {}
+        for client, start, end, ok in self.tries:
+            if start >= t_accept:
+                first[client] = min(first.get(client, start), start)
+            if ok:
+                opened[client] = min(opened.get(client, end), end)
+        step = 25_000_000
+        last = max(subscribed, default=0)
+        ticks = range(step, last + 2 * step, step)
+
+        def upto(times: list[int]) -> list[int]:
+            return [sum(1 for t in times if t <= tick) for tick in ticks]
+
+        return {
+            "tried": upto([t - t_accept for t in first.values()]),
+            "open": upto([t - t_accept for t in opened.values()]),
+            "subscribed": upto(subscribed),
+        }
+
     def summary(self, t_down: int, t_accept: int) -> dict[str, Any]:
         def ms(ns: int) -> float:
             return round(ns / 1e6, 1)
@@ -1065,8 +1117,20 @@ async def _serving(base: str) -> int:
             await asyncio.sleep(0.005)
 
 
-async def _accepting(port: int) -> int:
-    """monotonic_ns when 127.0.0.1:``port`` first accepts a TCP connection (probed every 5 ms)."""
+def _cpu_between(start: dict[int, float], end: dict[int, float]) -> dict[str, float]:
+    """CPU ms of the server, the load generator and PostgreSQL between two snapshots
+    (a PostgreSQL process that started in between counts whole)."""
+
+    def ms(key: int) -> float:
+        return round(1000 * (end.get(key, 0.0) - start.get(key, 0.0)), 1)
+
+    pg = sum(ms(key) for key in end if key not in (0, 1))
+    return {"rtm": ms(0), "load": ms(1), "pg": round(pg, 1)}
+
+
+async def _accepting(port: int, snapshot: Callable[[], None]) -> int:
+    """monotonic_ns when 127.0.0.1:``port`` first accepts a TCP connection (probed every 5 ms);
+    ``snapshot`` runs right then."""
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -1074,6 +1138,7 @@ async def _accepting(port: int) -> int:
             await asyncio.sleep(0.005)
             continue
         at = time.monotonic_ns()
+        snapshot()
         writer.close()
         return at
 
