@@ -58,9 +58,10 @@ QUICK_RETRIES = (0.01, 0.05, 0.1)
 #: port: the server is restarting). Such an attempt never reaches the server's process (the
 #: kernel resets it), so retrying twice as often costs the server nothing, and brings a
 #: client back at most 50 ms after the restarted server listens: 1,000 SDK clients were all
-#: subscribed again 211-217 ms after it accepted, against 292-352 ms at 100 ms (issue 16,
-#: `benchmarks/sdk`). An attempt the server (or a proxy in front of it) answered with an
-#: error, or did not answer in time, keeps the 100 ms step: that one costs it a request.
+#: subscribed again 199-230 ms after it accepted, against 330-381 ms at 100 ms (issue 16,
+#: `benchmarks/sdk`, runs alternating; a refused attempt costs the client about 37 us of CPU).
+#: An attempt the server (or a proxy in front of it) answered with an error, or did not answer
+#: in time, keeps the 100 ms step: that one costs it a request.
 REFUSED_STEP = 0.05
 #: How long retries stay quick (every QUICK_RETRIES[-1] s at most) before backing off, counted
 #: from the loss of a connection that had been up for at least as long.
