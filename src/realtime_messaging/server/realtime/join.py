@@ -199,15 +199,18 @@ async def _identity_for(session: Session, token: str | None) -> Identity:
     socket and its channel (issue 16, the reconnect row).
     """
     identity = session.identity
-    if not token or token.startswith("sb_"):
+    if not token or token.startswith("sb_") or _is_socket_portal_token(identity, token):
         exp = identity.expires_at
         if exp is not None and exp <= time.time():
             raise SocketTokenExpired(expired_message(exp, time.time()))
         return identity
-    if identity.token_hash is not None and is_portal_token(token):
-        if hash_portal_token(token) == identity.token_hash:
-            exp = identity.expires_at
-            if exp is not None and exp <= time.time():
-                raise AuthError("InvalidJWTToken", expired_message(exp, time.time()))
-            return identity
     return await session.server.auth.identify(token)
+
+
+def _is_socket_portal_token(identity: Identity, token: str) -> bool:
+    """Whether ``token`` is the portal token the socket of ``identity`` connected with."""
+    return (
+        identity.token_hash is not None
+        and is_portal_token(token)
+        and hash_portal_token(token) == identity.token_hash
+    )
