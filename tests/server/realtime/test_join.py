@@ -205,21 +205,46 @@ async def _turns(n: int) -> None:
         await asyncio.sleep(0)
 
 
-async def test_lookups_asked_while_a_batch_is_on_its_way_go_in_the_next_one() -> None:
-    """The joins' token and conversation look-ups during a reconnect storm: those asked in
-    different turns while a query runs share the next query instead of one each."""
+async def test_lookups_asked_while_two_batches_are_on_their_way_go_in_the_next_one() -> None:
+    """The joins' token and conversation look-ups during a reconnect storm: a second query
+    goes while the first is on its way; those asked in later turns, while both run, share the
+    next query instead of one each."""
     lookups = _Lookups()
     coalesced: Coalesced[int, int] = Coalesced(lookups.fetch)
     first = asyncio.ensure_future(coalesced.get(1))
     await lookups.sent.wait()
     later = []
-    for key in (2, 3, 2):  # one a turn
+    for key in (2, 3, 4, 3):  # one a turn
         later.append(asyncio.ensure_future(coalesced.get(key)))
         await _turns(2)
-    assert lookups.batches == [[1]]
+    assert lookups.batches == [[1], [2]]
     lookups.answer.set()
-    assert await asyncio.gather(first, *later) == [10, 20, 30, 20]
-    assert lookups.batches == [[1], [2, 3]]
+    assert await asyncio.gather(first, *later) == [10, 20, 30, 40, 30]
+    assert lookups.batches == [[1], [2], [3, 4]]
+
+
+async def test_a_slow_batch_does_not_hold_the_next_one_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first look-up that takes long (a fresh pool connection, a busy loop) leaves room for
+    the next batch, which is answered first: in a reconnect storm one slow replay held 664
+    others back."""
+    monkeypatch.setattr(batching, "MAX_HOLD", 3600.0)  # only the second slot lets it through
+    slow = _Lookups()
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        if keys == [1]:
+            return await slow.fetch(keys)
+        return {k: k * 10 for k in keys}
+
+    coalesced: Coalesced[int, int] = Coalesced(fetch)
+    first = asyncio.ensure_future(coalesced.get(1))
+    await slow.sent.wait()
+    async with asyncio.timeout(5):
+        assert await coalesced.get(2) == 20
+    assert not first.done()
+    slow.answer.set()
+    assert await first == 10
 
 
 async def test_a_stuck_batch_holds_the_next_one_back_only_so_long(
@@ -237,8 +262,11 @@ async def test_a_stuck_batch_holds_the_next_one_back_only_so_long(
     coalesced: Coalesced[int, int] = Coalesced(fetch)
     first = asyncio.ensure_future(coalesced.get(1))
     await stuck.sent.wait()
+    second = asyncio.ensure_future(coalesced.get(1))  # a second batch, stuck as well
+    await _turns(3)  # the ask, its batch, the batch's query
+    assert stuck.batches == [[1], [1]]
     async with asyncio.timeout(5):  # held back for good, it would never be answered
         assert await coalesced.get(2) == 20
-    assert not first.done()
+    assert not first.done() and not second.done()
     stuck.answer.set()
-    assert await first == 10
+    assert await asyncio.gather(first, second) == [10, 10]
