@@ -185,6 +185,10 @@ class Settings:
     token_check_interval: float = 2.0
     #: How long the change log keeps changes for clients that resume (``RTM_CHANGE_RETENTION``).
     change_retention_seconds: float = 24 * 3600.0
+    #: Most changes a resuming channel that sees every change (staff, the service) is replayed:
+    #: further behind, it is told its history is lost and reloads (``RTM_REPLAY_LIMIT``). The
+    #: replay is read into memory; a day's log must not be, for one join.
+    replay_limit: int = 10_000
     #: The change feed also polls this often, should a notification be missed.
     feed_poll_interval: float = 0.5
     #: A delivery still 'sent' this long after it was recorded becomes 'failed'
@@ -241,6 +245,7 @@ class Settings:
             rate_requests=_env("RTM_RATE_REQUESTS", "600/minute") or "600/minute",
             delivery_deadline_seconds=float(_env("RTM_DELIVERY_DEADLINE", "86400") or 0),
             change_retention_seconds=float(_env("RTM_CHANGE_RETENTION", "86400") or 0),
+            replay_limit=int(_env("RTM_REPLAY_LIMIT", "10000") or 0),
             presence_away_after=float(_env("RTM_PRESENCE_AWAY_AFTER", "300") or 0),
             presence_grace=float(_env("RTM_PRESENCE_GRACE", "10") or 0),
             process_heartbeat_interval=float(_env("RTM_PROCESS_HEARTBEAT_INTERVAL", "5") or 0),

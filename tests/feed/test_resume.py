@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
+from realtime_messaging.store import changefeed
 from realtime_messaging.store.embedded import EmbeddedPostgres
 from realtime_messaging.store.migrate import migrate
 from tests.conftest import RunningServer, Seed, fresh_database, running_server
@@ -267,3 +269,64 @@ async def test_position_in_subscribed_lets_a_client_resume_before_its_first_chan
         assert [d["record"]["content"] for d in replayed] == ["while away"]
     finally:
         await sock.close()
+
+
+_ALL_MESSAGES = [{"event": "*", "schema": "public", "table": "customer_messages"}]
+
+
+async def test_a_resume_too_far_behind_to_replay_is_told_to_reload(
+    database_url: str, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """A staff (or service) channel replays every change after its position, read into the
+    server's memory: further behind than ``replay_limit`` changes it gets ``history_lost``
+    (reload), however long the log is kept; within the limit it gets them all."""
+    staff, token = await seed.staff()
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    async with running_server(database_url, replay_limit=5) as srv:
+        start = await stamped_head(pool)
+        for i in range(8):
+            await pool.execute(INSERT, conv, customer, f"while away {i}")
+        head = await stamped_head(pool)
+        assert head - start > 5
+        for since, lost in ((start, True), (head - 3, False)):
+            sock = await RawSocket.connect(srv.ws_url, token)
+            try:
+                config = {"postgres_changes": _ALL_MESSAGES, "resume": {"position": since}}
+                assert (await sock.join(f"staff:{staff}:messages", config))["status"] == "ok"
+                replayed, seen = await _collect_until_subscribed(sock)
+                told = [s for s in seen["systems"] if s.get("history_lost")]
+                assert bool(told) is lost, seen
+                assert len(replayed) == (0 if lost else 3)
+            finally:
+                await sock.close()
+
+
+async def test_a_channel_that_may_see_no_change_reads_no_history(
+    database_url: str, seed: Seed, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An anonymous client resuming a postgres_changes channel from position 0 sees no
+    change (its identity sees none), and the server reads none for it: it used to read every
+    change the log holds (a day's) into memory, to then route none of them."""
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    reads: list[tuple[int, int]] = []
+    read = changefeed._Stretch.read
+
+    async def counted(conn: asyncpg.Connection, after: int, head: int) -> Any:
+        reads.append((after, head))
+        return await read(conn, after, head)
+
+    monkeypatch.setattr(changefeed._Stretch, "read", counted)
+    async with running_server(database_url) as srv:
+        await pool.execute(INSERT, conv, customer, "kept in the log")
+        await stamped_head(pool)
+        sock = await RawSocket.connect(srv.ws_url, srv.anon_key)
+        try:
+            config = {"postgres_changes": _ALL_MESSAGES, "resume": {"position": 0}}
+            assert (await sock.join("lobby", config))["status"] == "ok"
+            replayed, _ = await _collect_until_subscribed(sock)
+            assert replayed == []
+        finally:
+            await sock.close()
+    assert reads == []

@@ -41,6 +41,8 @@ CLOSE_TIMEOUT = 2.0
 #: How the feed's connection shows in pg_stat_activity.
 APPLICATION_NAME = "rtm change feed"
 BATCH = 2000
+#: Most changes a resuming staff or service channel is replayed (``Settings.replay_limit``).
+REPLAY_LIMIT = 10_000
 
 _COLUMNS = (
     "pos, table_name, op, record, old_record, conversation_id, customer_id, "
@@ -259,13 +261,18 @@ CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
 
 
 async def read_missed(
-    conn: asyncpg.Connection, asks: list[Missed], *, page_size: int = BATCH
+    conn: asyncpg.Connection,
+    asks: list[Missed],
+    *,
+    page_size: int = BATCH,
+    replay_limit: int = REPLAY_LIMIT,
 ) -> dict[Missed, tuple[History, list[Change]]]:
     """For each ask, its history and its topic's broadcasts up to one head: customers'
     changes and topics' broadcasts by index probes, all in one query (a probe that fills a
     page of ``page_size`` reads the rest on its own); the asks that want every change, or
     every change to some tables (staff, the service), share one read of the log from the
-    oldest of them, a second query."""
+    oldest of them, a second query. Such an ask more than ``replay_limit`` changes behind
+    reads nothing and is told its history is lost: what it would read is held in memory."""
     customers = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
     topics = sorted({(a.topic, a.position) for a in asks})
     rows = await conn.fetch(
@@ -287,22 +294,29 @@ async def read_missed(
         page.sort(key=_position)
     of_customer = dict(zip(customers, pages["c"], strict=True))
     of_topic = dict(zip(topics, pages["b"], strict=True))
-    wide = [a.position for a in asks if a.bindings and a.customer is None and a.position < head]
+    wide = [
+        a.position
+        for a in asks
+        if a.bindings and a.customer is None and head - replay_limit <= a.position < head
+    ]
     stretch = await _Stretch.read(conn, min(wide), head) if wide else _Stretch([])
     found: dict[Missed, tuple[History, list[Change]]] = {}
     for ask in asks:
         position = ask.position
+        lost = _pruned(position, head, oldest)
         changes: list[Change] = []
         if ask.bindings and ask.customer:
             changes = of_customer[(ask.customer, position)]
             if len(changes) >= page_size:
                 changes = (await read_since(conn, position, customer_id=ask.customer)).changes
+        elif ask.bindings and head - position > replay_limit:
+            lost = True
         elif ask.bindings:
             changes = stretch.changes(ask)
         page = of_topic[(ask.topic, position)]
         if len(page) >= page_size:
             page = await read_broadcasts(conn, position, ask.topic, head)
-        found[ask] = (History(changes, _pruned(position, head, oldest), head), page)
+        found[ask] = (History(changes, lost, head), page)
     return found
 
 

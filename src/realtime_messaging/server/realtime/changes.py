@@ -74,8 +74,10 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
     """Send what the channel missed since ``position``, then what arrived meanwhile:
     postgres changes its bindings match, and broadcasts from the database to its topic."""
     server = session.server
-    _, customer = scope_of(channel.identity)
-    bindings = bool(channel.config.postgres_changes)
+    sees, customer = scope_of(channel.identity)
+    # An identity that sees no change (anon, a user who is not staff) is replayed none: it
+    # would read the log since its position, perhaps a day's, to route nothing.
+    bindings = bool(channel.config.postgres_changes) and sees  # what the replay reads
     tables = bound_tables(channel) if bindings and customer is None else None
     ask = Missed(position, customer, subtopic(channel.topic), bindings, tables)
     try:
@@ -97,7 +99,8 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
             session,
             channel,
             "ok",
-            "History lost: changes after this position are no longer kept; reload",
+            "History lost: changes after this position are no longer kept, or too many to "
+            "replay; reload",
             position=position,
             history_lost=True,
         )
@@ -120,7 +123,7 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
     # Replay covered the log up to its head, the buffer what was routed meanwhile.
     position = max(channel.pg_position, history.head, server.feed_position())
     channel.pg_position = position
-    if bindings:
+    if channel.config.postgres_changes:
         _system(session, channel, "ok", "Subscribed to PostgreSQL", position=position)
 
 

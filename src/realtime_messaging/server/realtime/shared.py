@@ -130,7 +130,7 @@ class Shared(Generic[S]):
 
     async def _read_missed(self, asks: list[Missed]) -> dict[Missed, tuple[History, list[Change]]]:
         async with self.pool.acquire() as conn:
-            return await read_missed(conn, asks)
+            return await read_missed(conn, asks, replay_limit=self.settings.replay_limit)
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"
