@@ -384,3 +384,30 @@ async def test_a_private_join_does_not_wait_for_a_senders_commit(
             await sock.close()
     finally:
         await writer.close()
+
+
+async def test_a_resume_too_far_behind_on_a_busy_topic_is_told_to_reload(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Broadcasts from the database are replayed up to ``replay_limit`` of them; a channel
+    further behind on its topic gets ``history_lost`` (reload) instead of the topic's whole
+    day read into the server's memory for an anonymous join."""
+    topic = unique("busy")
+    async with running_server(database_url, replay_limit=5) as srv:
+        start = await pool.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+        for i in range(8):
+            await send(pool, topic, {"n": i})
+        watcher = await joined(srv, srv.anon_key, topic, resume={"position": start})
+        try:
+            system = await watcher.expect(lambda m: m.get("event") == "system")
+            assert system["payload"]["history_lost"] is True, system
+            await send(pool, topic, {"n": "live"})
+            assert (await next_broadcast(watcher))["payload"]["n"] == "live"
+        finally:
+            await watcher.close()
+        sock = await joined(srv, srv.anon_key, topic, resume={"position": start + 5})
+        try:
+            replayed = [(await next_broadcast(sock))["payload"]["n"] for _ in range(4)]
+            assert replayed == [5, 6, 7, "live"]
+        finally:
+            await sock.close()

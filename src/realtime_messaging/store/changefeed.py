@@ -199,10 +199,10 @@ async def read_since(
 
 
 async def read_broadcasts(
-    conn: asyncpg.Connection, position: int, topic: str, head: int
+    conn: asyncpg.Connection, position: int, topic: str, head: int, *, most: int | None = None
 ) -> list[Change]:
     """The broadcasts from the database to ``topic`` (a sub-topic) after ``position``, up to
-    ``head``: what a resuming channel of that topic missed."""
+    ``head``: what a resuming channel of that topic missed (the first ``most`` of them)."""
     query = (
         f"SELECT {_COLUMNS} FROM rtm.change_log WHERE table_name = '{BROADCAST_TABLE}' "
         f"AND record ->> 'topic' = $2 AND pos > $1 AND pos <= {int(head)} "
@@ -215,6 +215,8 @@ async def read_broadcasts(
         changes.extend(Change.from_row(r) for r in rows)
         if len(rows) < BATCH:
             return changes
+        if most is not None and len(changes) >= most:
+            return changes[:most]
         cursor = rows[-1]["pos"]
 
 
@@ -256,7 +258,7 @@ UNION ALL
 SELECT 'b', r.i, c.* FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS r(topic, since, i)
 CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
     WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic
-    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $5) AS c
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $6) AS c
 """
 
 
@@ -282,6 +284,7 @@ async def read_missed(
         [t for t, _ in topics],
         [str(p) for _, p in topics],
         page_size,
+        min(page_size, replay_limit + 1),
     )
     head, oldest = rows[0]["pos"], rows[0]["i"]
     pages: dict[str, list[list[Change]]] = {
@@ -314,8 +317,10 @@ async def read_missed(
         elif ask.bindings:
             changes = stretch.changes(ask)
         page = of_topic[(ask.topic, position)]
-        if len(page) >= page_size:
-            page = await read_broadcasts(conn, position, ask.topic, head)
+        if len(page) >= page_size and page_size <= replay_limit:
+            page = await read_broadcasts(conn, position, ask.topic, head, most=replay_limit + 1)
+        if len(page) > replay_limit:
+            lost, page = True, []
         found[ask] = (History(changes, lost, head), page)
     return found
 
