@@ -18,6 +18,8 @@ import orjson
 from tests.conftest import RunningServer, Seed, fresh_database, running_server
 from tests.server.wsclient import RawSocket
 
+from .test_resume import stamped_head
+
 SEND = "SELECT realtime.send($1::jsonb, $2, $3, $4)"
 
 
@@ -394,9 +396,16 @@ async def test_a_resume_too_far_behind_on_a_busy_topic_is_told_to_reload(
     day read into the server's memory for an anonymous join."""
     topic = unique("busy")
     async with running_server(database_url, replay_limit=5) as srv:
-        start = await pool.fetchval("SELECT last_pos FROM rtm.change_feed_state")
+        start = await stamped_head(pool)
         for i in range(8):
             await send(pool, topic, {"n": i})
+        await stamped_head(pool)  # stamped, so routed before the joins: none reaches them live
+        positions = await pool.fetch(
+            "SELECT pos FROM rtm.change_log WHERE table_name = 'realtime.messages' "
+            "AND record ->> 'topic' = $1 ORDER BY pos",
+            topic,
+        )
+        assert len(positions) == 8
         watcher = await joined(srv, srv.anon_key, topic, resume={"position": start})
         try:
             system = await watcher.expect(lambda m: m.get("event") == "system")
@@ -405,7 +414,7 @@ async def test_a_resume_too_far_behind_on_a_busy_topic_is_told_to_reload(
             assert (await next_broadcast(watcher))["payload"]["n"] == "live"
         finally:
             await watcher.close()
-        sock = await joined(srv, srv.anon_key, topic, resume={"position": start + 5})
+        sock = await joined(srv, srv.anon_key, topic, resume={"position": positions[4]["pos"]})
         try:
             replayed = [(await next_broadcast(sock))["payload"]["n"] for _ in range(4)]
             assert replayed == [5, 6, 7, "live"]
