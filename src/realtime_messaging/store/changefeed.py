@@ -24,6 +24,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -286,15 +287,18 @@ async def read_missed(
         page_size,
         min(page_size, replay_limit + 1),
     )
-    head, oldest = rows[0]["pos"], rows[0]["i"]
+    # The head's row is found by its kind: a plan may return the branches in any order.
+    (state,) = [row for row in rows if row["kind"] == "h"]
+    head, oldest = state["pos"], state["i"]
     pages: dict[str, list[list[Change]]] = {
         "c": [[] for _ in customers],
         "b": [[] for _ in topics],
     }
-    for row in rows[1:]:
-        pages[row["kind"]][row["i"] - 1].append(Change.from_row(row))
+    for row in rows:
+        if row is not state:
+            pages[row["kind"]][row["i"] - 1].append(Change.from_row(row))
     for page in (*pages["c"], *pages["b"]):
-        page.sort(key=_position)
+        page.sort(key=attrgetter("pos"))
     of_customer = dict(zip(customers, pages["c"], strict=True))
     of_topic = dict(zip(topics, pages["b"], strict=True))
     wide = [
@@ -323,10 +327,6 @@ async def read_missed(
             lost, page = True, []
         found[ask] = (History(changes, lost, head), page)
     return found
-
-
-def _position(change: Change) -> int:
-    return change.pos
 
 
 #: The log after a position up to the head.
