@@ -34,6 +34,12 @@ class Vsn(enum.Enum):
         raise ProtocolError(f"unsupported vsn {value!r}")
 
 
+#: The members as module names: read from the class, an Enum member costs a lookup through its
+#: metaclass (about 60 ns against 7), and the codecs read them for every frame.
+V1 = Vsn.V1
+V2 = Vsn.V2
+
+
 @dataclass(slots=True)
 class Message:
     """One Phoenix message, in either direction; never changed once made (not frozen: a frozen
@@ -103,7 +109,7 @@ def decode_text(vsn: Vsn, data: str | bytes) -> Message:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"malformed JSON ({exc})") from exc
-    if vsn is Vsn.V2:
+    if vsn is V2:
         if not isinstance(raw, list) or len(raw) != 5:
             raise ProtocolError("expected [join_ref, ref, topic, event, payload]")
         join_ref, ref, topic, event, payload = raw
@@ -115,6 +121,14 @@ def decode_text(vsn: Vsn, data: str | bytes) -> Message:
             raise ProtocolError(f"missing keys: {', '.join(missing)}")
         join_ref, ref = raw.get("join_ref"), raw["ref"]
         topic, event, payload = raw["topic"], raw["event"], raw["payload"]
+    if (
+        type(topic) is str
+        and type(event) is str
+        and event
+        and (ref is None or type(ref) is str)
+        and (join_ref is None or type(join_ref) is str)
+    ):
+        return Message(topic, event, payload, ref, join_ref)  # the usual frame: no conversion
     return Message(
         _topic(topic), _event(event), payload, _ref(ref, "ref"), _ref(join_ref, "join_ref")
     )
@@ -172,7 +186,7 @@ def encode(vsn: Vsn, message: Message) -> bytes:
     V1 frames never carry ``join_ref`` but always carry ``ref`` (realtime-py drops frames
     without it); V2 frames are ``[join_ref, ref, topic, event, payload]``.
     """
-    if vsn is Vsn.V2:
+    if vsn is V2:
         return orjson.dumps(
             [message.join_ref, message.ref, message.topic, message.event, message.payload]
         )
@@ -184,6 +198,14 @@ def encode(vsn: Vsn, message: Message) -> bytes:
             "ref": message.ref,
         }
     )
+
+
+def encode_push(vsn: Vsn, topic: str, event: str, payload: Any) -> bytes:
+    """:func:`encode` of a message to every member of a topic (no ``ref``, no ``join_ref``),
+    without building a :class:`Message`: one is encoded per broadcast."""
+    if vsn is V2:
+        return orjson.dumps([None, None, topic, event, payload])
+    return orjson.dumps({"topic": topic, "event": event, "payload": payload, "ref": None})
 
 
 def encode_user_broadcast(

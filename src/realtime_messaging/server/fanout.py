@@ -14,15 +14,18 @@ a turn go out together, after the turn's reading and routing (measured in benchm
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
+from struct import Struct
 from typing import Any, Protocol
 
 from ..broker import Envelope
-from ..protocol.frames import Message, Vsn, encode, encode_user_broadcast
+from ..protocol.frames import V1, V2, Vsn, encode_push, encode_user_broadcast
 
 _TEXT = 0x81
 _BINARY = 0x82
+_SHORT = Struct("!BB").pack
+_MEDIUM = Struct("!BBH").pack
+_LONG = Struct("!BBQ").pack
 
 
 def ws_frame(payload: bytes, *, binary: bool = False) -> bytes:
@@ -30,11 +33,11 @@ def ws_frame(payload: bytes, *, binary: bool = False) -> bytes:
     first = _BINARY if binary else _TEXT
     n = len(payload)
     if n < 126:
-        header = struct.pack("!BB", first, n)
+        header = _SHORT(first, n)
     elif n < 1 << 16:
-        header = struct.pack("!BBH", first, 126, n)
+        header = _MEDIUM(first, 126, n)
     else:
-        header = struct.pack("!BBQ", first, 127, n)
+        header = _LONG(first, 127, n)
     return header + payload
 
 
@@ -196,26 +199,27 @@ class Hub:
             return
         # One frame per wire format, built on first need (b"": not deliverable in it). Two
         # locals rather than a dict keyed by Vsn: an Enum's hash is a Python call per member.
+        # The members are not copied: writing to an outbox changes no topic's members.
         v1: bytes | None = None
         v2: bytes | None = None
         exclude = envelope.exclude
         private = envelope.private
         presence = envelope.event == "presence_diff"
         delivered = 0
-        for member in list(members.values()):
+        for member in members.values():
             if exclude is not None and member.key == exclude:
                 continue
             if private is not None and member.reads_private is not private:
                 continue  # private and public channels of one topic are apart
             if presence and not member.reads_presence:
                 continue  # a private channel whose policies do not let it read presence
-            if member.vsn is Vsn.V1:
+            if member.vsn is V1:
                 if v1 is None:
-                    v1 = _frame_for(envelope, Vsn.V1) or b""
+                    v1 = _frame_for(envelope, V1) or b""
                 frame = v1
             else:
                 if v2 is None:
-                    v2 = _frame_for(envelope, Vsn.V2) or b""
+                    v2 = _frame_for(envelope, V2) or b""
                 frame = v2
             if frame:
                 member.outbox.write(frame)
@@ -227,7 +231,7 @@ def _frame_for(envelope: Envelope, vsn: Vsn) -> bytes | None:
     """The WebSocket frame carrying ``envelope`` to a ``vsn`` socket (None: not deliverable)."""
     if envelope.binary is not None:
         assert envelope.user_event is not None
-        if vsn is Vsn.V2:
+        if vsn is V2:
             return ws_frame(
                 encode_user_broadcast(
                     envelope.topic,
@@ -240,7 +244,7 @@ def _frame_for(envelope: Envelope, vsn: Vsn) -> bytes | None:
             )
         if not envelope.json_encoded:
             return None  # V1 sockets cannot carry binary payloads (as on Supabase)
-    return ws_frame(encode(vsn, Message(envelope.topic, envelope.event, envelope.payload)))
+    return ws_frame(encode_push(vsn, envelope.topic, envelope.event, envelope.payload))
 
 
 def broadcast_payload(event: str, payload: Any, meta: Any = None) -> dict[str, Any]:

@@ -94,12 +94,12 @@ class LivenessTracker:
             self._wake.set()
         return connection_id
 
-    def activity(self, session_id: str) -> None:
-        """The client did something (not a heartbeat): its participants are active."""
+    def activity(self, session_id: str, now: float) -> None:
+        """The client did something (not a heartbeat) at ``now`` (the loop's time): its
+        participants are active."""
         held = self._sessions.get(session_id)
         if not held:
             return
-        now = asyncio.get_running_loop().time()
         for connection_id in held.values():
             if now - self._reported.get(connection_id, 0.0) >= self.policy.activity_every:
                 self._reported[connection_id] = now

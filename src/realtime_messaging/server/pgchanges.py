@@ -29,7 +29,7 @@ import orjson
 
 from ..domain.filters import Filter, FilterError, normalize, parse_filter
 from ..domain.identity import Identity, Kind
-from ..protocol.frames import Message, Vsn, encode
+from ..protocol.frames import Vsn, encode_push
 from ..protocol.join import PostgresBinding
 from ..store.changefeed import BROADCAST_TABLE, Change
 from .fanout import Outbox, broadcast_payload, ws_frame
@@ -375,7 +375,7 @@ class BroadcastEncoder:
         frame = self._frames.get((vsn, topic))
         if frame is None:
             frame = self._frames[(vsn, topic)] = ws_frame(
-                encode(vsn, Message(topic, "broadcast", self._body))
+                encode_push(vsn, topic, "broadcast", self._body)
             )
         return frame
 

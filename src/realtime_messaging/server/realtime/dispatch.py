@@ -48,12 +48,13 @@ def on_frame(session: Session, data: Any, binary: bool) -> Pending | None:
     if isinstance(event, events.Heartbeat):
         session.outbox.text(proto.heartbeat_reply(event.ref))
         return None
-    if not session.push_budget.allow(time.monotonic()):
+    now = session.last_seen  # the loop's time when the frame was read
+    if not session.push_budget.allow(now):
         topic = getattr(event, "topic", "phoenix")
         session.refuse(topic, getattr(event, "ref", None), None, "Too many messages per second")
         return None
     if isinstance(event, _ACTIVITY):
-        session.server.liveness.activity(session.id)
+        session.server.liveness.activity(session.id, now)
     try:
         later = route(session, event)
     except Exception:

@@ -26,6 +26,10 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 CLOSE_HANDSHAKE_TIMEOUT = 1.0
 #: "Message too big": a message assembled from fragments past the frame limit.
 CLOSE_TOO_BIG = 1009
+#: The kinds of frame, as module names: read from its class, an Enum member costs a lookup
+#: through the metaclass, and every frame is compared with two.
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
 
 
 def _close_reason(reason: str) -> bytes:
@@ -112,11 +116,9 @@ class PicowsWire(WSListener, Generic[R]):
         kind = frame.msg_type
         session = self.session
         assert session is not None
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+        if kind is _TEXT or kind is _BINARY:
             if frame.fin:
-                session.receive(
-                    frame.get_payload_as_bytes(), kind is WSMsgType.BINARY, self._loop.time()
-                )
+                session.receive(frame.get_payload_as_bytes(), kind is _BINARY, self._loop.time())
             else:
                 self._fragments = [bytes([kind.value]), frame.get_payload_as_bytes()]
         elif kind is WSMsgType.CONTINUATION:
