@@ -74,7 +74,13 @@ async def _setup(clients: int, seed: int) -> tuple[Shared[Session], list[tuple[S
     broker = LocalBroker("bench")
     liveness = LivenessTracker(None, "bench", LivenessPolicy())  # type: ignore[arg-type]
     server: Shared[Session] = Shared(
-        settings, None, broker, ChangeRouter({}), None, liveness, None  # type: ignore[arg-type]
+        settings,
+        None,
+        broker,
+        ChangeRouter({}),
+        None,
+        liveness,
+        None,  # type: ignore[arg-type]
     )
     await broker.start(server.cluster)
     identity = Identity(Kind.ANON, expires_at=time.time() + 3600)
@@ -86,9 +92,7 @@ async def _setup(clients: int, seed: int) -> tuple[Shared[Session], list[tuple[S
         size = min(left, rng.randint(2, 5))
         left -= size
         topic = f"realtime:room-{room}"
-        join = (
-            b'["1","1","%s","phx_join",{"config":{"broadcast":{"self":false}}}]' % topic.encode()
-        )
+        join = b'["1","1","%s","phx_join",{"config":{"broadcast":{"self":false}}}]' % topic.encode()
         push = (
             b'["1",null,"%s","broadcast",{"type":"broadcast","event":"m",'
             b'"payload":{"t":1733490000000000000,"seq":123456,"from":7}}]' % topic.encode()
@@ -106,7 +110,10 @@ async def _setup(clients: int, seed: int) -> tuple[Shared[Session], list[tuple[S
 
 
 async def _round(
-    server: Shared[Session], senders: list[tuple[Session, bytes]], messages: int, window: int,
+    server: Shared[Session],
+    senders: list[tuple[Session, bytes]],
+    messages: int,
+    window: int,
     rng: random.Random,
 ) -> tuple[float, int]:
     """Send ``messages`` frames in turns of ``window``; CPU seconds and deliveries."""
