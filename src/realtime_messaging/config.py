@@ -185,9 +185,10 @@ class Settings:
     token_check_interval: float = 2.0
     #: How long the change log keeps changes for clients that resume (``RTM_CHANGE_RETENTION``).
     change_retention_seconds: float = 24 * 3600.0
-    #: Most changes a resuming channel that sees every change (staff, the service) is replayed:
-    #: further behind, it is told its history is lost and reloads (``RTM_REPLAY_LIMIT``). The
-    #: replay is read into memory; a day's log must not be, for one join.
+    #: Most changes a resuming channel is replayed (a customer's: of its own), and most
+    #: database broadcasts: further behind, it is told its history is lost and reloads
+    #: (``RTM_REPLAY_LIMIT``). The replay is read into memory; a day's log must not be, for one
+    #: join.
     replay_limit: int = 10_000
     #: The change feed also polls this often, should a notification be missed.
     feed_poll_interval: float = 0.5

@@ -308,6 +308,43 @@ async def test_a_resume_too_far_behind_to_replay_is_told_to_reload(
                 await sock.close()
 
 
+async def test_a_customer_too_far_behind_to_replay_is_told_to_reload(
+    database_url: str, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """A customer's replay holds only its own changes, but a customer may resume from any
+    position: more than ``replay_limit`` changes behind it gets ``history_lost`` too, its
+    replay read no further than the limit; within it, every change (by the index probe, and
+    past a page of it by the read that follows)."""
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    async with running_server(database_url, replay_limit=5) as srv:
+        start = await stamped_head(pool)
+        for i in range(8):
+            await pool.execute(INSERT, conv, customer, f"while away {i}")
+        await stamped_head(pool)
+        positions = await pool.fetch(
+            "SELECT pos FROM rtm.change_log WHERE table_name = 'customer_messages' "
+            "AND conversation_id = $1 AND pos > $2 ORDER BY pos",
+            conv,
+            start,
+        )
+        assert len(positions) == 8
+        # The bound counts every change of the customer's, its connections' presence too (the
+        # first socket adds one or two): one message behind stays well within it.
+        for since, lost in ((start, True), (positions[6]["pos"], False)):
+            sock = await RawSocket.connect(srv.ws_url, token)
+            try:
+                config = {"postgres_changes": _messages(conv), "resume": {"position": since}}
+                assert (await sock.join(f"conversation:{conv}", config))["status"] == "ok"
+                replayed, seen = await _collect_until_subscribed(sock)
+                told = [s for s in seen["systems"] if s.get("history_lost")]
+                assert bool(told) is lost, seen
+                contents = [d["record"]["content"] for d in replayed]
+                assert contents == ([] if lost else ["while away 7"])
+            finally:
+                await sock.close()
+
+
 async def test_a_channel_that_may_see_no_change_reads_no_history(
     database_url: str, seed: Seed, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,11 +173,13 @@ def _pruned(position: int, head: int, oldest: int | None) -> bool:
 
 
 async def read_since(
-    conn: asyncpg.Connection, position: int, *, customer_id: Any = None
+    conn: asyncpg.Connection, position: int, *, customer_id: Any = None, most: int | None = None
 ) -> History:
     """Changes after ``position`` up to the current head; ``lost`` when some were pruned.
 
     With ``customer_id`` only what that customer may see is read (the router re-checks).
+    With ``most``, reading stops once more than that many are read (the caller then knows
+    there are too many: at least ``most`` + 1 are returned, not all).
     """
     head, oldest = await conn.fetchrow(_HEAD)
     if position >= head:
@@ -194,7 +196,7 @@ async def read_since(
         args: list[Any] = [cursor] if customer_id is None else [cursor, customer_id]
         rows = await conn.fetch(query, *args)
         changes.extend(Change.from_row(r) for r in rows)
-        if len(rows) < BATCH:
+        if len(rows) < BATCH or (most is not None and len(changes) > most):
             return History(changes, lost, head)
         cursor = rows[-1]["pos"]
 
@@ -275,7 +277,9 @@ async def read_missed(
     page of ``page_size`` reads the rest on its own); the asks that want every change, or
     every change to some tables (staff, the service), share one read of the log from the
     oldest of them, a second query. Such an ask more than ``replay_limit`` changes behind
-    reads nothing and is told its history is lost: what it would read is held in memory."""
+    reads nothing and is told its history is lost: what it would read is held in memory. A
+    customer's ask, or a topic's broadcasts, with more than ``replay_limit`` to replay reads
+    no further than that and is told the same."""
     customers = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
     topics = sorted({(a.topic, a.position) for a in asks})
     rows = await conn.fetch(
@@ -284,7 +288,7 @@ async def read_missed(
         [str(p) for _, p in customers],
         [t for t, _ in topics],
         [str(p) for _, p in topics],
-        page_size,
+        min(page_size, replay_limit + 1),
         min(page_size, replay_limit + 1),
     )
     # The head's row is found by its kind: a plan may return the branches in any order.
@@ -314,8 +318,12 @@ async def read_missed(
         changes: list[Change] = []
         if ask.bindings and ask.customer:
             changes = of_customer[(ask.customer, position)]
-            if len(changes) >= page_size:
-                changes = (await read_since(conn, position, customer_id=ask.customer)).changes
+            if len(changes) >= page_size and page_size <= replay_limit:
+                changes = (
+                    await read_since(conn, position, customer_id=ask.customer, most=replay_limit)
+                ).changes
+            if len(changes) > replay_limit:
+                lost, changes = True, []
         elif ask.bindings and head - position > replay_limit:
             lost = True
         elif ask.bindings:
