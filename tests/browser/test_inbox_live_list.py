@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from realtime_messaging.demo import Demo, create_demo
-from realtime_messaging.tokens import mint_staff_token
+from realtime_messaging.tokens import hash_portal_token, mint_staff_token, new_portal_token
 from tests.conftest import RunningServer, fresh_database, running_server
 
 from .conftest import open_page, screenshot
@@ -39,6 +39,19 @@ class Desk:
     #: Another staff user's token: the changes are theirs, made outside the page.
     colleague: str
     colleague_id: UUID
+    #: The portal token of the customer of the other conversation.
+    kim: str
+
+    async def kim_is(self, status: str) -> None:
+        """The other conversation's customer sets her presence (from another tab or app)."""
+        headers = {"apikey": self.server.anon_key, "Authorization": f"Bearer {self.kim}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                f"{self.server.http_url}/api/presence", json={"status": status}, headers=headers
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
 
     async def patch(self, conversation: UUID, body: dict[str, Any]) -> None:
         headers = {"apikey": self.server.anon_key, "Authorization": f"Bearer {self.colleague}"}
@@ -71,8 +84,15 @@ async def desk(admin_url: str) -> AsyncIterator[Desk]:
                     "INSERT INTO users (name, email) VALUES ('Robin (support)', "
                     "'robin@example.com') RETURNING id"
                 )
+                kim = new_portal_token()
+                await conn.execute(
+                    "INSERT INTO portal_tokens (token_hash, customer_id, expires_at) "
+                    "VALUES ($1, $2, now() + interval '1 hour')",
+                    hash_portal_token(kim),
+                    customer,
+                )
             colleague = mint_staff_token(server.secret, colleague_id)
-            yield Desk(server, demo, pool, other, colleague, colleague_id)
+            yield Desk(server, demo, pool, other, colleague, colleague_id, kim)
 
 
 def _queue(page: Page, name: str) -> Locator:
@@ -147,3 +167,21 @@ async def test_a_status_change_shows_on_the_open_conversations_entry(
     status = staff.get_by_label("Status")
     await expect(status.locator("option[value=pending]")).to_have_text("Pending (1)", timeout=LIVE)
     await screenshot(staff, "inbox-live-pending-elsewhere")
+
+
+async def test_the_lists_presence_follows_customers_not_open_live(
+    browser: Browser, desk: Desk
+) -> None:
+    """A customer whose conversation is not open comes online and goes away: the dot and the
+    word of her entry follow within seconds, not at the minute's poll."""
+    staff_link, _ = desk.demo.links(desk.server.http_url)
+    _, staff = await open_page(browser, staff_link)
+    entry = staff.get_by_role("navigation").get_by_role("button", name=re.compile(OTHER))
+    await expect(entry).to_be_visible()
+    presence = entry.locator(".conv-presence")
+    await expect(presence).to_contain_text("Offline")
+    await desk.kim_is("online")
+    await expect(presence).to_contain_text("Online", timeout=LIVE)
+    await screenshot(staff, "inbox-live-list-presence")
+    await desk.kim_is("away")
+    await expect(presence).to_contain_text("Away", timeout=LIVE)

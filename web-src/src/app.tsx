@@ -496,8 +496,22 @@ export function ChatApp({ session }: { session: Session }) {
     );
   }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
 
-  // The list's presence between live updates (the live presence channel covers the open
-  // conversation only): the participants' rows again every minute while the page is visible.
+  // The list's customers' presence, live (staff may read every presence row; the channel above
+  // covers the open conversation only): one subscription per set of customers shown, at most
+  // the first 100 entries (the server's bound on one filter's values).
+  const listCustomers = useMemo(
+    () => (staff ? [...new Set(conversations.slice(0, 100).map((c) => c.customerId))].sort().join(',') : ''),
+    [staff, conversations],
+  );
+  useEffect(() => {
+    if (!listCustomers) return undefined;
+    return track(manager.subscribeToCustomersPresence(listCustomers.split(','), hub.handlers.onPresence));
+  }, [manager, hub, listCustomers, track]);
+
+  // The list's presence again every minute while the page is visible: for staff a fallback only
+  // (a change between a conversation's first read and the subscription's join is no event), for
+  // a customer the way their agents' presence reaches the list (a customer may not read those
+  // rows live).
   useEffect(() => {
     const timer = setInterval(() => {
       if (document.visibilityState !== 'visible') return;

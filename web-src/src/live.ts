@@ -106,6 +106,7 @@ export interface LiveManager {
     customerId: string | undefined,
     onPresence: (event: LivePresence) => void,
   ): LiveSubscription;
+  subscribeToCustomersPresence(customerIds: readonly string[], onPresence: (event: LivePresence) => void): LiveSubscription;
   sendTypingIndicator(
     conversationId: string,
     userId: string | undefined,

@@ -122,6 +122,10 @@ const OWN_TABLES: readonly Binding[] = [
   { event: '*', schema: 'public', table: 'conversations' },
 ]
 const PRESENCE_TABLES: readonly Binding[] = [{ event: '*', schema: 'public', table: 'user_presence' }]
+/** The most customers one {@link RealtimeMessagingManager.subscribeToCustomersPresence} names
+ * (the server's bound on the values of one `in.(…)` filter). */
+export const PRESENCE_OF_MOST = 100
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** Acknowledged message ids remembered (a replay older than this is rare; twice is harmless). */
 const ACKED_MEMORY = 10_000
@@ -182,6 +186,8 @@ export class RealtimeMessagingManager {
   /** Pushes waiting for their reply, by ref. */
   private readonly pending = new Map<string, (reply: Reply | Error) => void>()
   private refs = 0
+  /** Topics made by subscribeToCustomersPresence so far (each set of customers its own). */
+  private presenceLists = 0
   private closed = false
   private identity: Promise<Identity> | null = null
   /** Acknowledged message ids, oldest first (bounded). */
@@ -280,6 +286,25 @@ export class RealtimeMessagingManager {
     void customerId
     const handlers = typeof onPresence === 'function' ? { onPresence } : (onPresence ?? {})
     return this.subscribe(`presence:${conversationId}`, PRESENCE_TABLES, handlers)
+  }
+
+  /**
+   * The presence of these customers, live (a staff user's list of conversations: the dots of
+   * the customers shown, not only of the open conversation). One channel on a topic of this
+   * manager's own, whose binding names the customers (`customer_id=in.(…)`); at most
+   * {@link PRESENCE_OF_MOST} of them, ids that are not UUIDs left out. A new set is a new
+   * subscription: unsubscribe the old one. Staff and the service role see these rows; a
+   * customer sees only its own, so for a customer the channel carries nothing else.
+   */
+  subscribeToCustomersPresence(
+    customerIds: readonly string[],
+    onPresence: ((presence: PresenceEvent) => void | Promise<void>) | SubscriptionHandlers,
+  ): Subscription {
+    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].sort().slice(0, PRESENCE_OF_MOST)
+    const handlers = typeof onPresence === 'function' ? { onPresence } : onPresence
+    const filter = `customer_id=in.(${ids.join(',')})`
+    const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }))
+    return this.subscribe(`customers-presence:${++this.presenceLists}`, bindings, handlers)
   }
 
   /** Leave a topic (`'customer:<id>:messages'`, with or without `realtime:`); false if none. */

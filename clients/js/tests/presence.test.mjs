@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, test } from 'node:test'
-import { Managers, Recorder, conversation, within } from './helpers.mjs'
+import { Managers, Recorder, conversation, customer, within } from './helpers.mjs'
 
 let managers
 beforeEach(() => {
@@ -67,4 +67,27 @@ test('subscribeToPresence, isOnline and getPresence follow the participants', as
   })
   assert.equal(staff.isOnline(conv.id, conv.customer.id), false)
   assert.deepEqual(seenByCustomer.of('error'), [])
+})
+
+test('subscribeToCustomersPresence follows the customers named, and only them', async () => {
+  // A staff list shows many conversations; only the open one has a presence channel.
+  const conv = await conversation()
+  const [named, other] = await Promise.all([customer(), customer()])
+  const staff = managers.open(conv.staff.token)
+  const seen = new Recorder('staff')
+  const sub = staff.subscribeToCustomersPresence([named.id, 'not-a-uuid', named.id], (p) => seen.add('presence', p))
+  await within(sub.ready)
+  assert.match(sub.topic, /^customers-presence:/)
+
+  // Changes arrive in commit order: the other customer's comes first and must never show.
+  await managers.open(other.token).updatePresence(undefined, other.id, 'online')
+  const namedManager = managers.open(named.token)
+  await namedManager.updatePresence(undefined, named.id, 'online')
+  await seen.expect('presence', (p) => p.customerId === named.id && p.status === 'online')
+  await namedManager.updatePresence(undefined, named.id, 'away')
+  await seen.expect('presence', (p) => p.customerId === named.id && p.status === 'away')
+  assert.deepEqual(
+    seen.of('presence').map((p) => p.customerId),
+    [named.id, named.id],
+  )
 })

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-LOWHES7A.js";
+} from "./chunk-LSU3EGR2.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

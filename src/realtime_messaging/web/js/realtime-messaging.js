@@ -5016,6 +5016,8 @@ var OWN_TABLES = [
   { event: "*", schema: "public", table: "conversations" }
 ];
 var PRESENCE_TABLES = [{ event: "*", schema: "public", table: "user_presence" }];
+var PRESENCE_OF_MOST = 100;
+var UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 var ACKED_MEMORY = 1e4;
 var MAX_BATCH = 500;
 function socketUrl(httpUrl) {
@@ -5046,6 +5048,8 @@ var RealtimeMessagingManager = class {
     /** Pushes waiting for their reply, by ref. */
     this.pending = /* @__PURE__ */ new Map();
     this.refs = 0;
+    /** Topics made by subscribeToCustomersPresence so far (each set of customers its own). */
+    this.presenceLists = 0;
     this.closed = false;
     this.identity = null;
     /** Acknowledged message ids, oldest first (bounded). */
@@ -5130,6 +5134,21 @@ var RealtimeMessagingManager = class {
     void customerId;
     const handlers = typeof onPresence === "function" ? { onPresence } : onPresence ?? {};
     return this.subscribe(`presence:${conversationId}`, PRESENCE_TABLES, handlers);
+  }
+  /**
+   * The presence of these customers, live (a staff user's list of conversations: the dots of
+   * the customers shown, not only of the open conversation). One channel on a topic of this
+   * manager's own, whose binding names the customers (`customer_id=in.(…)`); at most
+   * {@link PRESENCE_OF_MOST} of them, ids that are not UUIDs left out. A new set is a new
+   * subscription: unsubscribe the old one. Staff and the service role see these rows; a
+   * customer sees only its own, so for a customer the channel carries nothing else.
+   */
+  subscribeToCustomersPresence(customerIds, onPresence) {
+    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].sort().slice(0, PRESENCE_OF_MOST);
+    const handlers = typeof onPresence === "function" ? { onPresence } : onPresence;
+    const filter = `customer_id=in.(${ids.join(",")})`;
+    const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }));
+    return this.subscribe(`customers-presence:${++this.presenceLists}`, bindings, handlers);
   }
   /** Leave a topic (`'customer:<id>:messages'`, with or without `realtime:`); false if none. */
   async unsubscribe(channelName) {
