@@ -217,6 +217,32 @@ async def test_customer_and_staff_conversation(
         assert csub.state == "closed"
 
 
+async def test_customers_presence_follows_the_customers_named_and_only_them(
+    server: RunningServer, seed: Seed
+) -> None:
+    """A staff list's customers' presence, live: changes of the customers named arrive, and
+    those of another customer, committed before them, never do."""
+    named, named_portal = await seed.customer()
+    other, other_portal = await seed.customer()
+    _, staff_jwt = await seed.staff()
+    async with (
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=staff_jwt) as staff,
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=named_portal) as a,
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=other_portal) as b,
+    ):
+        sub = await staff.subscribe_to_customers_presence([named, "not-a-uuid", str(named)])
+        assert sub.channel_name.startswith("customers-presence:")
+        await b.update_presence(None, other, "online", None)
+        await a.update_presence(None, named, "online", None)
+        first = await next_of(sub, PresenceEvent)
+        await a.update_presence(None, named, "away", None)
+        second = await next_of(sub, PresenceEvent)
+        assert [(e.customer_id, e.status) for e in (first, second)] == [
+            (str(named), "online"),
+            (str(named), "away"),
+        ]
+
+
 async def test_join_refused_is_raised(server: RunningServer, seed: Seed) -> None:
     customer_id, portal = await seed.customer()
     other, _ = await seed.customer()

@@ -59,6 +59,9 @@ _CLOSED = object()
 CONNECTION_TOPIC = "rtm:connection"
 ITER_BUFFER = 10_000
 ACKED_MEMORY = 10_000
+#: The most customers one :meth:`RealtimeMessagingManager.subscribe_to_customers_presence`
+#: names: the server's bound on the values of one ``in.(…)`` filter.
+PRESENCE_OF_MOST = 100
 # Pauses before the retries of an HTTP call whose connection failed: a killed process's
 # listener can still take (and then reset) connections for a moment after it died.
 _RECONNECT_DELAYS = (0.0, 0.1, 0.5)
@@ -262,6 +265,8 @@ class RealtimeMessagingManager:
             on_error=self._socket_error,
         )
         self.subscriptions: dict[str, Subscription] = {}
+        #: Topics made by :meth:`subscribe_to_customers_presence` so far (a set each).
+        self._presence_lists = 0
         self._http: aiohttp.ClientSession | None = None
         #: Message ids acknowledged, oldest first (bounded: a replay older than this is rare,
         #: and acknowledging twice is harmless).
@@ -318,6 +323,33 @@ class RealtimeMessagingManager:
             f"presence:{conversation_id}",
             (("user_presence", "*"),),
             None,
+            {**handlers, "on_presence": on_presence},
+        )
+
+    async def subscribe_to_customers_presence(
+        self,
+        customer_ids: Iterable[object],
+        on_presence: Handler | None = None,
+        **handlers: Handler | None,
+    ) -> Subscription:
+        """Presence changes (``PresenceEvent``) of these customers, live: a staff list's
+        customers, not only the open conversation's. One channel on a topic of this manager's
+        own, filtered to them on the server (``customer_id=in.(…)``); at most
+        :data:`PRESENCE_OF_MOST` of them, values that are not UUIDs left out. A new set is a
+        new subscription (unsubscribe the old one). Staff and the service role see these rows;
+        a customer sees only its own."""
+        ids: set[str] = set()
+        for value in customer_ids:
+            try:
+                ids.add(str(uuid.UUID(str(value))))
+            except ValueError:
+                continue
+        chosen = sorted(ids)[:PRESENCE_OF_MOST]
+        self._presence_lists += 1
+        return await self._subscribe(
+            f"customers-presence:{self._presence_lists}",
+            (("user_presence", "*"),),
+            f"customer_id=in.({','.join(chosen)})",
             {**handlers, "on_presence": on_presence},
         )
 
