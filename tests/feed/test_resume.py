@@ -274,6 +274,38 @@ async def test_position_in_subscribed_lets_a_client_resume_before_its_first_chan
 _ALL_MESSAGES = [{"event": "*", "schema": "public", "table": "customer_messages"}]
 
 
+async def _away(pool: asyncpg.Pool, conv: Any, customer: Any) -> tuple[int, list[int]]:
+    """Eight messages committed while a client was away: the head before them, and their
+    positions."""
+    start = await stamped_head(pool)
+    for i in range(8):
+        await pool.execute(INSERT, conv, customer, f"while away {i}")
+    await stamped_head(pool)
+    rows = await pool.fetch(
+        "SELECT pos FROM rtm.change_log WHERE table_name = 'customer_messages' "
+        "AND conversation_id = $1 AND pos > $2 ORDER BY pos",
+        conv,
+        start,
+    )
+    assert len(rows) == 8
+    return start, [row["pos"] for row in rows]
+
+
+async def _resume(
+    ws_url: str, token: str, topic: str, bindings: list[dict[str, str]], since: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Join ``topic`` resuming from ``since``: the changes replayed, and whether the server
+    said the history was lost."""
+    sock = await RawSocket.connect(ws_url, token)
+    try:
+        config = {"postgres_changes": bindings, "resume": {"position": since}}
+        assert (await sock.join(topic, config))["status"] == "ok"
+        replayed, seen = await _collect_until_subscribed(sock)
+        return replayed, any(s.get("history_lost") for s in seen["systems"])
+    finally:
+        await sock.close()
+
+
 async def test_a_resume_too_far_behind_to_replay_is_told_to_reload(
     database_url: str, seed: Seed, pool: asyncpg.Pool
 ) -> None:
@@ -284,65 +316,29 @@ async def test_a_resume_too_far_behind_to_replay_is_told_to_reload(
     customer, _ = await seed.customer()
     conv = await seed.conversation(customer)
     async with running_server(database_url, replay_limit=5) as srv:
-        start = await stamped_head(pool)
-        for i in range(8):
-            await pool.execute(INSERT, conv, customer, f"while away {i}")
-        await stamped_head(pool)
-        positions = await pool.fetch(
-            "SELECT pos FROM rtm.change_log WHERE table_name = 'customer_messages' "
-            "AND conversation_id = $1 AND pos > $2 ORDER BY pos",
-            conv,
-            start,
-        )
-        assert len(positions) == 8
-        for since, lost in ((start, True), (positions[4]["pos"], False)):
-            sock = await RawSocket.connect(srv.ws_url, token)
-            try:
-                config = {"postgres_changes": _ALL_MESSAGES, "resume": {"position": since}}
-                assert (await sock.join(f"staff:{staff}:messages", config))["status"] == "ok"
-                replayed, seen = await _collect_until_subscribed(sock)
-                told = [s for s in seen["systems"] if s.get("history_lost")]
-                assert bool(told) is lost, seen
-                assert len(replayed) == (0 if lost else 3)
-            finally:
-                await sock.close()
+        start, positions = await _away(pool, conv, customer)
+        topic = f"staff:{staff}:messages"
+        assert await _resume(srv.ws_url, token, topic, _ALL_MESSAGES, start) == ([], True)
+        replayed, lost = await _resume(srv.ws_url, token, topic, _ALL_MESSAGES, positions[4])
+        assert not lost and len(replayed) == 3
 
 
 async def test_a_customer_too_far_behind_to_replay_is_told_to_reload(
     database_url: str, seed: Seed, pool: asyncpg.Pool
 ) -> None:
     """A customer's replay holds only its own changes, but a customer may resume from any
-    position: more than ``replay_limit`` changes behind it gets ``history_lost`` too, its
-    replay read no further than the limit; within it, every change (by the index probe, and
-    past a page of it by the read that follows)."""
+    position: more than ``replay_limit`` changes behind it gets ``history_lost`` too (its
+    replay read no further than the limit); within it, every change."""
     customer, token = await seed.customer()
     conv = await seed.conversation(customer)
     async with running_server(database_url, replay_limit=5) as srv:
-        start = await stamped_head(pool)
-        for i in range(8):
-            await pool.execute(INSERT, conv, customer, f"while away {i}")
-        await stamped_head(pool)
-        positions = await pool.fetch(
-            "SELECT pos FROM rtm.change_log WHERE table_name = 'customer_messages' "
-            "AND conversation_id = $1 AND pos > $2 ORDER BY pos",
-            conv,
-            start,
-        )
-        assert len(positions) == 8
+        start, positions = await _away(pool, conv, customer)
+        topic, bindings = f"conversation:{conv}", _messages(conv)
+        assert await _resume(srv.ws_url, token, topic, bindings, start) == ([], True)
         # The bound counts every change of the customer's, its connections' presence too (the
         # first socket adds one or two): one message behind stays well within it.
-        for since, lost in ((start, True), (positions[6]["pos"], False)):
-            sock = await RawSocket.connect(srv.ws_url, token)
-            try:
-                config = {"postgres_changes": _messages(conv), "resume": {"position": since}}
-                assert (await sock.join(f"conversation:{conv}", config))["status"] == "ok"
-                replayed, seen = await _collect_until_subscribed(sock)
-                told = [s for s in seen["systems"] if s.get("history_lost")]
-                assert bool(told) is lost, seen
-                contents = [d["record"]["content"] for d in replayed]
-                assert contents == ([] if lost else ["while away 7"])
-            finally:
-                await sock.close()
+        replayed, lost = await _resume(srv.ws_url, token, topic, bindings, positions[6])
+        assert not lost and [d["record"]["content"] for d in replayed] == ["while away 7"]
 
 
 async def test_a_channel_that_may_see_no_change_reads_no_history(
