@@ -13,7 +13,7 @@ import { presenceText, type PresenceInfo } from './components/Presence.tsx';
 import { QueueButtons, StatusFilter } from './components/Queues.tsx';
 import { SearchBox, SearchResults } from './components/Search.tsx';
 import { StartConversation } from './components/StartConversation.tsx';
-import type { LiveConversation, LiveConversationRow, LiveMessage, LiveSubscription } from './live.ts';
+import { PRESENCE_OF_MOST, type LiveConversation, type LiveConversationRow, type LiveMessage, type LiveSubscription } from './live.ts';
 import type { Session } from './sessionTypes.ts';
 import type { Conversation, ConversationCounts, HistoryMessage, ListFilter, PresenceRow, SenderType } from './types.ts';
 import { debounce, shortId } from './util.ts';
@@ -497,10 +497,14 @@ export function ChatApp({ session }: { session: Session }) {
   }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
 
   // The list's customers' presence, live (staff may read every presence row; the channel above
-  // covers the open conversation only): one subscription per set of customers shown, at most
-  // the first 100 entries (the server's bound on one filter's values).
+  // covers the open conversation only): one subscription per set of customers shown, the first
+  // PRESENCE_OF_MOST of the list (the server's bound on one filter's values). The key is sorted:
+  // a conversation moving up the list is no new set.
   const listCustomers = useMemo(
-    () => (staff ? [...new Set(conversations.slice(0, 100).map((c) => c.customerId))].sort().join(',') : ''),
+    () =>
+      staff
+        ? [...new Set(conversations.map((c) => c.customerId))].slice(0, PRESENCE_OF_MOST).sort().join(',')
+        : '',
     [staff, conversations],
   );
   useEffect(() => {

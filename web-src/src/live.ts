@@ -7,9 +7,13 @@ import {
   ConnectionLostError,
   HistoryLostError,
   JoinRefusedError,
+  PRESENCE_OF_MOST,
   RealtimeMessagingManager,
 } from '../../clients/js/src/index.ts';
 import type { DeliveryState, PresenceStatus, SenderType, UploadedFile, WebConfig } from './types.ts';
+
+/** The most customers one subscribeToCustomersPresence follows (the server's bound). */
+export { PRESENCE_OF_MOST };
 
 export interface LiveMessage {
   id: string;

@@ -11,6 +11,7 @@
  */
 
 export {
+  PRESENCE_OF_MOST,
   RealtimeMessagingManager,
   configureRealtimeManager,
   getRealtimeManager,

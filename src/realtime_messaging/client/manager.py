@@ -334,17 +334,17 @@ class RealtimeMessagingManager:
     ) -> Subscription:
         """Presence changes (``PresenceEvent``) of these customers, live: a staff list's
         customers, not only the open conversation's. One channel on a topic of this manager's
-        own, filtered to them on the server (``customer_id=in.(…)``); at most
+        own, filtered to them on the server (``customer_id=in.(…)``): the first
         :data:`PRESENCE_OF_MOST` of them, values that are not UUIDs left out. A new set is a
         new subscription (unsubscribe the old one). Staff and the service role see these rows;
         a customer sees only its own."""
-        ids: set[str] = set()
+        ids: dict[str, None] = {}  # in the order given, once each
         for value in customer_ids:
             try:
-                ids.add(str(uuid.UUID(str(value))))
+                ids[str(uuid.UUID(str(value)))] = None
             except ValueError:
                 continue
-        chosen = sorted(ids)[:PRESENCE_OF_MOST]
+        chosen = list(ids)[:PRESENCE_OF_MOST]
         self._presence_lists += 1
         return await self._subscribe(
             f"customers-presence:{self._presence_lists}",

@@ -186,26 +186,24 @@ def encode(vsn: Vsn, message: Message) -> bytes:
     V1 frames never carry ``join_ref`` but always carry ``ref`` (realtime-py drops frames
     without it); V2 frames are ``[join_ref, ref, topic, event, payload]``.
     """
-    if vsn is V2:
-        return orjson.dumps(
-            [message.join_ref, message.ref, message.topic, message.event, message.payload]
-        )
-    return orjson.dumps(
-        {
-            "topic": message.topic,
-            "event": message.event,
-            "payload": message.payload,
-            "ref": message.ref,
-        }
+    return encode_push(
+        vsn, message.topic, message.event, message.payload, message.ref, message.join_ref
     )
 
 
-def encode_push(vsn: Vsn, topic: str, event: str, payload: Any) -> bytes:
-    """:func:`encode` of a message to every member of a topic (no ``ref``, no ``join_ref``),
-    without building a :class:`Message`: one is encoded per broadcast."""
+def encode_push(
+    vsn: Vsn,
+    topic: str,
+    event: str,
+    payload: Any,
+    ref: str | None = None,
+    join_ref: str | None = None,
+) -> bytes:
+    """:func:`encode` from the fields, without building a :class:`Message`: a push to every
+    member of a topic (no ``ref``, no ``join_ref``) is encoded once per broadcast."""
     if vsn is V2:
-        return orjson.dumps([None, None, topic, event, payload])
-    return orjson.dumps({"topic": topic, "event": event, "payload": payload, "ref": None})
+        return orjson.dumps([join_ref, ref, topic, event, payload])
+    return orjson.dumps({"topic": topic, "event": event, "payload": payload, "ref": ref})
 
 
 def encode_user_broadcast(

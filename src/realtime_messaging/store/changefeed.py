@@ -42,7 +42,8 @@ CLOSE_TIMEOUT = 2.0
 #: How the feed's connection shows in pg_stat_activity.
 APPLICATION_NAME = "rtm change feed"
 BATCH = 2000
-#: Most changes a resuming staff or service channel is replayed (``Settings.replay_limit``).
+#: Most changes a resuming channel is replayed, and most database broadcasts
+#: (``Settings.replay_limit``).
 REPLAY_LIMIT = 10_000
 
 _COLUMNS = (
@@ -177,9 +178,8 @@ async def read_since(
 ) -> History:
     """Changes after ``position`` up to the current head; ``lost`` when some were pruned.
 
-    With ``customer_id`` only what that customer may see is read (the router re-checks).
-    With ``most``, reading stops once more than that many are read (the caller then knows
-    there are too many: at least ``most`` + 1 are returned, not all).
+    With ``customer_id`` only what that customer may see is read (the router re-checks);
+    with ``most``, only the first ``most`` of them.
     """
     head, oldest = await conn.fetchrow(_HEAD)
     if position >= head:
@@ -196,8 +196,10 @@ async def read_since(
         args: list[Any] = [cursor] if customer_id is None else [cursor, customer_id]
         rows = await conn.fetch(query, *args)
         changes.extend(Change.from_row(r) for r in rows)
-        if len(rows) < BATCH or (most is not None and len(changes) > most):
+        if len(rows) < BATCH:
             return History(changes, lost, head)
+        if most is not None and len(changes) >= most:
+            return History(changes[:most], lost, head)
         cursor = rows[-1]["pos"]
 
 
@@ -320,7 +322,9 @@ async def read_missed(
             changes = of_customer[(ask.customer, position)]
             if len(changes) >= page_size and page_size <= replay_limit:
                 changes = (
-                    await read_since(conn, position, customer_id=ask.customer, most=replay_limit)
+                    await read_since(
+                        conn, position, customer_id=ask.customer, most=replay_limit + 1
+                    )
                 ).changes
             if len(changes) > replay_limit:
                 lost, changes = True, []

@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-LSU3EGR2.js";
+} from "./chunk-GFRAIAYQ.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

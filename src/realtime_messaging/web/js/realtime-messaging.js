@@ -5138,13 +5138,13 @@ var RealtimeMessagingManager = class {
   /**
    * The presence of these customers, live (a staff user's list of conversations: the dots of
    * the customers shown, not only of the open conversation). One channel on a topic of this
-   * manager's own, whose binding names the customers (`customer_id=in.(…)`); at most
+   * manager's own, whose binding names the customers (`customer_id=in.(…)`): the first
    * {@link PRESENCE_OF_MOST} of them, ids that are not UUIDs left out. A new set is a new
    * subscription: unsubscribe the old one. Staff and the service role see these rows; a
    * customer sees only its own, so for a customer the channel carries nothing else.
    */
   subscribeToCustomersPresence(customerIds, onPresence) {
-    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].sort().slice(0, PRESENCE_OF_MOST);
+    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
     const handlers = typeof onPresence === "function" ? { onPresence } : onPresence;
     const filter = `customer_id=in.(${ids.join(",")})`;
     const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }));
@@ -5768,6 +5768,7 @@ export {
   ConnectionLostError,
   HistoryLostError,
   JoinRefusedError,
+  PRESENCE_OF_MOST,
   RateBudget,
   RealtimeError,
   RealtimeMessagingManager,

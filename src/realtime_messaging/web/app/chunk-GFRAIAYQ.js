@@ -2219,703 +2219,6 @@ function StartConversation({ api, first, onStarted, onCancel, onExpired }) {
   ] }) });
 }
 
-// src/app.tsx
-var PAGE = 30;
-var DETAIL_CONCURRENCY = 4;
-var PRESENCE_REFRESH_MS = 6e4;
-var COUNTS_REFRESH_MS = 6e4;
-function matches(conversation, filter, userId, theirs) {
-  if (!filter) return true;
-  if (conversation.status !== filter.status) return false;
-  if (filter.queue === "mine") return conversation.assignedUserId === userId;
-  if (filter.queue === "unassigned") return conversation.assignedUserId === null;
-  if (filter.queue === "unread") return theirs;
-  return true;
-}
-function withRow(conversation, row) {
-  return {
-    ...conversation,
-    subject: row.subject,
-    status: row.status,
-    assignedUserId: row.assignedUserId,
-    updatedAt: row.updatedAt
-  };
-}
-function lastText(message) {
-  if (message.deletedAt) return "Message deleted";
-  return message.content || (message.attachments && message.attachments.length > 0 ? "Sent a file" : "");
-}
-function customerLabel(conversation, otherLabel) {
-  return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
-}
-function isWide() {
-  return window.matchMedia("(min-width: 721px)").matches;
-}
-async function eachLimited(items, limit, task) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next];
-      next += 1;
-      await task(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-function customerTitle(conversation) {
-  if (conversation.subject) return conversation.subject;
-  const date = new Date(conversation.createdAt);
-  return Number.isNaN(date.getTime()) ? "Conversation" : `Conversation of ${date.toLocaleDateString(void 0, { day: "numeric", month: "short", year: "numeric" })}`;
-}
-function agentsPresence(ids, presence) {
-  const rows = ids.map((id) => presence[id]).filter((p3) => p3 !== void 0);
-  if (rows.length === 0) return null;
-  const online = rows.find((p3) => p3.status === "online");
-  if (online) return online;
-  const away = rows.find((p3) => p3.status === "away");
-  if (away) return away;
-  return rows.reduce((a4, b2) => (a4.lastSeenAt ?? "") >= (b2.lastSeenAt ?? "") ? a4 : b2);
-}
-function ChatApp({ session }) {
-  const { api, manager, hub, me, side, connection, reads } = session;
-  const staff = side === "staff";
-  const appTitle = staff ? "Inbox" : "Support";
-  const otherLabel = staff ? "Customer" : "Agent";
-  const [conversations, setConversations] = d2([]);
-  const [nextCursor, setNextCursor] = d2(null);
-  const [loading, setLoading] = d2(true);
-  const [loadingMore, setLoadingMore] = d2(false);
-  const [listError, setListError] = d2(null);
-  const [lastMessages, setLastMessages] = d2({});
-  const [unread, setUnread] = d2({});
-  const [unreadTotal, setUnreadTotal] = d2(0);
-  const [presence, setPresence] = d2({});
-  const [agents, setAgents] = d2({});
-  const [listTyping, setListTyping] = d2({});
-  const [selectedId, setSelectedId] = d2(session.memory.selectedId);
-  const [pane, setPane] = d2(session.memory.selectedId ? "conversation" : "list");
-  const [focusTarget, setFocusTarget] = d2(null);
-  const [starting, setStarting] = d2(false);
-  const [generation, setGeneration] = d2(0);
-  const [filter, setFilter] = d2(staff ? { queue: "all", status: "open" } : null);
-  const [counts, setCounts] = d2(null);
-  const [query, setQuery] = d2("");
-  const [opened, setOpened] = d2({});
-  const [highlight, setHighlight] = d2(null);
-  const filterRef = T2(filter);
-  filterRef.current = filter;
-  const fetching = T2(/* @__PURE__ */ new Set());
-  const changedWhileFetching = T2(/* @__PURE__ */ new Map());
-  const typingTimers = T2(/* @__PURE__ */ new Map());
-  const expiredOr = b(
-    (error, otherwise) => {
-      if (statusOf(error) === 401) session.expired(error);
-      else otherwise();
-    },
-    [session]
-  );
-  const notePresence = b((rows) => {
-    setPresence((old) => {
-      const next = { ...old };
-      for (const row of rows) {
-        const id = row.customerId ?? row.userId;
-        if (id) next[id] = { status: row.status, lastSeenAt: row.lastSeenAt };
-      }
-      return next;
-    });
-  }, []);
-  const noteLast = b((conversationId, message) => {
-    setLastMessages((old) => {
-      const current = old[conversationId];
-      if (current && current.createdAt > message.createdAt) return old;
-      return { ...old, [conversationId]: message };
-    });
-  }, []);
-  const noteAgents = b((conversationId, ids) => {
-    if (ids.length === 0) return;
-    setAgents((old) => {
-      const current = old[conversationId] ?? [];
-      const merged = [.../* @__PURE__ */ new Set([...current, ...ids])];
-      return merged.length === current.length ? old : { ...old, [conversationId]: merged };
-    });
-  }, []);
-  const loadDetails = b(
-    async (items) => {
-      await eachLimited(items, DETAIL_CONCURRENCY, async (conversation) => {
-        try {
-          const [last, rows] = await Promise.all([
-            conversation.lastMessage !== void 0 ? conversation.lastMessage : api.messages(conversation.id, 1).then((page) => page.items[0]),
-            api.presence(conversation.id)
-          ]);
-          if (last) noteLast(conversation.id, { ...last, content: lastText(last) });
-          notePresence(rows);
-          const staffIds = rows.map((r3) => r3.userId).filter((id) => Boolean(id));
-          if (conversation.assignedUserId) staffIds.push(conversation.assignedUserId);
-          noteAgents(conversation.id, staffIds);
-        } catch (error) {
-          if (statusOf(error) === 401) session.expired(error);
-        }
-      });
-    },
-    [api, noteLast, notePresence, noteAgents, session]
-  );
-  const refreshUnread = w2(
-    () => debounce(300, () => {
-      api.unread().then((data) => {
-        setUnreadTotal(data.total);
-        const map = {};
-        for (const c3 of data.conversations) map[c3.conversationId] = c3.unread;
-        setUnread(map);
-      }).catch((error) => expiredOr(error, () => void 0));
-    }),
-    [api, expiredOr]
-  );
-  A2(() => () => refreshUnread.cancel(), [refreshUnread]);
-  const countsStatus = filter?.status ?? null;
-  const refreshCounts = w2(
-    () => debounce(1e3, () => {
-      if (countsStatus === null) return;
-      api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
-    }),
-    [api, expiredOr, countsStatus]
-  );
-  A2(() => {
-    if (countsStatus === null) return void 0;
-    api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
-    const timer = setInterval(() => {
-      if (document.visibilityState === "visible") refreshCounts();
-    }, COUNTS_REFRESH_MS);
-    return () => {
-      clearInterval(timer);
-      refreshCounts.cancel();
-    };
-  }, [api, countsStatus, refreshCounts, generation]);
-  A2(() => {
-    let cancelled = false;
-    setLoading(true);
-    setListError(null);
-    api.conversations(PAGE, null, filter).then((page) => {
-      if (cancelled) return;
-      setConversations(page.items);
-      setNextCursor(page.nextCursor);
-      setLoading(false);
-      if (!staff && page.items.length > 0) {
-        setSelectedId((current) => current ?? page.items[0].id);
-        setPane("conversation");
-      }
-      void loadDetails(page.items);
-    }).catch((error) => {
-      if (cancelled) return;
-      expiredOr(error, () => {
-        setLoading(false);
-        setListError(`Conversations could not be loaded: ${messageOf(error)}`);
-      });
-    });
-    refreshUnread();
-    return () => {
-      cancelled = true;
-    };
-  }, [api, generation, filter]);
-  A2(() => {
-    reads.onMarked = () => {
-      refreshUnread();
-      refreshCounts();
-    };
-    return () => {
-      reads.onMarked = null;
-    };
-  }, [reads, refreshUnread, refreshCounts]);
-  const loadMore = () => {
-    if (!nextCursor || loadingMore) return;
-    setLoadingMore(true);
-    api.conversations(PAGE, nextCursor, filter).then((page) => {
-      setConversations((old) => [...old, ...page.items.filter((c3) => !old.some((o4) => o4.id === c3.id))]);
-      setNextCursor(page.nextCursor);
-      setLoadingMore(false);
-      void loadDetails(page.items);
-    }).catch(
-      (error) => expiredOr(error, () => {
-        setLoadingMore(false);
-        setListError(`More conversations could not be loaded: ${messageOf(error)}`);
-      })
-    );
-  };
-  const known = T2([]);
-  known.current = conversations;
-  const fetchConversation = b(
-    (id, theirs) => {
-      if (fetching.current.has(id) || known.current.some((c3) => c3.id === id)) return;
-      fetching.current.add(id);
-      api.conversation(id).then((fetched) => {
-        const change = changedWhileFetching.current.get(id);
-        if (change?.type === "DELETE") return;
-        const conversation = change ? withRow(fetched, change.conversation) : fetched;
-        if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
-        setConversations((old) => old.some((c3) => c3.id === id) ? old : [conversation, ...old]);
-        void loadDetails([conversation]);
-      }).catch((error) => expiredOr(error, () => void 0)).finally(() => {
-        fetching.current.delete(id);
-        changedWhileFetching.current.delete(id);
-      });
-    },
-    [api, loadDetails, expiredOr, me.userId]
-  );
-  const unreadRef = T2(unread);
-  unreadRef.current = unread;
-  const applyConversation = b(
-    (event) => {
-      const row = event.conversation;
-      const id = row.id;
-      refreshCounts();
-      if (fetching.current.has(id)) changedWhileFetching.current.set(id, event);
-      const deleted = event.type === "DELETE";
-      setOpened((old) => {
-        const current2 = old[id];
-        if (current2 === void 0) return old;
-        if (deleted) {
-          const { [id]: _gone, ...rest } = old;
-          return rest;
-        }
-        return { ...old, [id]: withRow(current2, row) };
-      });
-      const current = known.current.find((c3) => c3.id === id);
-      if (deleted) {
-        if (current) setConversations((old) => old.filter((c3) => c3.id !== id));
-        return;
-      }
-      const theirs = (unreadRef.current[id] ?? 0) > 0;
-      if (current === void 0) {
-        if (matches(row, filterRef.current, me.userId, theirs)) fetchConversation(id, theirs);
-        return;
-      }
-      const updated = withRow(current, row);
-      const keep = matches(updated, filterRef.current, me.userId, theirs);
-      setConversations((old) => {
-        if (!keep) return old.filter((c3) => c3.id !== id);
-        return old.some((c3) => c3.id === id) ? old.map((c3) => c3.id === id ? withRow(c3, row) : c3) : [updated, ...old];
-      });
-    },
-    [refreshCounts, fetchConversation, me.userId]
-  );
-  const setListTypist = b((conversationId, isTyping) => {
-    const timers = typingTimers.current;
-    const old = timers.get(conversationId);
-    if (old !== void 0) clearTimeout(old);
-    timers.delete(conversationId);
-    if (isTyping) timers.set(conversationId, setTimeout(() => setListTypist(conversationId, false), 6500));
-    setListTyping((state) => Boolean(state[conversationId]) === isTyping ? state : { ...state, [conversationId]: isTyping });
-  }, []);
-  A2(() => {
-    const timers = typingTimers.current;
-    return () => {
-      for (const timer of timers.values()) clearTimeout(timer);
-      timers.clear();
-    };
-  }, []);
-  const selectedRef = T2(selectedId);
-  selectedRef.current = selectedId;
-  const titleOf = b(
-    (conversation) => conversation ? staff ? conversation.subject ?? customerLabel(conversation, otherLabel) : customerTitle(conversation) : "a conversation",
-    [staff, otherLabel]
-  );
-  A2(
-    () => hub.listen({
-      onMessage: (event) => {
-        if (event.change === "DELETE") return;
-        noteLast(event.conversationId, {
-          content: lastText(event),
-          senderType: event.senderType,
-          createdAt: event.createdAt
-        });
-        if (event.change !== "UPDATE") refreshCounts();
-        if (event.change !== "UPDATE") fetchConversation(event.conversationId, event.senderType !== side);
-        if (event.senderType !== side) {
-          setListTypist(event.conversationId, false);
-          refreshUnread();
-          if (event.conversationId !== selectedRef.current && event.change !== "UPDATE") {
-            const conversation = known.current.find((c3) => c3.id === event.conversationId);
-            session.announce(`New message in ${titleOf(conversation)}`);
-          }
-        }
-        if (event.senderType === "staff") noteAgents(event.conversationId, [event.senderId]);
-      },
-      onReadReceipt: (event) => {
-        const mine = staff ? event.readByUserId === me.userId : event.readByCustomerId === me.customerId;
-        if (mine) {
-          refreshUnread();
-          refreshCounts();
-        }
-      },
-      onTyping: (event) => {
-        const theirs = staff ? Boolean(event.customerId) : Boolean(event.userId);
-        if (!theirs) return;
-        setListTypist(event.conversationId, event.isTyping);
-        if (event.userId) noteAgents(event.conversationId, [event.userId]);
-      },
-      onPresence: (event) => {
-        const id = event.customerId ?? event.userId;
-        if (!id) return;
-        setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
-      },
-      onConversation: applyConversation
-    }),
-    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf, applyConversation]
-  );
-  const track = b(
-    (subscription) => {
-      const untrack = connection.track(subscription);
-      return () => {
-        untrack();
-        try {
-          Promise.resolve(subscription.unsubscribe()).catch((error) => console.debug("unsubscribe failed", error));
-        } catch (error) {
-          console.debug("unsubscribe failed", error);
-        }
-      };
-    },
-    [connection]
-  );
-  A2(() => {
-    if (staff && me.userId) return track(manager.subscribeToStaffMessages(me.userId, hub.handlers));
-    if (!staff && me.customerId) return track(manager.subscribeToCustomerMessages(me.customerId, hub.handlers));
-    return void 0;
-  }, [manager, hub, staff, me, track]);
-  A2(() => {
-    if (!staff || !selectedId) return void 0;
-    return track(manager.subscribeToConversation(selectedId, hub.handlers));
-  }, [manager, hub, staff, selectedId, track]);
-  A2(() => {
-    session.memory.selectedId = selectedId;
-    if (!selectedId) return void 0;
-    return track(
-      manager.subscribeToPresence(
-        selectedId,
-        staff ? me.userId ?? void 0 : void 0,
-        staff ? void 0 : me.customerId ?? void 0,
-        (event) => {
-          hub.handlers.onPresence(event);
-          if (event.userId && event.userId !== me.userId) noteAgents(selectedId, [event.userId]);
-        }
-      )
-    );
-  }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
-  const listCustomers = w2(
-    () => staff ? [...new Set(conversations.slice(0, 100).map((c3) => c3.customerId))].sort().join(",") : "",
-    [staff, conversations]
-  );
-  A2(() => {
-    if (!listCustomers) return void 0;
-    return track(manager.subscribeToCustomersPresence(listCustomers.split(","), hub.handlers.onPresence));
-  }, [manager, hub, listCustomers, track]);
-  A2(() => {
-    const timer = setInterval(() => {
-      if (document.visibilityState !== "visible") return;
-      void eachLimited(known.current.slice(0, PAGE), 2, async (conversation) => {
-        try {
-          notePresence(await api.presence(conversation.id));
-        } catch (error) {
-          if (statusOf(error) === 401) session.expired(error);
-        }
-      });
-    }, PRESENCE_REFRESH_MS);
-    return () => clearInterval(timer);
-  }, [api, notePresence, session]);
-  A2(() => {
-    document.title = unreadTotal > 0 ? `(${unreadTotal}) ${appTitle}` : appTitle;
-  }, [unreadTotal, appTitle]);
-  const activity = (conversation) => {
-    const last = lastMessages[conversation.id]?.createdAt;
-    return last && last > conversation.createdAt ? last : conversation.createdAt;
-  };
-  const presenceOf = (conversation) => staff ? presence[conversation.customerId] ?? null : agentsPresence(agents[conversation.id] ?? [], presence);
-  const presenceLine = (conversation) => {
-    const info = presenceOf(conversation);
-    if (staff) return presenceText(info);
-    if (info === null) return "Waiting for an agent";
-    return presenceText(info, "Agent");
-  };
-  const subtitleOf = (conversation) => {
-    const parts = [];
-    if (staff && conversation.subject) parts.push(customerLabel(conversation, otherLabel));
-    if (conversation.status !== "open") parts.push(conversation.status);
-    return parts.length > 0 ? parts.join(" · ") : null;
-  };
-  const sorted = [...conversations].sort((a4, b2) => activity(b2) > activity(a4) ? 1 : activity(b2) < activity(a4) ? -1 : 0);
-  const entries = sorted.map((conversation) => {
-    const last = lastMessages[conversation.id];
-    const mine = last && last.senderType === side;
-    return {
-      conversation,
-      title: titleOf(conversation),
-      subtitle: subtitleOf(conversation),
-      preview: last ? `${mine ? "You: " : ""}${last.content || "No text"}` : null,
-      when: last?.createdAt ?? conversation.createdAt,
-      unread: unread[conversation.id] ?? 0,
-      typing: Boolean(listTyping[conversation.id]),
-      presence: presenceOf(conversation),
-      presenceText: presenceLine(conversation)
-    };
-  });
-  const showConversationPane = () => {
-    if (!isWide() && window.history.state?.rtmPane !== "conversation") {
-      window.history.pushState({ ...window.history.state ?? {}, rtmPane: "conversation" }, "");
-    }
-    setPane("conversation");
-  };
-  const showList = b(() => {
-    setPane("list");
-    setStarting(false);
-    requestAnimationFrame(() => {
-      const button = document.querySelector('.conv[aria-current="true"]') ?? document.querySelector(".conv");
-      button?.focus();
-    });
-  }, []);
-  A2(() => {
-    const onPop = () => {
-      if (window.history.state?.rtmPane !== "conversation") showList();
-    };
-    window.addEventListener("popstate", onPop);
-    return () => window.removeEventListener("popstate", onPop);
-  }, [showList]);
-  const select = (id, messageId = null) => {
-    setStarting(false);
-    setHighlight(messageId);
-    setFocusTarget(isWide() ? "composer" : "heading");
-    setSelectedId(id);
-    showConversationPane();
-  };
-  const back = () => {
-    if (window.history.state?.rtmPane === "conversation") window.history.back();
-    else showList();
-  };
-  const started = (conversation) => {
-    setConversations((old) => [conversation, ...old.filter((c3) => c3.id !== conversation.id)]);
-    setStarting(false);
-    setFocusTarget("composer");
-    setSelectedId(conversation.id);
-    showConversationPane();
-  };
-  A2(() => {
-    const current = conversations.find((c3) => c3.id === selectedId);
-    if (current && opened[current.id] !== current) setOpened((old) => ({ ...old, [current.id]: current }));
-  }, [conversations, selectedId]);
-  const openResult = (conversationId, messageId) => {
-    if (conversations.some((c3) => c3.id === conversationId) || opened[conversationId]) {
-      select(conversationId, messageId);
-      return;
-    }
-    api.conversation(conversationId).then((conversation) => {
-      setOpened((old) => ({ ...old, [conversation.id]: conversation }));
-      void loadDetails([conversation]);
-      select(conversation.id, messageId);
-    }).catch((error) => expiredOr(error, () => setListError(`The conversation could not be opened: ${messageOf(error)}`)));
-  };
-  const titleById = (id) => {
-    const conversation = conversations.find((c3) => c3.id === id) ?? opened[id];
-    return conversation ? titleOf(conversation) : staff ? "Conversation" : "Your conversation";
-  };
-  const selected = conversations.find((c3) => c3.id === selectedId) ?? (selectedId ? opened[selectedId] : void 0) ?? null;
-  const showStart = !staff && !loading && !listError && (starting || conversations.length === 0);
-  return /* @__PURE__ */ a3("div", { class: "app", children: [
-    /* @__PURE__ */ a3("a", { class: "skip-link", href: "#main", children: "Skip to the conversation" }),
-    /* @__PURE__ */ a3("header", { class: "topbar", children: [
-      /* @__PURE__ */ a3("div", { class: "brand", children: [
-        /* @__PURE__ */ a3(ChatIcon, {}),
-        /* @__PURE__ */ a3("h1", { children: appTitle }),
-        unreadTotal > 0 && /* @__PURE__ */ a3("span", { class: "badge badge-header", children: [
-          unreadTotal,
-          " unread"
-        ] })
-      ] }),
-      /* @__PURE__ */ a3("div", { class: "topbar-actions", children: /* @__PURE__ */ a3("button", { type: "button", class: "btn btn-quiet", onClick: session.signOut, children: "Sign out" }) })
-    ] }),
-    /* @__PURE__ */ a3(ConnectionBanner, { connection }),
-    /* @__PURE__ */ a3("div", { class: "layout", "data-pane": showStart ? "conversation" : pane, children: [
-      /* @__PURE__ */ a3(
-        ConversationList,
-        {
-          heading: "Conversations",
-          entries,
-          selectedId,
-          onSelect: select,
-          loading,
-          error: listError,
-          onRetry: () => setGeneration((g3) => g3 + 1),
-          hasMore: nextCursor !== null,
-          loadingMore,
-          onLoadMore: loadMore,
-          emptyText: filter && filter.queue !== "all" ? "No conversations here." : filter && filter.status !== "open" ? `No ${filter.status} conversations.` : "No conversations yet.",
-          tools: /* @__PURE__ */ a3("div", { class: "list-tools", children: [
-            /* @__PURE__ */ a3("div", { class: "search-row", children: [
-              /* @__PURE__ */ a3(SearchBox, { query, onQuery: setQuery }),
-              filter && /* @__PURE__ */ a3(StatusFilter, { filter, counts, onChange: setFilter })
-            ] }),
-            filter && !query.trim() && /* @__PURE__ */ a3(QueueButtons, { filter, counts, onChange: setFilter })
-          ] }),
-          replacement: query.trim() ? /* @__PURE__ */ a3(
-            SearchResults,
-            {
-              api,
-              query,
-              side,
-              otherLabel,
-              titleOf: titleById,
-              onOpen: openResult,
-              onExpired: session.expired,
-              openedId: highlight
-            }
-          ) : null,
-          action: staff ? null : /* @__PURE__ */ a3(
-            "button",
-            {
-              type: "button",
-              class: "btn btn-quiet btn-small",
-              onClick: () => {
-                setStarting(true);
-                showConversationPane();
-              },
-              children: "New conversation"
-            }
-          )
-        }
-      ),
-      /* @__PURE__ */ a3("main", { id: "main", class: "main", tabIndex: -1, children: showStart ? /* @__PURE__ */ a3(
-        StartConversation,
-        {
-          api,
-          first: conversations.length === 0,
-          onStarted: started,
-          onCancel: conversations.length > 0 ? back : null,
-          onExpired: session.expired
-        }
-      ) : selected ? /* @__PURE__ */ a3(
-        ConversationView,
-        {
-          session,
-          conversation: selected,
-          title: titleOf(selected),
-          subtitle: subtitleOf(selected),
-          otherLabel,
-          presence: presenceOf(selected),
-          presenceText: presenceLine(selected),
-          onBack: back,
-          focusTarget,
-          highlightId: highlight
-        },
-        selected.id
-      ) : /* @__PURE__ */ a3("div", { class: "empty-main", children: [
-        /* @__PURE__ */ a3(ChatIcon, {}),
-        /* @__PURE__ */ a3("p", { children: loading ? "Loading…" : staff ? "Select a conversation to read and reply." : "Select a conversation." })
-      ] }) })
-    ] })
-  ] });
-}
-
-// src/connection.ts
-var ConnectionTracker = class {
-  constructor() {
-    this.subscriptions = /* @__PURE__ */ new Set();
-    this.listeners = /* @__PURE__ */ new Set();
-    /** Topics the server refused: they stay `errored`, which is not the connection's fault. */
-    this.refused = /* @__PURE__ */ new Set();
-    this.lost = false;
-    this.browserOffline = typeof navigator !== "undefined" && navigator.onLine === false;
-    this.current = "connecting";
-    this.onBrowserOnline = () => {
-      this.browserOffline = false;
-      this.update();
-    };
-    this.onBrowserOffline = () => {
-      this.browserOffline = true;
-      this.update();
-    };
-    window.addEventListener("online", this.onBrowserOnline);
-    window.addEventListener("offline", this.onBrowserOffline);
-    this.timer = setInterval(() => this.update(), 1e3);
-  }
-  get state() {
-    return this.current;
-  }
-  track(subscription) {
-    this.subscriptions.add(subscription);
-    this.update();
-    return () => {
-      this.subscriptions.delete(subscription);
-      this.update();
-    };
-  }
-  /** The manager reported a lost connection: offline until every subscription is joined again. */
-  connectionLost() {
-    this.lost = true;
-    this.update();
-  }
-  /** The server refused this topic (not a connection problem; it does not retry). */
-  refusedTopic(topic) {
-    this.refused.add(topic.replace(/^realtime:/, ""));
-    this.update();
-  }
-  listen(listener) {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
-  }
-  dispose() {
-    if (this.timer !== void 0) clearInterval(this.timer);
-    window.removeEventListener("online", this.onBrowserOnline);
-    window.removeEventListener("offline", this.onBrowserOffline);
-    this.listeners.clear();
-    this.subscriptions.clear();
-  }
-  update() {
-    const states = [...this.subscriptions].filter((s3) => !this.refused.has(s3.topic)).map((s3) => s3.state);
-    const allJoined = states.length > 0 && states.every((s3) => s3 === "joined" || s3 === "leaving" || s3 === "closed");
-    if (allJoined && !this.browserOffline) this.lost = false;
-    let next;
-    if (this.browserOffline || this.lost || states.includes("errored")) next = "offline";
-    else if (states.includes("joining")) next = this.current === "offline" ? "offline" : "connecting";
-    else next = "online";
-    if (next !== this.current) {
-      this.current = next;
-      for (const listener of [...this.listeners]) listener(next);
-    }
-  }
-};
-
-// src/hub.ts
-var Hub = class {
-  constructor() {
-    this.listeners = /* @__PURE__ */ new Set();
-    /** The handlers to give the manager. */
-    this.handlers = {
-      onMessage: (event) => this.emit("onMessage", event),
-      onReadReceipt: (event) => this.emit("onReadReceipt", event),
-      onTyping: (event) => this.emit("onTyping", event),
-      onDeliveryStatus: (event) => this.emit("onDeliveryStatus", event),
-      onPresence: (event) => this.emit("onPresence", event),
-      onConversation: (event) => this.emit("onConversation", event),
-      onError: (error) => this.emit("onError", error)
-    };
-  }
-  listen(handlers) {
-    this.listeners.add(handlers);
-    return () => {
-      this.listeners.delete(handlers);
-    };
-  }
-  emit(key, event) {
-    for (const listener of [...this.listeners]) {
-      const handler = listener[key];
-      if (!handler) continue;
-      try {
-        handler(event);
-      } catch (error) {
-        console.error("realtime handler failed", error);
-      }
-    }
-  }
-};
-
 // ../clients/js/node_modules/@supabase/realtime-js/dist/module/lib/websocket-factory.js
 var WebSocketFactory = class {
   /**
@@ -8056,13 +7359,13 @@ var RealtimeMessagingManager = class {
   /**
    * The presence of these customers, live (a staff user's list of conversations: the dots of
    * the customers shown, not only of the open conversation). One channel on a topic of this
-   * manager's own, whose binding names the customers (`customer_id=in.(…)`); at most
+   * manager's own, whose binding names the customers (`customer_id=in.(…)`): the first
    * {@link PRESENCE_OF_MOST} of them, ids that are not UUIDs left out. A new set is a new
    * subscription: unsubscribe the old one. Staff and the service role see these rows; a
    * customer sees only its own, so for a customer the channel carries nothing else.
    */
   subscribeToCustomersPresence(customerIds, onPresence) {
-    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].sort().slice(0, PRESENCE_OF_MOST);
+    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
     const handlers = typeof onPresence === "function" ? { onPresence } : onPresence;
     const filter = `customer_id=in.(${ids.join(",")})`;
     const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }));
@@ -8541,6 +7844,703 @@ function kindOfError(error) {
 function refusedTopicOf(error) {
   return error instanceof JoinRefusedError ? error.topic : null;
 }
+
+// src/app.tsx
+var PAGE = 30;
+var DETAIL_CONCURRENCY = 4;
+var PRESENCE_REFRESH_MS = 6e4;
+var COUNTS_REFRESH_MS = 6e4;
+function matches(conversation, filter, userId, theirs) {
+  if (!filter) return true;
+  if (conversation.status !== filter.status) return false;
+  if (filter.queue === "mine") return conversation.assignedUserId === userId;
+  if (filter.queue === "unassigned") return conversation.assignedUserId === null;
+  if (filter.queue === "unread") return theirs;
+  return true;
+}
+function withRow(conversation, row) {
+  return {
+    ...conversation,
+    subject: row.subject,
+    status: row.status,
+    assignedUserId: row.assignedUserId,
+    updatedAt: row.updatedAt
+  };
+}
+function lastText(message) {
+  if (message.deletedAt) return "Message deleted";
+  return message.content || (message.attachments && message.attachments.length > 0 ? "Sent a file" : "");
+}
+function customerLabel(conversation, otherLabel) {
+  return conversation.customerName || `${otherLabel} ${shortId(conversation.customerId)}`;
+}
+function isWide() {
+  return window.matchMedia("(min-width: 721px)").matches;
+}
+async function eachLimited(items, limit, task) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      await task(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+function customerTitle(conversation) {
+  if (conversation.subject) return conversation.subject;
+  const date = new Date(conversation.createdAt);
+  return Number.isNaN(date.getTime()) ? "Conversation" : `Conversation of ${date.toLocaleDateString(void 0, { day: "numeric", month: "short", year: "numeric" })}`;
+}
+function agentsPresence(ids, presence) {
+  const rows = ids.map((id) => presence[id]).filter((p3) => p3 !== void 0);
+  if (rows.length === 0) return null;
+  const online = rows.find((p3) => p3.status === "online");
+  if (online) return online;
+  const away = rows.find((p3) => p3.status === "away");
+  if (away) return away;
+  return rows.reduce((a4, b2) => (a4.lastSeenAt ?? "") >= (b2.lastSeenAt ?? "") ? a4 : b2);
+}
+function ChatApp({ session }) {
+  const { api, manager, hub, me, side, connection, reads } = session;
+  const staff = side === "staff";
+  const appTitle = staff ? "Inbox" : "Support";
+  const otherLabel = staff ? "Customer" : "Agent";
+  const [conversations, setConversations] = d2([]);
+  const [nextCursor, setNextCursor] = d2(null);
+  const [loading, setLoading] = d2(true);
+  const [loadingMore, setLoadingMore] = d2(false);
+  const [listError, setListError] = d2(null);
+  const [lastMessages, setLastMessages] = d2({});
+  const [unread, setUnread] = d2({});
+  const [unreadTotal, setUnreadTotal] = d2(0);
+  const [presence, setPresence] = d2({});
+  const [agents, setAgents] = d2({});
+  const [listTyping, setListTyping] = d2({});
+  const [selectedId, setSelectedId] = d2(session.memory.selectedId);
+  const [pane, setPane] = d2(session.memory.selectedId ? "conversation" : "list");
+  const [focusTarget, setFocusTarget] = d2(null);
+  const [starting, setStarting] = d2(false);
+  const [generation, setGeneration] = d2(0);
+  const [filter, setFilter] = d2(staff ? { queue: "all", status: "open" } : null);
+  const [counts, setCounts] = d2(null);
+  const [query, setQuery] = d2("");
+  const [opened, setOpened] = d2({});
+  const [highlight, setHighlight] = d2(null);
+  const filterRef = T2(filter);
+  filterRef.current = filter;
+  const fetching = T2(/* @__PURE__ */ new Set());
+  const changedWhileFetching = T2(/* @__PURE__ */ new Map());
+  const typingTimers = T2(/* @__PURE__ */ new Map());
+  const expiredOr = b(
+    (error, otherwise) => {
+      if (statusOf(error) === 401) session.expired(error);
+      else otherwise();
+    },
+    [session]
+  );
+  const notePresence = b((rows) => {
+    setPresence((old) => {
+      const next = { ...old };
+      for (const row of rows) {
+        const id = row.customerId ?? row.userId;
+        if (id) next[id] = { status: row.status, lastSeenAt: row.lastSeenAt };
+      }
+      return next;
+    });
+  }, []);
+  const noteLast = b((conversationId, message) => {
+    setLastMessages((old) => {
+      const current = old[conversationId];
+      if (current && current.createdAt > message.createdAt) return old;
+      return { ...old, [conversationId]: message };
+    });
+  }, []);
+  const noteAgents = b((conversationId, ids) => {
+    if (ids.length === 0) return;
+    setAgents((old) => {
+      const current = old[conversationId] ?? [];
+      const merged = [.../* @__PURE__ */ new Set([...current, ...ids])];
+      return merged.length === current.length ? old : { ...old, [conversationId]: merged };
+    });
+  }, []);
+  const loadDetails = b(
+    async (items) => {
+      await eachLimited(items, DETAIL_CONCURRENCY, async (conversation) => {
+        try {
+          const [last, rows] = await Promise.all([
+            conversation.lastMessage !== void 0 ? conversation.lastMessage : api.messages(conversation.id, 1).then((page) => page.items[0]),
+            api.presence(conversation.id)
+          ]);
+          if (last) noteLast(conversation.id, { ...last, content: lastText(last) });
+          notePresence(rows);
+          const staffIds = rows.map((r3) => r3.userId).filter((id) => Boolean(id));
+          if (conversation.assignedUserId) staffIds.push(conversation.assignedUserId);
+          noteAgents(conversation.id, staffIds);
+        } catch (error) {
+          if (statusOf(error) === 401) session.expired(error);
+        }
+      });
+    },
+    [api, noteLast, notePresence, noteAgents, session]
+  );
+  const refreshUnread = w2(
+    () => debounce(300, () => {
+      api.unread().then((data) => {
+        setUnreadTotal(data.total);
+        const map = {};
+        for (const c3 of data.conversations) map[c3.conversationId] = c3.unread;
+        setUnread(map);
+      }).catch((error) => expiredOr(error, () => void 0));
+    }),
+    [api, expiredOr]
+  );
+  A2(() => () => refreshUnread.cancel(), [refreshUnread]);
+  const countsStatus = filter?.status ?? null;
+  const refreshCounts = w2(
+    () => debounce(1e3, () => {
+      if (countsStatus === null) return;
+      api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
+    }),
+    [api, expiredOr, countsStatus]
+  );
+  A2(() => {
+    if (countsStatus === null) return void 0;
+    api.counts(countsStatus).then(setCounts).catch((error) => expiredOr(error, () => void 0));
+    const timer = setInterval(() => {
+      if (document.visibilityState === "visible") refreshCounts();
+    }, COUNTS_REFRESH_MS);
+    return () => {
+      clearInterval(timer);
+      refreshCounts.cancel();
+    };
+  }, [api, countsStatus, refreshCounts, generation]);
+  A2(() => {
+    let cancelled = false;
+    setLoading(true);
+    setListError(null);
+    api.conversations(PAGE, null, filter).then((page) => {
+      if (cancelled) return;
+      setConversations(page.items);
+      setNextCursor(page.nextCursor);
+      setLoading(false);
+      if (!staff && page.items.length > 0) {
+        setSelectedId((current) => current ?? page.items[0].id);
+        setPane("conversation");
+      }
+      void loadDetails(page.items);
+    }).catch((error) => {
+      if (cancelled) return;
+      expiredOr(error, () => {
+        setLoading(false);
+        setListError(`Conversations could not be loaded: ${messageOf(error)}`);
+      });
+    });
+    refreshUnread();
+    return () => {
+      cancelled = true;
+    };
+  }, [api, generation, filter]);
+  A2(() => {
+    reads.onMarked = () => {
+      refreshUnread();
+      refreshCounts();
+    };
+    return () => {
+      reads.onMarked = null;
+    };
+  }, [reads, refreshUnread, refreshCounts]);
+  const loadMore = () => {
+    if (!nextCursor || loadingMore) return;
+    setLoadingMore(true);
+    api.conversations(PAGE, nextCursor, filter).then((page) => {
+      setConversations((old) => [...old, ...page.items.filter((c3) => !old.some((o4) => o4.id === c3.id))]);
+      setNextCursor(page.nextCursor);
+      setLoadingMore(false);
+      void loadDetails(page.items);
+    }).catch(
+      (error) => expiredOr(error, () => {
+        setLoadingMore(false);
+        setListError(`More conversations could not be loaded: ${messageOf(error)}`);
+      })
+    );
+  };
+  const known = T2([]);
+  known.current = conversations;
+  const fetchConversation = b(
+    (id, theirs) => {
+      if (fetching.current.has(id) || known.current.some((c3) => c3.id === id)) return;
+      fetching.current.add(id);
+      api.conversation(id).then((fetched) => {
+        const change = changedWhileFetching.current.get(id);
+        if (change?.type === "DELETE") return;
+        const conversation = change ? withRow(fetched, change.conversation) : fetched;
+        if (!matches(conversation, filterRef.current, me.userId, theirs)) return;
+        setConversations((old) => old.some((c3) => c3.id === id) ? old : [conversation, ...old]);
+        void loadDetails([conversation]);
+      }).catch((error) => expiredOr(error, () => void 0)).finally(() => {
+        fetching.current.delete(id);
+        changedWhileFetching.current.delete(id);
+      });
+    },
+    [api, loadDetails, expiredOr, me.userId]
+  );
+  const unreadRef = T2(unread);
+  unreadRef.current = unread;
+  const applyConversation = b(
+    (event) => {
+      const row = event.conversation;
+      const id = row.id;
+      refreshCounts();
+      if (fetching.current.has(id)) changedWhileFetching.current.set(id, event);
+      const deleted = event.type === "DELETE";
+      setOpened((old) => {
+        const current2 = old[id];
+        if (current2 === void 0) return old;
+        if (deleted) {
+          const { [id]: _gone, ...rest } = old;
+          return rest;
+        }
+        return { ...old, [id]: withRow(current2, row) };
+      });
+      const current = known.current.find((c3) => c3.id === id);
+      if (deleted) {
+        if (current) setConversations((old) => old.filter((c3) => c3.id !== id));
+        return;
+      }
+      const theirs = (unreadRef.current[id] ?? 0) > 0;
+      if (current === void 0) {
+        if (matches(row, filterRef.current, me.userId, theirs)) fetchConversation(id, theirs);
+        return;
+      }
+      const updated = withRow(current, row);
+      const keep = matches(updated, filterRef.current, me.userId, theirs);
+      setConversations((old) => {
+        if (!keep) return old.filter((c3) => c3.id !== id);
+        return old.some((c3) => c3.id === id) ? old.map((c3) => c3.id === id ? withRow(c3, row) : c3) : [updated, ...old];
+      });
+    },
+    [refreshCounts, fetchConversation, me.userId]
+  );
+  const setListTypist = b((conversationId, isTyping) => {
+    const timers = typingTimers.current;
+    const old = timers.get(conversationId);
+    if (old !== void 0) clearTimeout(old);
+    timers.delete(conversationId);
+    if (isTyping) timers.set(conversationId, setTimeout(() => setListTypist(conversationId, false), 6500));
+    setListTyping((state) => Boolean(state[conversationId]) === isTyping ? state : { ...state, [conversationId]: isTyping });
+  }, []);
+  A2(() => {
+    const timers = typingTimers.current;
+    return () => {
+      for (const timer of timers.values()) clearTimeout(timer);
+      timers.clear();
+    };
+  }, []);
+  const selectedRef = T2(selectedId);
+  selectedRef.current = selectedId;
+  const titleOf = b(
+    (conversation) => conversation ? staff ? conversation.subject ?? customerLabel(conversation, otherLabel) : customerTitle(conversation) : "a conversation",
+    [staff, otherLabel]
+  );
+  A2(
+    () => hub.listen({
+      onMessage: (event) => {
+        if (event.change === "DELETE") return;
+        noteLast(event.conversationId, {
+          content: lastText(event),
+          senderType: event.senderType,
+          createdAt: event.createdAt
+        });
+        if (event.change !== "UPDATE") refreshCounts();
+        if (event.change !== "UPDATE") fetchConversation(event.conversationId, event.senderType !== side);
+        if (event.senderType !== side) {
+          setListTypist(event.conversationId, false);
+          refreshUnread();
+          if (event.conversationId !== selectedRef.current && event.change !== "UPDATE") {
+            const conversation = known.current.find((c3) => c3.id === event.conversationId);
+            session.announce(`New message in ${titleOf(conversation)}`);
+          }
+        }
+        if (event.senderType === "staff") noteAgents(event.conversationId, [event.senderId]);
+      },
+      onReadReceipt: (event) => {
+        const mine = staff ? event.readByUserId === me.userId : event.readByCustomerId === me.customerId;
+        if (mine) {
+          refreshUnread();
+          refreshCounts();
+        }
+      },
+      onTyping: (event) => {
+        const theirs = staff ? Boolean(event.customerId) : Boolean(event.userId);
+        if (!theirs) return;
+        setListTypist(event.conversationId, event.isTyping);
+        if (event.userId) noteAgents(event.conversationId, [event.userId]);
+      },
+      onPresence: (event) => {
+        const id = event.customerId ?? event.userId;
+        if (!id) return;
+        setPresence((old) => ({ ...old, [id]: { status: event.status, lastSeenAt: event.lastSeenAt } }));
+      },
+      onConversation: applyConversation
+    }),
+    [hub, side, staff, me, noteLast, noteAgents, fetchConversation, refreshUnread, refreshCounts, setListTypist, session, titleOf, applyConversation]
+  );
+  const track = b(
+    (subscription) => {
+      const untrack = connection.track(subscription);
+      return () => {
+        untrack();
+        try {
+          Promise.resolve(subscription.unsubscribe()).catch((error) => console.debug("unsubscribe failed", error));
+        } catch (error) {
+          console.debug("unsubscribe failed", error);
+        }
+      };
+    },
+    [connection]
+  );
+  A2(() => {
+    if (staff && me.userId) return track(manager.subscribeToStaffMessages(me.userId, hub.handlers));
+    if (!staff && me.customerId) return track(manager.subscribeToCustomerMessages(me.customerId, hub.handlers));
+    return void 0;
+  }, [manager, hub, staff, me, track]);
+  A2(() => {
+    if (!staff || !selectedId) return void 0;
+    return track(manager.subscribeToConversation(selectedId, hub.handlers));
+  }, [manager, hub, staff, selectedId, track]);
+  A2(() => {
+    session.memory.selectedId = selectedId;
+    if (!selectedId) return void 0;
+    return track(
+      manager.subscribeToPresence(
+        selectedId,
+        staff ? me.userId ?? void 0 : void 0,
+        staff ? void 0 : me.customerId ?? void 0,
+        (event) => {
+          hub.handlers.onPresence(event);
+          if (event.userId && event.userId !== me.userId) noteAgents(selectedId, [event.userId]);
+        }
+      )
+    );
+  }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
+  const listCustomers = w2(
+    () => staff ? [...new Set(conversations.map((c3) => c3.customerId))].slice(0, PRESENCE_OF_MOST).sort().join(",") : "",
+    [staff, conversations]
+  );
+  A2(() => {
+    if (!listCustomers) return void 0;
+    return track(manager.subscribeToCustomersPresence(listCustomers.split(","), hub.handlers.onPresence));
+  }, [manager, hub, listCustomers, track]);
+  A2(() => {
+    const timer = setInterval(() => {
+      if (document.visibilityState !== "visible") return;
+      void eachLimited(known.current.slice(0, PAGE), 2, async (conversation) => {
+        try {
+          notePresence(await api.presence(conversation.id));
+        } catch (error) {
+          if (statusOf(error) === 401) session.expired(error);
+        }
+      });
+    }, PRESENCE_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [api, notePresence, session]);
+  A2(() => {
+    document.title = unreadTotal > 0 ? `(${unreadTotal}) ${appTitle}` : appTitle;
+  }, [unreadTotal, appTitle]);
+  const activity = (conversation) => {
+    const last = lastMessages[conversation.id]?.createdAt;
+    return last && last > conversation.createdAt ? last : conversation.createdAt;
+  };
+  const presenceOf = (conversation) => staff ? presence[conversation.customerId] ?? null : agentsPresence(agents[conversation.id] ?? [], presence);
+  const presenceLine = (conversation) => {
+    const info = presenceOf(conversation);
+    if (staff) return presenceText(info);
+    if (info === null) return "Waiting for an agent";
+    return presenceText(info, "Agent");
+  };
+  const subtitleOf = (conversation) => {
+    const parts = [];
+    if (staff && conversation.subject) parts.push(customerLabel(conversation, otherLabel));
+    if (conversation.status !== "open") parts.push(conversation.status);
+    return parts.length > 0 ? parts.join(" · ") : null;
+  };
+  const sorted = [...conversations].sort((a4, b2) => activity(b2) > activity(a4) ? 1 : activity(b2) < activity(a4) ? -1 : 0);
+  const entries = sorted.map((conversation) => {
+    const last = lastMessages[conversation.id];
+    const mine = last && last.senderType === side;
+    return {
+      conversation,
+      title: titleOf(conversation),
+      subtitle: subtitleOf(conversation),
+      preview: last ? `${mine ? "You: " : ""}${last.content || "No text"}` : null,
+      when: last?.createdAt ?? conversation.createdAt,
+      unread: unread[conversation.id] ?? 0,
+      typing: Boolean(listTyping[conversation.id]),
+      presence: presenceOf(conversation),
+      presenceText: presenceLine(conversation)
+    };
+  });
+  const showConversationPane = () => {
+    if (!isWide() && window.history.state?.rtmPane !== "conversation") {
+      window.history.pushState({ ...window.history.state ?? {}, rtmPane: "conversation" }, "");
+    }
+    setPane("conversation");
+  };
+  const showList = b(() => {
+    setPane("list");
+    setStarting(false);
+    requestAnimationFrame(() => {
+      const button = document.querySelector('.conv[aria-current="true"]') ?? document.querySelector(".conv");
+      button?.focus();
+    });
+  }, []);
+  A2(() => {
+    const onPop = () => {
+      if (window.history.state?.rtmPane !== "conversation") showList();
+    };
+    window.addEventListener("popstate", onPop);
+    return () => window.removeEventListener("popstate", onPop);
+  }, [showList]);
+  const select = (id, messageId = null) => {
+    setStarting(false);
+    setHighlight(messageId);
+    setFocusTarget(isWide() ? "composer" : "heading");
+    setSelectedId(id);
+    showConversationPane();
+  };
+  const back = () => {
+    if (window.history.state?.rtmPane === "conversation") window.history.back();
+    else showList();
+  };
+  const started = (conversation) => {
+    setConversations((old) => [conversation, ...old.filter((c3) => c3.id !== conversation.id)]);
+    setStarting(false);
+    setFocusTarget("composer");
+    setSelectedId(conversation.id);
+    showConversationPane();
+  };
+  A2(() => {
+    const current = conversations.find((c3) => c3.id === selectedId);
+    if (current && opened[current.id] !== current) setOpened((old) => ({ ...old, [current.id]: current }));
+  }, [conversations, selectedId]);
+  const openResult = (conversationId, messageId) => {
+    if (conversations.some((c3) => c3.id === conversationId) || opened[conversationId]) {
+      select(conversationId, messageId);
+      return;
+    }
+    api.conversation(conversationId).then((conversation) => {
+      setOpened((old) => ({ ...old, [conversation.id]: conversation }));
+      void loadDetails([conversation]);
+      select(conversation.id, messageId);
+    }).catch((error) => expiredOr(error, () => setListError(`The conversation could not be opened: ${messageOf(error)}`)));
+  };
+  const titleById = (id) => {
+    const conversation = conversations.find((c3) => c3.id === id) ?? opened[id];
+    return conversation ? titleOf(conversation) : staff ? "Conversation" : "Your conversation";
+  };
+  const selected = conversations.find((c3) => c3.id === selectedId) ?? (selectedId ? opened[selectedId] : void 0) ?? null;
+  const showStart = !staff && !loading && !listError && (starting || conversations.length === 0);
+  return /* @__PURE__ */ a3("div", { class: "app", children: [
+    /* @__PURE__ */ a3("a", { class: "skip-link", href: "#main", children: "Skip to the conversation" }),
+    /* @__PURE__ */ a3("header", { class: "topbar", children: [
+      /* @__PURE__ */ a3("div", { class: "brand", children: [
+        /* @__PURE__ */ a3(ChatIcon, {}),
+        /* @__PURE__ */ a3("h1", { children: appTitle }),
+        unreadTotal > 0 && /* @__PURE__ */ a3("span", { class: "badge badge-header", children: [
+          unreadTotal,
+          " unread"
+        ] })
+      ] }),
+      /* @__PURE__ */ a3("div", { class: "topbar-actions", children: /* @__PURE__ */ a3("button", { type: "button", class: "btn btn-quiet", onClick: session.signOut, children: "Sign out" }) })
+    ] }),
+    /* @__PURE__ */ a3(ConnectionBanner, { connection }),
+    /* @__PURE__ */ a3("div", { class: "layout", "data-pane": showStart ? "conversation" : pane, children: [
+      /* @__PURE__ */ a3(
+        ConversationList,
+        {
+          heading: "Conversations",
+          entries,
+          selectedId,
+          onSelect: select,
+          loading,
+          error: listError,
+          onRetry: () => setGeneration((g3) => g3 + 1),
+          hasMore: nextCursor !== null,
+          loadingMore,
+          onLoadMore: loadMore,
+          emptyText: filter && filter.queue !== "all" ? "No conversations here." : filter && filter.status !== "open" ? `No ${filter.status} conversations.` : "No conversations yet.",
+          tools: /* @__PURE__ */ a3("div", { class: "list-tools", children: [
+            /* @__PURE__ */ a3("div", { class: "search-row", children: [
+              /* @__PURE__ */ a3(SearchBox, { query, onQuery: setQuery }),
+              filter && /* @__PURE__ */ a3(StatusFilter, { filter, counts, onChange: setFilter })
+            ] }),
+            filter && !query.trim() && /* @__PURE__ */ a3(QueueButtons, { filter, counts, onChange: setFilter })
+          ] }),
+          replacement: query.trim() ? /* @__PURE__ */ a3(
+            SearchResults,
+            {
+              api,
+              query,
+              side,
+              otherLabel,
+              titleOf: titleById,
+              onOpen: openResult,
+              onExpired: session.expired,
+              openedId: highlight
+            }
+          ) : null,
+          action: staff ? null : /* @__PURE__ */ a3(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-quiet btn-small",
+              onClick: () => {
+                setStarting(true);
+                showConversationPane();
+              },
+              children: "New conversation"
+            }
+          )
+        }
+      ),
+      /* @__PURE__ */ a3("main", { id: "main", class: "main", tabIndex: -1, children: showStart ? /* @__PURE__ */ a3(
+        StartConversation,
+        {
+          api,
+          first: conversations.length === 0,
+          onStarted: started,
+          onCancel: conversations.length > 0 ? back : null,
+          onExpired: session.expired
+        }
+      ) : selected ? /* @__PURE__ */ a3(
+        ConversationView,
+        {
+          session,
+          conversation: selected,
+          title: titleOf(selected),
+          subtitle: subtitleOf(selected),
+          otherLabel,
+          presence: presenceOf(selected),
+          presenceText: presenceLine(selected),
+          onBack: back,
+          focusTarget,
+          highlightId: highlight
+        },
+        selected.id
+      ) : /* @__PURE__ */ a3("div", { class: "empty-main", children: [
+        /* @__PURE__ */ a3(ChatIcon, {}),
+        /* @__PURE__ */ a3("p", { children: loading ? "Loading…" : staff ? "Select a conversation to read and reply." : "Select a conversation." })
+      ] }) })
+    ] })
+  ] });
+}
+
+// src/connection.ts
+var ConnectionTracker = class {
+  constructor() {
+    this.subscriptions = /* @__PURE__ */ new Set();
+    this.listeners = /* @__PURE__ */ new Set();
+    /** Topics the server refused: they stay `errored`, which is not the connection's fault. */
+    this.refused = /* @__PURE__ */ new Set();
+    this.lost = false;
+    this.browserOffline = typeof navigator !== "undefined" && navigator.onLine === false;
+    this.current = "connecting";
+    this.onBrowserOnline = () => {
+      this.browserOffline = false;
+      this.update();
+    };
+    this.onBrowserOffline = () => {
+      this.browserOffline = true;
+      this.update();
+    };
+    window.addEventListener("online", this.onBrowserOnline);
+    window.addEventListener("offline", this.onBrowserOffline);
+    this.timer = setInterval(() => this.update(), 1e3);
+  }
+  get state() {
+    return this.current;
+  }
+  track(subscription) {
+    this.subscriptions.add(subscription);
+    this.update();
+    return () => {
+      this.subscriptions.delete(subscription);
+      this.update();
+    };
+  }
+  /** The manager reported a lost connection: offline until every subscription is joined again. */
+  connectionLost() {
+    this.lost = true;
+    this.update();
+  }
+  /** The server refused this topic (not a connection problem; it does not retry). */
+  refusedTopic(topic) {
+    this.refused.add(topic.replace(/^realtime:/, ""));
+    this.update();
+  }
+  listen(listener) {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+  dispose() {
+    if (this.timer !== void 0) clearInterval(this.timer);
+    window.removeEventListener("online", this.onBrowserOnline);
+    window.removeEventListener("offline", this.onBrowserOffline);
+    this.listeners.clear();
+    this.subscriptions.clear();
+  }
+  update() {
+    const states = [...this.subscriptions].filter((s3) => !this.refused.has(s3.topic)).map((s3) => s3.state);
+    const allJoined = states.length > 0 && states.every((s3) => s3 === "joined" || s3 === "leaving" || s3 === "closed");
+    if (allJoined && !this.browserOffline) this.lost = false;
+    let next;
+    if (this.browserOffline || this.lost || states.includes("errored")) next = "offline";
+    else if (states.includes("joining")) next = this.current === "offline" ? "offline" : "connecting";
+    else next = "online";
+    if (next !== this.current) {
+      this.current = next;
+      for (const listener of [...this.listeners]) listener(next);
+    }
+  }
+};
+
+// src/hub.ts
+var Hub = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Set();
+    /** The handlers to give the manager. */
+    this.handlers = {
+      onMessage: (event) => this.emit("onMessage", event),
+      onReadReceipt: (event) => this.emit("onReadReceipt", event),
+      onTyping: (event) => this.emit("onTyping", event),
+      onDeliveryStatus: (event) => this.emit("onDeliveryStatus", event),
+      onPresence: (event) => this.emit("onPresence", event),
+      onConversation: (event) => this.emit("onConversation", event),
+      onError: (error) => this.emit("onError", error)
+    };
+  }
+  listen(handlers) {
+    this.listeners.add(handlers);
+    return () => {
+      this.listeners.delete(handlers);
+    };
+  }
+  emit(key, event) {
+    for (const listener of [...this.listeners]) {
+      const handler = listener[key];
+      if (!handler) continue;
+      try {
+        handler(event);
+      } catch (error) {
+        console.error("realtime handler failed", error);
+      }
+    }
+  }
+};
 
 // src/readQueue.ts
 var FLUSH_AFTER_MS = 400;
