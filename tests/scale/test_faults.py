@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from realtime_messaging.broker import Envelope
 from realtime_messaging.broker.redis import RedisBroker
 from realtime_messaging.broker.redis_cluster import RedisClusterBroker
 from realtime_messaging.broker.redis_urls import check_url
@@ -219,6 +220,54 @@ async def test_redis_down_at_start_then_up(redis_server: RedisServer, database_u
 
         await eventually(across, timeout=RECOVERY, interval=0)
         assert loop.time() - started < RECOVERY
+
+
+class _Sink:
+    """A sink that records what it is handed; delivering a ``fails_on`` envelope raises (a bug
+    in the hub)."""
+
+    def __init__(self, fails_on: str | None = None) -> None:
+        self.events: list[str] = []
+        self._fails_on = fails_on
+
+    def deliver(self, envelope: Envelope) -> None:
+        self.events.append(envelope.event)
+        if envelope.event == self._fails_on:
+            raise RuntimeError("a bug in the hub")
+
+    def control(self, envelope: Envelope) -> None:
+        pass
+
+    def connected(self) -> None:
+        pass
+
+
+async def test_malformed_publications_and_a_failing_sink_do_not_cut_the_subscription(
+    redis_server: RedisServer,
+) -> None:
+    """Anyone who can PUBLISH to the Redis may send garbage on a topic's channel: it is counted
+    and skipped, and an envelope the sink fails on is the only one lost; what follows arrives."""
+    a, b = RedisBroker(redis_server.url, "a"), RedisBroker(redis_server.url, "b")
+    sink = _Sink(fails_on="boom")
+    await a.start(_Sink())
+    await b.start(sink)
+    try:
+        b.topic_added("realtime:bad")
+        await b.ready("realtime:bad")
+        for garbage in (b"", b"\x01\x00\x00\x00\x00\x00\xff", b"\x07garbage"):
+            await redis_server.command("PUBLISH", "rtm:t:realtime:bad", garbage)
+        a.publish(Envelope("realtime:bad", "boom", {}))
+        a.publish(Envelope("realtime:bad", "fine", {}))
+
+        async def past_them() -> bool:
+            return sink.events == ["boom", "fine"]
+
+        await eventually(past_them)
+        status = b.status()
+        assert (status.malformed, status.received, status.up) == (3, 2, True)
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 async def test_rate_limits_are_shared_and_fall_back_when_redis_is_down(

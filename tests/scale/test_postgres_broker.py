@@ -513,7 +513,7 @@ async def test_malformed_rows_and_a_failing_sink_do_not_stop_the_reader(
                 return sb.events() == ["boom", "fine"]
 
             await eventually(past_them)
-            assert b.malformed == 3
+            assert b.status().malformed == 3
             assert b.status().up
         finally:
             await b.stop()

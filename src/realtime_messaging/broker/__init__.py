@@ -47,7 +47,8 @@ class BrokerStatus:
 
     ``up`` is false while other processes cannot be reached: this process still delivers what
     it publishes to its own subscribers. The counts are envelopes sent to and received from other
-    processes, and those that could not be sent (broker down, or its queue full).
+    processes, and those that could not be sent (broker down, or its queue full); ``malformed``
+    counts what came from the broker and could not be decoded (skipped).
     """
 
     name: str
@@ -55,6 +56,7 @@ class BrokerStatus:
     published: int = 0
     received: int = 0
     dropped: int = 0
+    malformed: int = 0
 
 
 class Sink(Protocol):

@@ -59,7 +59,8 @@ import asyncpg
 from ..store.database import SERVER_SETTINGS
 from . import BrokerStatus, Envelope, Sink
 from .backoff import Backoff
-from .wire import decode, encode, published_by
+from .inbound import Inbound
+from .wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,9 @@ class PostgresBroker:
         self._settled = asyncio.Event()  # both connections tried once
         self._reader_tried = False
         self._writer_tried = False
+        self._inbound = Inbound(self._node)
         self.published = 0
-        self.received = 0
         self.dropped = 0
-        self.malformed = 0
         #: Times rows may have been missed: the reader was away past the retention, or the
         #: ids restarted (a database crash empties the unlogged table and its sequence).
         self.gaps = 0
@@ -288,8 +288,9 @@ class PostgresBroker:
             "postgres",
             up=self._state == "up",
             published=self.published,
-            received=self.received,
+            received=self._inbound.received,
             dropped=self.dropped,
+            malformed=self._inbound.malformed,
         )
 
     # -- writing -----------------------------------------------------------------------
@@ -531,26 +532,7 @@ class PostgresBroker:
                 control = True
             else:
                 continue  # another process's
-            body: bytes = row[2]
-            if published_by(body, self._node):
-                continue  # delivered here when it was published
-            try:
-                _, envelope = decode(body)
-            except ValueError as exc:
-                self.malformed += 1
-                if self.malformed == 1 or self.malformed % 1000 == 0:
-                    log.warning("skipped %d malformed broker row(s): %s", self.malformed, exc)
-                continue
-            self.received += 1
-            if sink is None:
-                continue
-            try:
-                if control:
-                    sink.control(envelope)
-                else:
-                    sink.deliver(envelope)
-            except Exception:  # a bug delivering one envelope must not stop the reader
-                log.exception("error delivering a broker envelope on %s", envelope.topic)
+            self._inbound.relay(sink, row[2], control=control)
 
     async def _connected(self) -> None:
         """Tell the sink, once the writer is up too (bounded): what the sink sends on hearing

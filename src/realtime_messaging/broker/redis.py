@@ -42,6 +42,8 @@ from redis.backoff import NoBackoff
 from ..exceptions import ConfigurationError
 from . import BrokerStatus, Envelope, Sink
 from .backoff import Backoff
+from .inbound import Inbound
+from .joins import Joins
 from .redis_urls import (
     check_url,
     is_cluster_url,
@@ -52,7 +54,7 @@ from .redis_urls import (
     sentinel_manager,
     without_protocol,
 )
-from .wire import decode, encode, published_by
+from .wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +172,11 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         # -- what to subscribe to
         self._local: set[str] = set()  # topics with a member in this process (the hub says)
-        self._pending: dict[str, int] = {}  # topics joins are waiting on (ready())
+        self._joins: Joins[str] = Joins()  # waiting in ready(), by topic
         self._active: set[str] = set()  # SUBSCRIBE sent on the current connection
         self._confirmed: set[str] = set()  # ... and answered by Redis
         self._to_subscribe: set[str] = set()
         self._to_release: dict[str, float] = {}  # topic -> when to UNSUBSCRIBE it
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._changed = asyncio.Event()
         # -- what to publish
         self._queue: deque[tuple[bytes, bytes]] = deque()
@@ -191,10 +192,9 @@ class RedisBroker:
         self._pub_tried = False
         self._last_heard = 0.0
         self._ping_sent: float | None = None
+        self._inbound = Inbound(self._node)
         self.published = 0
-        self.received = 0
         self.dropped = 0
-        self.malformed = 0
 
     # -- Broker ------------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class RedisBroker:
                 break
         self._tasks = []
         self._sink = None
-        self._release_waiters(self._waiters)
+        self._joins.release()
         await self._sub_pool.disconnect()
         await self._pub_pool.disconnect()
         if self._sentinel is not None:
@@ -287,36 +287,17 @@ class RedisBroker:
         (at most ``io_timeout``)."""
         if topic in self._confirmed or not self._sub_up or self._sink is None:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(topic, []).append(future)
-        self._pending[topic] = self._pending.get(topic, 0) + 1
-        self._want(topic)
-        try:
-            # asyncio.wait, not asyncio.timeout: a join runs this before it has a task
-            # (server/eager.py).
-            done, _ = await asyncio.wait([future], timeout=self._io_timeout)
-            if not done:
-                log.warning("Redis did not confirm the subscription to %s in time", topic)
-        finally:
-            left = self._pending[topic] - 1
-            if left:
-                self._pending[topic] = left
-            else:
-                del self._pending[topic]
-            waiting = self._waiters.get(topic)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self._waiters[topic]
-            self._unwant(topic)
+        if not await self._joins.wait(topic, topic, self._io_timeout, self._want, self._unwant):
+            log.warning("Redis did not confirm the subscription to %s in time", topic)
 
     def status(self) -> BrokerStatus:
         return BrokerStatus(
             "redis",
             up=self._state == "up",
             published=self.published,
-            received=self.received,
+            received=self._inbound.received,
             dropped=self.dropped,
+            malformed=self._inbound.malformed,
         )
 
     # -- subscriptions -----------------------------------------------------------------
@@ -328,7 +309,7 @@ class RedisBroker:
             self._changed.set()
 
     def _unwant(self, topic: str) -> None:
-        if topic in self._local or topic in self._pending:
+        if topic in self._local or topic in self._joins:
             return
         self._to_subscribe.discard(topic)
         if topic in self._active and topic not in self._to_release:
@@ -378,7 +359,7 @@ class RedisBroker:
         self._active = set()
         self._confirmed = set()
         self._to_release = {}
-        self._to_subscribe = self._local | set(self._pending)
+        self._to_subscribe = self._local | self._joins.topics()
         # The control channels first: they keep the connection in subscribed mode (so PING
         # answers as a pub/sub message), and the reply for the node's own proves it works.
         async with asyncio.timeout(self._io_timeout):
@@ -493,10 +474,11 @@ class RedisBroker:
 
     def _on_reply(self, reply: list[Any]) -> None:
         kind = reply[0]
+        channel: bytes = reply[1]
         if kind == b"message":
-            self._on_message(reply[1], reply[2])
+            control = channel == self._everyone or channel == self._control
+            self._inbound.relay(self._sink, reply[2], control=control)
         elif kind == b"subscribe":
-            channel: bytes = reply[1]
             if channel == self._everyone:
                 return
             if channel == self._control:
@@ -509,36 +491,7 @@ class RedisBroker:
             topic = channel[len(self._topic_prefix) :].decode("utf-8", "surrogatepass")
             if topic in self._active:
                 self._confirmed.add(topic)
-                waiting = self._waiters.pop(topic, None)
-                if waiting is not None:
-                    for future in waiting:
-                        if not future.done():
-                            future.set_result(None)
-
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        if published_by(data, self._node):
-            return  # delivered here when it was published
-        try:
-            node, envelope = decode(data)
-        except ValueError as exc:
-            self.malformed += 1
-            if self.malformed == 1 or self.malformed % 1000 == 0:
-                log.warning("skipped %d malformed broker message(s): %s", self.malformed, exc)
-            return
-        if node == self._node:
-            return  # delivered here when it was published
-        self.received += 1
-        sink = self._sink
-        if sink is None:
-            return
-        control = channel == self._everyone or channel == self._control
-        try:
-            if control:
-                sink.control(envelope)
-            else:
-                sink.deliver(envelope)
-        except Exception:  # a bug delivering one envelope must not cut the subscription
-            log.exception("error delivering a broker message on %s", envelope.topic)
+                self._joins.confirm(topic)
 
     def _sub_lost(self, exc: BaseException) -> None:
         self._sub_tried = True
@@ -554,16 +507,8 @@ class RedisBroker:
             self._wake.set()
         self._active = set()
         self._confirmed = set()
-        self._release_waiters(self._waiters)
-        self._waiters = {}
+        self._joins.release()
         self._health_changed(exc)
-
-    @staticmethod
-    def _release_waiters(waiters: dict[str, list[asyncio.Future[None]]]) -> None:
-        for waiting in waiters.values():
-            for future in waiting:
-                if not future.done():
-                    future.set_result(None)
 
     # -- publishing --------------------------------------------------------------------
 

@@ -49,9 +49,11 @@ from redis.exceptions import (
 
 from . import BrokerStatus, Envelope, Sink
 from .backoff import Backoff
+from .inbound import Inbound
+from .joins import Joins
 from .redis import _PIPELINE, publishes
 from .redis_urls import parse_cluster_url, redacted
-from .wire import decode, encode, published_by
+from .wire import encode
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +158,18 @@ class RedisClusterBroker:
         self._lost = False  # messages may have been missed: tell the sink after resubscribing
         # -- what to subscribe to
         self._local: set[str] = set()
-        self._pending: dict[str, int] = {}
+        self._joins: Joins[bytes] = Joins()  # waiting in ready(), by channel
         self._wanted: set[bytes] = {self._everyone, self._control}
         self._release: dict[bytes, float] = {}  # channel -> when to SUNSUBSCRIBE it
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         # -- what to publish: behind a control envelope not yet answered (the fence)
         self._held: deque[tuple[bytes, bytes, bool]] = deque()
         self._fence: _Shard | None = None
         # -- health
         self._state = "starting"
         self._settled = asyncio.Event()
+        self._inbound = Inbound(self._node)
         self.published = 0
-        self.received = 0
         self.dropped = 0
-        self.malformed = 0
 
     # -- Broker ------------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class RedisClusterBroker:
         await self._cancel(tasks)
         self._tasks = []
         self._sink = None
-        self._release_waiters(list(self._waiters))
+        self._joins.release()
 
     async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -260,36 +260,17 @@ class RedisClusterBroker:
         shard = self._owner(channel)
         if shard is None or not shard.sub_up or self._sink is None or channel in shard.confirmed:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(future)
-        self._pending[topic] = self._pending.get(topic, 0) + 1
-        self._want(topic)
-        try:
-            # asyncio.wait, not asyncio.timeout: a join runs this before it has a task
-            # (server/eager.py).
-            done, _ = await asyncio.wait([future], timeout=self._io_timeout)
-            if not done:
-                log.warning("Redis Cluster did not confirm the subscription to %s in time", topic)
-        finally:
-            left = self._pending[topic] - 1
-            if left:
-                self._pending[topic] = left
-            else:
-                del self._pending[topic]
-            waiting = self._waiters.get(channel)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self._waiters[channel]
-            self._unwant(topic)
+        if not await self._joins.wait(topic, channel, self._io_timeout, self._want, self._unwant):
+            log.warning("Redis Cluster did not confirm the subscription to %s in time", topic)
 
     def status(self) -> BrokerStatus:
         return BrokerStatus(
             "redis",
             up=self._state == "up",
             published=self.published,
-            received=self.received,
+            received=self._inbound.received,
             dropped=self.dropped,
+            malformed=self._inbound.malformed,
         )
 
     # -- channels and their masters ----------------------------------------------------
@@ -317,7 +298,7 @@ class RedisClusterBroker:
             self._mark(channel)
 
     def _unwant(self, topic: str) -> None:
-        if topic in self._local or topic in self._pending:
+        if topic in self._local or topic in self._joins:
             return
         channel = self._channel(topic)
         if channel in self._wanted and channel not in self._release:
@@ -589,14 +570,12 @@ class RedisClusterBroker:
         kind = reply[0]
         channel: bytes = reply[1]
         if kind == b"smessage":
-            self._on_message(channel, reply[2])
+            control = channel == self._everyone or channel == self._control
+            self._inbound.relay(self._sink, reply[2], control=control)
         elif kind == b"ssubscribe":
             if channel in shard.active:
                 shard.confirmed.add(channel)
-                waiting = self._waiters.pop(channel, None)
-                for future in waiting or ():
-                    if not future.done():
-                        future.set_result(None)
+                self._joins.confirm(channel)
                 if channel == self._everyone or channel == self._control:
                     self._health_changed(None)
         elif kind == b"sunsubscribe" and channel in shard.active:
@@ -609,30 +588,6 @@ class RedisClusterBroker:
             if channel == self._everyone or channel == self._control:
                 self._health_changed(None)
 
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        if published_by(data, self._node):
-            return  # delivered here when it was published
-        try:
-            node, envelope = decode(data)
-        except ValueError as exc:
-            self.malformed += 1
-            if self.malformed == 1 or self.malformed % 1000 == 0:
-                log.warning("skipped %d malformed broker message(s): %s", self.malformed, exc)
-            return
-        if node == self._node:
-            return
-        self.received += 1
-        sink = self._sink
-        if sink is None:
-            return
-        try:
-            if channel == self._everyone or channel == self._control:
-                sink.control(envelope)
-            else:
-                sink.deliver(envelope)
-        except Exception:  # a bug delivering one envelope must not cut the subscription
-            log.exception("error delivering a broker message on %s", envelope.topic)
-
     def _sub_lost(self, shard: _Shard, exc: BaseException) -> None:
         shard.sub_tried = True
         shard.sub_up = False
@@ -643,17 +598,11 @@ class RedisClusterBroker:
                 f"the subscriber connection to {shard.name()} was lost"
             )
             shard.wake.set()
-        self._release_waiters([c for c in self._waiters if self._owner(c) is shard])
+        self._joins.release(c for c in self._joins.keys() if self._owner(c) is shard)
         shard.active = set()
         shard.confirmed = set()
         self._request_refresh()  # a failover, perhaps
         self._health_changed(exc)
-
-    def _release_waiters(self, channels: list[bytes]) -> None:
-        for channel in channels:
-            for future in self._waiters.pop(channel, ()):
-                if not future.done():
-                    future.set_result(None)
 
     # -- publishing --------------------------------------------------------------------
 

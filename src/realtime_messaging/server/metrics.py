@@ -73,13 +73,14 @@ class _Live(Collector):
         )
         moved = CounterMetricFamily(
             "rtm_broker_envelopes",
-            "Envelopes between processes: published, received, or dropped (not sent: Redis "
-            "down or the send queue full)",
+            "Envelopes between processes: published, received, dropped (not sent: Redis "
+            "down or the send queue full), or malformed (received, not decodable: skipped)",
             labels=["outcome"],
         )
         moved.add_metric(["published"], broker.published)
         moved.add_metric(["received"], broker.received)
         moved.add_metric(["dropped"], broker.dropped)
+        moved.add_metric(["malformed"], broker.malformed)
         yield moved
         cluster = realtime.cluster
         yield GaugeMetricFamily(
