@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from realtime_messaging.broker import Envelope
 from realtime_messaging.keys import anon_key, service_role_key
 from tests.conftest import TEST_SECRET, RunningServer, running_server
 from tests.server.wsclient import RawSocket
@@ -307,3 +308,23 @@ async def rtm_processes(
     finally:
         await asyncio.gather(*(process.stop() for process in started))
         stack.close()
+
+
+class RecordingSink:
+    """A sink that records what it is handed; delivering a ``fails_on`` envelope raises (a bug
+    in the hub)."""
+
+    def __init__(self, fails_on: str | None = None) -> None:
+        self.events: list[str] = []
+        self._fails_on = fails_on
+
+    def deliver(self, envelope: Envelope) -> None:
+        self.events.append(envelope.event)
+        if envelope.event == self._fails_on:
+            raise RuntimeError("a bug in the hub")
+
+    def control(self, envelope: Envelope) -> None:
+        pass
+
+    def connected(self) -> None:
+        pass

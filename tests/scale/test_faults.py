@@ -25,7 +25,7 @@ from realtime_messaging.server.api.ratelimit import Limits, RateLimiter
 from tests.conftest import RunningServer, Seed
 from tests.server.wsclient import RawSocket
 
-from .conftest import RedisServer, eventually, metric, ready, servers, sockets
+from .conftest import RecordingSink, RedisServer, eventually, metric, ready, servers, sockets
 
 #: Cross-process delivery must be back within this long of Redis answering again.
 RECOVERY = 5.0
@@ -222,34 +222,14 @@ async def test_redis_down_at_start_then_up(redis_server: RedisServer, database_u
         assert loop.time() - started < RECOVERY
 
 
-class _Sink:
-    """A sink that records what it is handed; delivering a ``fails_on`` envelope raises (a bug
-    in the hub)."""
-
-    def __init__(self, fails_on: str | None = None) -> None:
-        self.events: list[str] = []
-        self._fails_on = fails_on
-
-    def deliver(self, envelope: Envelope) -> None:
-        self.events.append(envelope.event)
-        if envelope.event == self._fails_on:
-            raise RuntimeError("a bug in the hub")
-
-    def control(self, envelope: Envelope) -> None:
-        pass
-
-    def connected(self) -> None:
-        pass
-
-
 async def test_malformed_publications_and_a_failing_sink_do_not_cut_the_subscription(
     redis_server: RedisServer,
 ) -> None:
     """Anyone who can PUBLISH to the Redis may send garbage on a topic's channel: it is counted
     and skipped, and an envelope the sink fails on is the only one lost; what follows arrives."""
     a, b = RedisBroker(redis_server.url, "a"), RedisBroker(redis_server.url, "b")
-    sink = _Sink(fails_on="boom")
-    await a.start(_Sink())
+    sink = RecordingSink(fails_on="boom")
+    await a.start(RecordingSink())
     await b.start(sink)
     try:
         b.topic_added("realtime:bad")
