@@ -15,7 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from realtime_messaging.broker import Envelope
+from realtime_messaging.broker import Broker, Envelope
 from realtime_messaging.keys import anon_key, service_role_key
 from tests.conftest import TEST_SECRET, RunningServer, running_server
 from tests.server.wsclient import RawSocket
@@ -308,6 +308,38 @@ async def rtm_processes(
     finally:
         await asyncio.gather(*(process.stop() for process in started))
         stack.close()
+
+
+#: What anyone who can publish to the broker's Redis might send on a topic's channel.
+GARBAGE = (b"", b"\x01\x00\x00\x00\x00\x00\xff", b"\x07garbage")
+
+
+async def survives_garbage_and_a_failing_sink(
+    a: Broker, b: Broker, publish_raw: Callable[[bytes], Awaitable[Any]]
+) -> None:
+    """``b`` (started here with a sink that fails on ``boom``) joins a topic; :data:`GARBAGE`
+    goes to the topic's channel through ``publish_raw``, then ``a`` publishes ``boom`` and
+    ``fine``: both reach ``b``'s sink, the garbage is counted, the broker stays up."""
+    sink = RecordingSink(fails_on="boom")
+    await a.start(RecordingSink())
+    await b.start(sink)
+    try:
+        b.topic_added("realtime:bad")
+        await b.ready("realtime:bad")
+        for garbage in GARBAGE:
+            await publish_raw(garbage)
+        a.publish(Envelope("realtime:bad", "boom", {}))
+        a.publish(Envelope("realtime:bad", "fine", {}))
+
+        async def past_them() -> bool:
+            return sink.events == ["boom", "fine"]
+
+        await eventually(past_them)
+        status = b.status()
+        assert (status.malformed, status.received, status.up) == (len(GARBAGE), 2, True)
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 class RecordingSink:

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime_messaging.broker import Envelope
 from realtime_messaging.broker.redis import RedisBroker
 from realtime_messaging.broker.redis_cluster import RedisClusterBroker
 from realtime_messaging.broker.redis_urls import check_url
@@ -25,7 +24,15 @@ from realtime_messaging.server.api.ratelimit import Limits, RateLimiter
 from tests.conftest import RunningServer, Seed
 from tests.server.wsclient import RawSocket
 
-from .conftest import RecordingSink, RedisServer, eventually, metric, ready, servers, sockets
+from .conftest import (
+    RedisServer,
+    eventually,
+    metric,
+    ready,
+    servers,
+    sockets,
+    survives_garbage_and_a_failing_sink,
+)
 
 #: Cross-process delivery must be back within this long of Redis answering again.
 RECOVERY = 5.0
@@ -227,27 +234,11 @@ async def test_malformed_publications_and_a_failing_sink_do_not_cut_the_subscrip
 ) -> None:
     """Anyone who can PUBLISH to the Redis may send garbage on a topic's channel: it is counted
     and skipped, and an envelope the sink fails on is the only one lost; what follows arrives."""
-    a, b = RedisBroker(redis_server.url, "a"), RedisBroker(redis_server.url, "b")
-    sink = RecordingSink(fails_on="boom")
-    await a.start(RecordingSink())
-    await b.start(sink)
-    try:
-        b.topic_added("realtime:bad")
-        await b.ready("realtime:bad")
-        for garbage in (b"", b"\x01\x00\x00\x00\x00\x00\xff", b"\x07garbage"):
-            await redis_server.command("PUBLISH", "rtm:t:realtime:bad", garbage)
-        a.publish(Envelope("realtime:bad", "boom", {}))
-        a.publish(Envelope("realtime:bad", "fine", {}))
-
-        async def past_them() -> bool:
-            return sink.events == ["boom", "fine"]
-
-        await eventually(past_them)
-        status = b.status()
-        assert (status.malformed, status.received, status.up) == (3, 2, True)
-    finally:
-        await a.stop()
-        await b.stop()
+    await survives_garbage_and_a_failing_sink(
+        RedisBroker(redis_server.url, "a"),
+        RedisBroker(redis_server.url, "b"),
+        lambda data: redis_server.command("PUBLISH", "rtm:t:realtime:bad", data),
+    )
 
 
 async def test_rate_limits_are_shared_and_fall_back_when_redis_is_down(

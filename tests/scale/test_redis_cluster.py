@@ -24,7 +24,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from realtime_messaging.broker import Envelope
 from realtime_messaging.broker.redis_cluster import RedisClusterBroker
 from realtime_messaging.broker.redis_urls import check_url, parse_cluster_url
 from realtime_messaging.exceptions import ConfigurationError
@@ -32,7 +31,15 @@ from realtime_messaging.server.api.ratelimit import Limits, RateLimiter
 from tests.conftest import RunningServer, Seed
 from tests.server.wsclient import RawSocket
 
-from .conftest import WAIT, RecordingSink, _free_port, eventually, ready, servers, sockets
+from .conftest import (
+    WAIT,
+    _free_port,
+    eventually,
+    ready,
+    servers,
+    sockets,
+    survives_garbage_and_a_failing_sink,
+)
 from .test_presence import _member, _summary, _track, _tracked
 
 #: Cross-process delivery must be back within this long of a master answering again, or of a
@@ -447,28 +454,12 @@ async def test_malformed_sharded_publications_and_a_failing_sink_do_not_cut_the_
 ) -> None:
     """As for one Redis (test_faults.py): garbage on a topic's channel is counted and skipped,
     an envelope the sink fails on is the only one lost, and what follows arrives."""
-    a, b = RedisClusterBroker(cluster.url, "a"), RedisClusterBroker(cluster.url, "b")
-    sink = RecordingSink(fails_on="boom")
-    await a.start(RecordingSink())
-    await b.start(sink)
-    try:
-        b.topic_added("realtime:bad")
-        await b.ready("realtime:bad")
-        owner = await cluster.owner("rtm:t:realtime:bad")
-        for garbage in (b"", b"\x01\x00\x00\x00\x00\x00\xff", b"\x07garbage"):
-            await owner.command("SPUBLISH", "rtm:t:realtime:bad", garbage)
-        a.publish(Envelope("realtime:bad", "boom", {}))
-        a.publish(Envelope("realtime:bad", "fine", {}))
-
-        async def past_them() -> bool:
-            return sink.events == ["boom", "fine"]
-
-        await eventually(past_them)
-        status = b.status()
-        assert (status.malformed, status.received, status.up) == (3, 2, True)
-    finally:
-        await a.stop()
-        await b.stop()
+    owner = await cluster.owner("rtm:t:realtime:bad")
+    await survives_garbage_and_a_failing_sink(
+        RedisClusterBroker(cluster.url, "a"),
+        RedisClusterBroker(cluster.url, "b"),
+        lambda data: owner.command("SPUBLISH", "rtm:t:realtime:bad", data),
+    )
 
 
 def test_cluster_urls_are_parsed_and_malformed_ones_refused() -> None:
