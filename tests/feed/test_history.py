@@ -72,3 +72,37 @@ async def test_the_rejoins_of_one_turn_read_what_each_reading_alone_would(
     assert any(len(many[a][0].changes) > 3 for a in asks)
     assert any(a.tables and a.bindings and many[a][0].changes for a in asks)
     assert any(many[a][1] for a in asks)
+
+
+async def test_a_customers_ask_reads_the_presence_changes_of_the_staff_it_follows(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """Besides the customer's own changes, those of the staff named in the ask (and no other
+    staff's), merged in feed order; more than the replay limit of them is history lost."""
+    start = await stamped_head(pool)
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    followed, _ = await seed.staff()
+    other, _ = await seed.staff()
+    for i in range(4):
+        await pool.execute(
+            "SELECT update_user_presence($1, NULL, $2, '{}')", followed, ("away", "online")[i % 2]
+        )
+        await pool.execute("SELECT update_user_presence($1, NULL, 'away', '{}')", other)
+        await pool.execute(INSERT, conv, customer, f"m{i}")
+    head = await stamped_head(pool)
+    ask = Missed(start, customer, "t", True, None, (str(followed),))
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        history, _ = (await read_missed(conn, [ask]))[ask]
+        log = await read_since(conn, start)
+        bounded, _ = (await read_missed(conn, [ask], replay_limit=5))[ask]
+    wanted = [
+        c.pos
+        for c in log.changes
+        if c.customer_id == customer
+        or (c.table == "user_presence" and (c.record or {}).get("user_id") == str(followed))
+    ]
+    assert [c.pos for c in history.changes] == wanted and not history.lost
+    assert history.head == head
+    assert sum(c.table == "user_presence" and c.customer_id is None for c in history.changes) == 4
+    assert bounded.lost and bounded.changes == []

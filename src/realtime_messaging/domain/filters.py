@@ -889,6 +889,16 @@ class Filter:
                 return False
         return True
 
+    def named(self, column: str) -> frozenset[Any] | None:
+        """The values a row's ``column`` must be one of for the filter to hold (a positive
+        ``eq`` or ``in`` on it, normalized), or None when no such condition bounds it."""
+        found: frozenset[Any] | None = None
+        for c in self.conditions:
+            if c.column == column and not c.negated and c.op in ("eq", "in"):
+                values = frozenset(v for v in c.values if v is not None)
+                found = values if found is None else found & values
+        return found
+
     def eq_key(self) -> tuple[str, Any] | None:
         """(column, normalized value) when the filter is exactly one non-negated ``eq``."""
         if len(self.conditions) != 1:

@@ -2,12 +2,16 @@
 
 Authorization is decided once per subscription, from the identity the channel joined with: staff
 and the service role see every row, a customer sees rows whose change carries their id (the feed
-stamps each change with the customer owning its conversation), anyone else sees nothing. No
-query per event per subscriber: a change costs a few dictionary look-ups plus one filter check per
-candidate subscription, and its payload is encoded once.
+stamps each change with the customer owning its conversation), anyone else sees nothing. A
+customer's binding on ``user_presence`` that names staff (``user_id=eq.`` or ``in.``) also sees
+the rows of those of them the customer may see, as read when the channel joined (staff rows carry
+no customer: which customers may see one depends on their conversations). No query per event per
+subscriber: a change costs a few dictionary look-ups plus one filter check per candidate
+subscription, and its payload is encoded once.
 
 Subscriptions are indexed per table: by ``column=eq.value`` filter, by customer for a customer's
-unfiltered bindings, and the rest (staff without an eq filter) in a list.
+unfiltered bindings, by staff id for a customer's bindings on staff presence, and the rest
+(staff without an eq filter) in a list.
 
 The feed also carries broadcasts from the database (``realtime.send``, migration
 ``0011_db_broadcast``): every joined channel is indexed by topic, and such a change goes to the
@@ -49,6 +53,10 @@ TABLES = (
     "user_presence",
     "message_delivery_status",
 )
+
+#: The table whose staff rows a customer may follow, and the column naming the staff user.
+PRESENCE_TABLE = "user_presence"
+STAFF_COLUMN = "user_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +115,8 @@ class _Entry:
     event: str
     filter: Filter | None
     customer: UUID | None  # None: sees every row
+    #: Staff whose presence rows this customer's entry sees besides the customer's own rows.
+    staff: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -114,6 +124,7 @@ class _TableIndex:
     eq: dict[tuple[str, Any], set[_Entry]] = field(default_factory=lambda: defaultdict(set))
     eq_columns: dict[str, int] = field(default_factory=dict)
     by_customer: dict[UUID, set[_Entry]] = field(default_factory=lambda: defaultdict(set))
+    by_staff: dict[str, set[_Entry]] = field(default_factory=lambda: defaultdict(set))
     rest: set[_Entry] = field(default_factory=set)
 
 
@@ -124,6 +135,23 @@ def scope_of(identity: Identity) -> tuple[bool, UUID | None]:
     if identity.kind is Kind.CUSTOMER:
         return True, identity.customer_id
     return False, None
+
+
+def asks_for_staff(identity: Identity, bindings: Sequence[PostgresBinding]) -> bool:
+    """Whether a customer's bindings name staff presence rows: the channel's join then reads
+    which staff the customer may see (:meth:`ChangeRouter.subscribe`'s ``staff``)."""
+    return identity.kind is Kind.CUSTOMER and any(
+        b.table == PRESENCE_TABLE and b.filter is not None and STAFF_COLUMN in b.filter
+        for b in bindings
+    )
+
+
+def _granted(flt: Filter | None, staff: frozenset[str]) -> frozenset[str]:
+    """Of the staff a customer may see, those a binding's filter can match."""
+    named = flt.named(STAFF_COLUMN) if flt is not None else None
+    if named is None:
+        return staff
+    return staff & {str(value) for value in named}
 
 
 class ChangeRouter:
@@ -145,9 +173,16 @@ class ChangeRouter:
     # -- subscriptions ------------------------------------------------------------------
 
     def subscribe(
-        self, subscriber: Subscriber, bindings: Sequence[PostgresBinding], identity: Identity
+        self,
+        subscriber: Subscriber,
+        bindings: Sequence[PostgresBinding],
+        identity: Identity,
+        staff: frozenset[str] = frozenset(),
     ) -> str | None:
-        """Register the bindings; return an error message (nothing registered) when one is bad."""
+        """Register the bindings; return an error message (nothing registered) when one is bad.
+
+        ``staff``: the staff a customer may see (read at join when :func:`asks_for_staff`);
+        their presence rows reach the customer's bindings on them."""
         visible, customer = scope_of(identity)
         planned: list[tuple[str, _Entry, tuple[str, Any] | None]] = []
         for binding in bindings:
@@ -171,13 +206,19 @@ class ChangeRouter:
                 continue
             for name in names:
                 assert name is not None
-                planned.append(
-                    (name, _Entry(subscriber, binding.id, binding.event, flt, customer), key)
-                )
+                entry = _Entry(subscriber, binding.id, binding.event, flt, customer)
+                if customer is not None and staff and name == PRESENCE_TABLE:
+                    entry.staff = _granted(flt, staff)
+                planned.append((name, entry, None if entry.staff else key))
         self.unsubscribe(subscriber)
         for name, entry, key in planned:
             index = self._index[name]
-            if key is not None:
+            if entry.staff:
+                # Own rows are found by customer, the staff's by their ids.
+                index.by_customer[entry.customer].add(entry)  # type: ignore[index]
+                for user in entry.staff:
+                    index.by_staff[user].add(entry)
+            elif key is not None:
                 index.eq[key].add(entry)
                 index.eq_columns[key[0]] = index.eq_columns.get(key[0], 0) + 1
             elif entry.customer is not None:
@@ -208,9 +249,23 @@ class ChangeRouter:
         )
         return parsed
 
+    def staff_of(self, subscriber: Subscriber) -> tuple[str, ...]:
+        """The staff whose presence rows reach ``subscriber`` (what its replay reads besides
+        its customer's changes)."""
+        found: set[str] = set()
+        for _, entry, _ in self._entries.get(id(subscriber), ()):
+            found |= entry.staff
+        return tuple(sorted(found))
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         for name, entry, key in self._entries.pop(id(subscriber), ()):
             index = self._index[name]
+            for user in entry.staff:
+                bucket = index.by_staff.get(user)
+                if bucket is not None:
+                    bucket.discard(entry)
+                    if not bucket:
+                        del index.by_staff[user]
             if key is not None:
                 bucket = index.eq.get(key)
                 if bucket is not None:
@@ -315,10 +370,18 @@ class ChangeRouter:
             if bucket:
                 candidates.extend(bucket)
         owner = change.customer_id
+        staff_row: str | None = None  # the staff user whose presence row this is
         if owner is not None:
             bucket = index.by_customer.get(owner)
             if bucket:
                 candidates.extend(bucket)
+        elif index.by_staff:
+            user = row.get(STAFF_COLUMN)
+            if type(user) is str:
+                staff_row = user
+                bucket = index.by_staff.get(user)
+                if bucket:
+                    candidates.extend(bucket)
         candidates.extend(index.rest)
         # Binding ids per subscriber, in first-match order (a dict: a set that keeps order).
         hits: dict[Subscriber, dict[int, None]] = {}
@@ -328,7 +391,11 @@ class ChangeRouter:
                 continue
             if entry.event != "*" and entry.event != op:
                 continue
-            if entry.customer is not None and entry.customer != owner:
+            if (
+                entry.customer is not None
+                and entry.customer != owner
+                and (staff_row is None or staff_row not in entry.staff)
+            ):
                 continue
             if entry.filter is not None and not entry.filter.matches(row):
                 continue

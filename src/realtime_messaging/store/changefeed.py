@@ -227,15 +227,16 @@ async def read_broadcasts(
 
 class Missed(NamedTuple):
     """What one resuming channel asks for: changes after ``position`` (all of them when
-    ``customer`` is None, else only that customer's; of ``tables`` only, when they are
-    named), or none without ``bindings``; and the broadcasts from the database to ``topic``
-    (a sub-topic)."""
+    ``customer`` is None, else only that customer's and the presence changes of the ``staff``
+    it follows; of ``tables`` only, when they are named), or none without ``bindings``; and
+    the broadcasts from the database to ``topic`` (a sub-topic)."""
 
     position: int
     customer: Any
     topic: str
     bindings: bool
     tables: tuple[str, ...] | None = None
+    staff: tuple[str, ...] = ()
 
 
 # The arrays are passed as text: asyncpg has codecs of its own for text[] and oid[] only, and
@@ -247,7 +248,8 @@ class Missed(NamedTuple):
 #: its changes after a position (kind ``c``: one index probe each, however far back the
 #: positions of the batch reach; one pass over the log from the oldest would read every other
 #: customer's changes too), then per topic its broadcasts after a position (kind ``b``: the
-#: log's broadcast index). A reconnect storm's replays wait for one another's batches on a
+#: log's broadcast index), then per staff user a customer follows their presence changes after
+#: a position (kind ``s``: the log's staff presence index). A reconnect storm's replays wait for one another's batches on a
 #: busy event loop, where every round trip costs a turn of it (issue 16, the reconnect row).
 _PROBES = f"""
 WITH state AS (SELECT last_pos AS head FROM rtm.change_feed_state)
@@ -264,6 +266,12 @@ SELECT 'b', r.i, c.* FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS r(to
 CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
     WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic
     AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $6) AS c
+UNION ALL
+SELECT 's', r.i, c.* FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS r(who, since, i)
+CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
+    WHERE table_name = 'user_presence' AND customer_id IS NULL
+    AND (coalesce(record, old_record) ->> 'user_id') = r.who
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $9) AS c
 """
 
 
@@ -281,9 +289,13 @@ async def read_missed(
     oldest of them, a second query. Such an ask more than ``replay_limit`` changes behind
     reads nothing and is told its history is lost: what it would read is held in memory. A
     customer's ask, or a topic's broadcasts, with more than ``replay_limit`` to replay reads
-    no further than that and is told the same."""
+    no further than that and is told the same, as is one that follows a staff user with more
+    than ``replay_limit`` presence changes to replay."""
     customers = sorted({(a.customer, a.position) for a in asks if a.bindings and a.customer})
     topics = sorted({(a.topic, a.position) for a in asks})
+    staff = sorted(
+        {(user, a.position) for a in asks if a.bindings and a.customer for user in a.staff}
+    )
     rows = await conn.fetch(
         _PROBES,
         [str(c) for c, _ in customers],
@@ -292,6 +304,9 @@ async def read_missed(
         [str(p) for _, p in topics],
         min(page_size, replay_limit + 1),
         min(page_size, replay_limit + 1),
+        [u for u, _ in staff],
+        [str(p) for _, p in staff],
+        replay_limit + 1,
     )
     # The head's row is found by its kind: a plan may return the branches in any order.
     (state,) = [row for row in rows if row["kind"] == "h"]
@@ -299,14 +314,16 @@ async def read_missed(
     pages: dict[str, list[list[Change]]] = {
         "c": [[] for _ in customers],
         "b": [[] for _ in topics],
+        "s": [[] for _ in staff],
     }
     for row in rows:
         if row is not state:
             pages[row["kind"]][row["i"] - 1].append(Change.from_row(row))
-    for page in (*pages["c"], *pages["b"]):
+    for page in (*pages["c"], *pages["b"], *pages["s"]):
         page.sort(key=attrgetter("pos"))
     of_customer = dict(zip(customers, pages["c"], strict=True))
     of_topic = dict(zip(topics, pages["b"], strict=True))
+    of_staff = dict(zip(staff, pages["s"], strict=True))
     wide = [
         a.position
         for a in asks
@@ -326,6 +343,11 @@ async def read_missed(
                         conn, position, customer_id=ask.customer, most=replay_limit + 1
                     )
                 ).changes
+            if ask.staff:
+                changes = sorted(
+                    [*changes, *(c for user in ask.staff for c in of_staff[(user, position)])],
+                    key=attrgetter("pos"),
+                )
             if len(changes) > replay_limit:
                 lost, changes = True, []
         elif ask.bindings and head - position > replay_limit:

@@ -31,10 +31,13 @@ def bound_tables(channel: Channel) -> tuple[str, ...] | None:
     return tuple(sorted(tables))
 
 
-def subscribe(session: Session, channel: Channel, resume: int | None) -> None:
-    """Route the channel's bindings to it, from now on or (``resume``) from a position."""
+def subscribe(
+    session: Session, channel: Channel, resume: int | None, staff: frozenset[str] = frozenset()
+) -> None:
+    """Route the channel's bindings to it, from now on or (``resume``) from a position;
+    ``staff``: whose presence rows a customer's bindings may receive."""
     error = session.server.router.subscribe(
-        channel, channel.config.postgres_changes, channel.identity
+        channel, channel.config.postgres_changes, channel.identity, staff
     )
     if error is not None:
         _system(
@@ -79,7 +82,8 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
     # would read the log since its position, perhaps a day's, to route nothing.
     bindings = bool(channel.config.postgres_changes) and sees  # what the replay reads
     tables = bound_tables(channel) if bindings and customer is None else None
-    ask = Missed(position, customer, subtopic(channel.topic), bindings, tables)
+    staff = server.router.staff_of(channel) if bindings and customer else ()
+    ask = Missed(position, customer, subtopic(channel.topic), bindings, tables, staff)
     try:
         missed_read = await server.missed.get(ask)
         assert missed_read is not None

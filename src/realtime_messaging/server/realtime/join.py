@@ -40,7 +40,13 @@ async def handle_join(session: Session, join: JoinRequested) -> None:
     admitted = await _admit(session, join)
     if admitted is not None:
         identity, access = admitted
-        await _open(session, join, identity, access)
+        try:
+            staff = await session.server.staff_for(identity, join.config.postgres_changes)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("staff of %s's conversations could not be read: %s", who(identity), exc)
+            _refuse(session, join, "UnableToConnectToProject: the database is unavailable")
+            return
+        await _open(session, join, identity, access, staff)
 
 
 async def _within_limits(session: Session, join: JoinRequested) -> bool:
@@ -121,9 +127,14 @@ async def _admit(
 
 
 async def _open(
-    session: Session, join: JoinRequested, identity: Identity, access: ChannelAccess | None
+    session: Session,
+    join: JoinRequested,
+    identity: Identity,
+    access: ChannelAccess | None,
+    staff: frozenset[str],
 ) -> None:
-    """Open the channel (replacing one on the same topic), reply, then send its state."""
+    """Open the channel (replacing one on the same topic), reply, then send its state.
+    ``staff``: whose presence rows a customer's bindings may receive."""
     server = session.server
     channels = session.channels
     topic = parse_topic(subtopic(join.topic))
@@ -167,7 +178,7 @@ async def _open(
     if participant is not None:
         presence.stand_for(server, channel, participant)
     if join.config.postgres_changes:
-        changes.subscribe(session, channel, join.config.resume_position)
+        changes.subscribe(session, channel, join.config.resume_position, staff)
     elif join.config.resume_position is not None:
         # Broadcasts from the database the channel missed (docs/db-broadcast.md).
         changes.resume_from(session, channel, join.config.resume_position)

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import secrets
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -23,10 +23,12 @@ from ...domain.identity import (
     parse_topic,
 )
 from ...protocol.connection import subtopic
+from ...protocol.join import PostgresBinding
 from ...protocol.presence import PresenceRegistry
 from ...store.caller import Caller
 from ...store.changefeed import Change, History, Missed, read_missed
 from ...store.channel_access import ChannelAccess, channel_access
+from ...store.customer_staff import staff_of_customers
 from ..api.framework import caller_of
 from ..api.ratelimit import RateLimiter
 from ..auth import Authenticator
@@ -35,7 +37,7 @@ from ..cluster import ClusterPresence
 from ..eager import in_task
 from ..fanout import Turn
 from ..liveness import LivenessTracker
-from ..pgchanges import ChangeRouter
+from ..pgchanges import ChangeRouter, asks_for_staff
 from .channel import Channel, Expiries
 
 
@@ -120,6 +122,8 @@ class Shared(Generic[S]):
         self.feed_position: Callable[[], int] = lambda: 0
         #: What resuming channels missed, read for a reconnect storm's rejoins in batches.
         self.missed: Coalesced[Missed, tuple[History, list[Change]]] = Coalesced(self._read_missed)
+        #: The staff each customer may see, read for their joins in batches.
+        self.customer_staff: Coalesced[str, frozenset[str]] = Coalesced(self._read_staff)
         #: The channels to close when their tokens expire.
         self.expiries = Expiries()
         #: Participant id -> this process's channels on presence topics that stand for them.
@@ -131,6 +135,20 @@ class Shared(Generic[S]):
     async def _read_missed(self, asks: list[Missed]) -> dict[Missed, tuple[History, list[Change]]]:
         async with self.pool.acquire() as conn:
             return await read_missed(conn, asks, replay_limit=self.settings.replay_limit)
+
+    async def _read_staff(self, customers: list[str]) -> dict[str, frozenset[str]]:
+        async with self.pool.acquire() as conn:
+            return await staff_of_customers(conn, customers)
+
+    async def staff_for(
+        self, identity: Identity, bindings: Sequence[PostgresBinding]
+    ) -> frozenset[str]:
+        """The staff whose presence rows ``bindings`` may receive: for a customer's bindings
+        that name staff (:func:`asks_for_staff`), the staff of their conversations as of now;
+        nothing otherwise (and no query)."""
+        if not asks_for_staff(identity, bindings):
+            return frozenset()
+        return await self.customer_staff.get(str(identity.customer_id)) or frozenset()
 
     def _make_ref(self) -> str:
         return f"{self.node_id}{next(self._ref_counter):x}"

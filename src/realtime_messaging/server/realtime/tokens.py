@@ -53,13 +53,15 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
             # The policies decided for the old token; a new one is checked again.
             access = await server.channel_access(identity, channel.topic)
             allowed = access is not None and access.joins
+        # As are the staff a customer may follow (an assignment may have moved).
+        staff = await server.staff_for(identity, channel.config.postgres_changes)
     except AuthUnavailable:
         return  # keep the channel on its current token; the client refreshes again
     except AuthError as exc:
         session.close_channel(channel, exc.message)
         return
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("private channel check of %s failed: %s", channel.topic, exc)
+        log.warning("token check of %s failed: %s", channel.topic, exc)
         return  # keep the channel on its current token, as when auth is unavailable
     if session.channels.get(channel.topic) is not channel:
         return
@@ -75,7 +77,7 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
     server.liveness.attach(session.id, identity)
     arm_expiry(session, channel)
     if channel.config.postgres_changes:
-        server.router.subscribe(channel, channel.config.postgres_changes, identity)
+        server.router.subscribe(channel, channel.config.postgres_changes, identity, staff)
 
 
 def revoke(session: Session, invalid: set[str]) -> None:
