@@ -1,7 +1,8 @@
 """The staff inbox follows conversation changes made elsewhere, live: another agent assigning or
 closing a conversation through the API moves the queue counts and the list without a reload,
-far within the 60 s fallback poll (docs/web.md "Queues"). Waits are Playwright's conditions on
-the page, never sleeps.
+far within the 60 s fallback poll (docs/web.md "Queues"). The lists' presence is live too, the
+customer's list of their agents included. Waits are Playwright's conditions on the page, never
+sleeps.
 """
 
 from __future__ import annotations
@@ -44,7 +45,14 @@ class Desk:
 
     async def kim_is(self, status: str) -> None:
         """The other conversation's customer sets her presence (from another tab or app)."""
-        headers = {"apikey": self.server.anon_key, "Authorization": f"Bearer {self.kim}"}
+        await self._presence(self.kim, status)
+
+    async def colleague_is(self, status: str) -> None:
+        """The colleague sets their presence (from their own inbox)."""
+        await self._presence(self.colleague, status)
+
+    async def _presence(self, token: str, status: str) -> None:
+        headers = {"apikey": self.server.anon_key, "Authorization": f"Bearer {token}"}
         async with (
             aiohttp.ClientSession() as http,
             http.put(
@@ -185,3 +193,27 @@ async def test_the_lists_presence_follows_customers_not_open_live(
     await screenshot(staff, "inbox-live-list-presence")
     await desk.kim_is("away")
     await expect(presence).to_contain_text("Away", timeout=LIVE)
+
+
+async def test_a_customers_list_follows_the_presence_of_an_agent_not_open_live(
+    browser: Browser, desk: Desk
+) -> None:
+    """Kim's older conversation, assigned to Robin, is not the one open (her newest is): when
+    Robin comes online and goes away, her entry for it says so within seconds, not at the
+    minute's poll."""
+    await desk.patch(desk.other_conversation, {"assignedUserId": str(desk.colleague_id)})
+    await desk.pool.execute(
+        "INSERT INTO conversations (customer_id, subject) "
+        "SELECT customer_id, 'A newer question' FROM conversations WHERE id = $1",
+        desk.other_conversation,
+    )
+    _, kim = await open_page(browser, f"{desk.server.http_url}/portal#token={desk.kim}")
+    sidebar = kim.get_by_role("navigation")
+    await expect(kim.get_by_role("main").get_by_text("A newer question").first).to_be_visible()
+    presence = sidebar.get_by_role("button", name=re.compile(OTHER)).locator(".conv-presence")
+    await expect(presence).to_contain_text("Waiting for an agent")
+    await desk.colleague_is("online")
+    await expect(presence).to_contain_text("Agent online", timeout=LIVE)
+    await screenshot(kim, "portal-live-list-agent-presence")
+    await desk.colleague_is("away")
+    await expect(presence).to_contain_text("Agent away", timeout=LIVE)

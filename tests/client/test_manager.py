@@ -243,6 +243,37 @@ async def test_customers_presence_follows_the_customers_named_and_only_them(
         ]
 
 
+async def test_a_customer_follows_its_agents_presence_and_no_other_staffs(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """A customer's list shows its agents' presence live: changes of the agent assigned to
+    its conversation arrive, and those of another agent it names, committed before them, never
+    do (that agent works only on another customer's conversation)."""
+    customer, portal = await seed.customer()
+    agent, agent_jwt = await seed.staff()
+    stranger, stranger_jwt = await seed.staff()
+    conversation = await seed.conversation(customer)
+    await pool.execute(
+        "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", agent, conversation
+    )
+    async with (
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=portal) as mine,
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=agent_jwt) as a,
+        RealtimeMessagingManager(server.http_url, server.anon_key, access_token=stranger_jwt) as s,
+    ):
+        sub = await mine.subscribe_to_staff_presence([stranger, "not-a-uuid", agent])
+        assert sub.channel_name.startswith("staff-presence:")
+        await s.update_presence(stranger, None, "away", None)
+        await a.update_presence(agent, None, "away", None)
+        first = await next_of(sub, PresenceEvent)
+        await a.update_presence(agent, None, "online", None)
+        second = await next_of(sub, PresenceEvent)
+        assert [(e.user_id, e.status) for e in (first, second)] == [
+            (str(agent), "away"),
+            (str(agent), "online"),
+        ]
+
+
 async def test_join_refused_is_raised(server: RunningServer, seed: Seed) -> None:
     customer_id, portal = await seed.customer()
     other, _ = await seed.customer()

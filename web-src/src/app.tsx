@@ -496,26 +496,28 @@ export function ChatApp({ session }: { session: Session }) {
     );
   }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
 
-  // The list's customers' presence, live (staff may read every presence row; the channel above
-  // covers the open conversation only): one subscription per set of customers shown, the first
-  // PRESENCE_OF_MOST of the list (the server's bound on one filter's values). The key is sorted:
-  // a conversation moving up the list is no new set.
-  const listCustomers = useMemo(
-    () =>
-      staff
-        ? [...new Set(conversations.map((c) => c.customerId))].slice(0, PRESENCE_OF_MOST).sort().join(',')
-        : '',
-    [staff, conversations],
-  );
+  // The list's presence, live (the channel above covers the open conversation only): for staff
+  // the customers of the list, for a customer the agents of their conversations (the server lets
+  // a customer follow the staff of their own conversations, as of the subscription's join). One
+  // subscription per set shown, the first PRESENCE_OF_MOST (the server's bound on one filter's
+  // values); the key is sorted, so a conversation moving up the list is no new set, and a new
+  // agent is (a new join, which the server authorizes again).
+  const listPresence = useMemo(() => {
+    const ids = staff ? conversations.map((c) => c.customerId) : conversations.flatMap((c) => agents[c.id] ?? []);
+    return [...new Set(ids)].slice(0, PRESENCE_OF_MOST).sort().join(',');
+  }, [staff, conversations, agents]);
   useEffect(() => {
-    if (!listCustomers) return undefined;
-    return track(manager.subscribeToCustomersPresence(listCustomers.split(','), hub.handlers.onPresence));
-  }, [manager, hub, listCustomers, track]);
+    if (!listPresence) return undefined;
+    const ids = listPresence.split(',');
+    return track(
+      staff
+        ? manager.subscribeToCustomersPresence(ids, hub.handlers.onPresence)
+        : manager.subscribeToStaffPresence(ids, hub.handlers.onPresence),
+    );
+  }, [manager, hub, staff, listPresence, track]);
 
-  // The list's presence again every minute while the page is visible: for staff a fallback only
-  // (a change between a conversation's first read and the subscription's join is no event), for
-  // a customer the way their agents' presence reaches the list (a customer may not read those
-  // rows live).
+  // The list's presence again every minute while the page is visible, a fallback only: a change
+  // between a conversation's first read and the subscription's join is no event.
   useEffect(() => {
     const timer = setInterval(() => {
       if (document.visibilityState !== 'visible') return;

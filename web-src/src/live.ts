@@ -12,7 +12,7 @@ import {
 } from '../../clients/js/src/index.ts';
 import type { DeliveryState, PresenceStatus, SenderType, UploadedFile, WebConfig } from './types.ts';
 
-/** The most customers one subscribeToCustomersPresence follows (the server's bound). */
+/** The most customers (or staff) one presence subscription follows (the server's bound). */
 export { PRESENCE_OF_MOST };
 
 export interface LiveMessage {
@@ -111,6 +111,7 @@ export interface LiveManager {
     onPresence: (event: LivePresence) => void,
   ): LiveSubscription;
   subscribeToCustomersPresence(customerIds: readonly string[], onPresence: (event: LivePresence) => void): LiveSubscription;
+  subscribeToStaffPresence(userIds: readonly string[], onPresence: (event: LivePresence) => void): LiveSubscription;
   sendTypingIndicator(
     conversationId: string,
     userId: string | undefined,

@@ -122,7 +122,7 @@ const OWN_TABLES: readonly Binding[] = [
   { event: '*', schema: 'public', table: 'conversations' },
 ]
 const PRESENCE_TABLES: readonly Binding[] = [{ event: '*', schema: 'public', table: 'user_presence' }]
-/** The most customers one {@link RealtimeMessagingManager.subscribeToCustomersPresence} names
+/** The most customers (or staff) one {@link RealtimeMessagingManager.subscribeToCustomersPresence} names
  * (the server's bound on the values of one `in.(…)` filter). */
 export const PRESENCE_OF_MOST = 100
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -186,7 +186,7 @@ export class RealtimeMessagingManager {
   /** Pushes waiting for their reply, by ref. */
   private readonly pending = new Map<string, (reply: Reply | Error) => void>()
   private refs = 0
-  /** Topics made by subscribeToCustomersPresence so far (each set of customers its own). */
+  /** Topics made by subscribeToCustomersPresence and subscribeToStaffPresence so far (a set each). */
   private presenceLists = 0
   private closed = false
   private identity: Promise<Identity> | null = null
@@ -300,11 +300,34 @@ export class RealtimeMessagingManager {
     customerIds: readonly string[],
     onPresence: ((presence: PresenceEvent) => void | Promise<void>) | SubscriptionHandlers,
   ): Subscription {
-    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST)
+    return this.presenceOf('customers', 'customer_id', customerIds, onPresence)
+  }
+
+  /**
+   * The presence of these staff users, live (a customer's list of conversations: the dots of
+   * its agents). Filtered on the server (`user_id=in.(…)`), the first {@link PRESENCE_OF_MOST},
+   * as for customers. Staff see every staff row; a customer sees those of the staff of its
+   * conversations (assigned to one or who wrote in one) as of the subscription's join, so a new
+   * agent is a new set: subscribe again.
+   */
+  subscribeToStaffPresence(
+    userIds: readonly string[],
+    onPresence: ((presence: PresenceEvent) => void | Promise<void>) | SubscriptionHandlers,
+  ): Subscription {
+    return this.presenceOf('staff', 'user_id', userIds, onPresence)
+  }
+
+  private presenceOf(
+    kind: string,
+    column: string,
+    values: readonly string[],
+    onPresence: ((presence: PresenceEvent) => void | Promise<void>) | SubscriptionHandlers,
+  ): Subscription {
+    const ids = [...new Set(values.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST)
     const handlers = typeof onPresence === 'function' ? { onPresence } : onPresence
-    const filter = `customer_id=in.(${ids.join(',')})`
+    const filter = `${column}=in.(${ids.join(',')})`
     const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }))
-    return this.subscribe(`customers-presence:${++this.presenceLists}`, bindings, handlers)
+    return this.subscribe(`${kind}-presence:${++this.presenceLists}`, bindings, handlers)
   }
 
   /** Leave a topic (`'customer:<id>:messages'`, with or without `realtime:`); false if none. */

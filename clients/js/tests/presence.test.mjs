@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, test } from 'node:test'
-import { Managers, Recorder, conversation, customer, within } from './helpers.mjs'
+import { Managers, Recorder, conversation, customer, staffUser, within } from './helpers.mjs'
 
 let managers
 beforeEach(() => {
@@ -89,5 +89,28 @@ test('subscribeToCustomersPresence follows the customers named, and only them', 
   assert.deepEqual(
     seen.of('presence').map((p) => p.customerId),
     [named.id, named.id],
+  )
+})
+
+test('subscribeToStaffPresence shows a customer its agents, and no other staff', async () => {
+  // A customer's list shows its conversations' agents; another agent it names is not its own.
+  const conv = await conversation()
+  const stranger = await staffUser()
+  const mine = managers.open(conv.customer.token)
+  const seen = new Recorder('customer')
+  const sub = mine.subscribeToStaffPresence([stranger.id, 'not-a-uuid', conv.staff.id], (p) => seen.add('presence', p))
+  await within(sub.ready)
+  assert.match(sub.topic, /^staff-presence:/)
+
+  // Changes arrive in commit order: the stranger's comes first and must never show.
+  await managers.open(stranger.token).updatePresence(stranger.id, undefined, 'away')
+  const agent = managers.open(conv.staff.token)
+  await agent.updatePresence(conv.staff.id, undefined, 'away')
+  await seen.expect('presence', (p) => p.userId === conv.staff.id && p.status === 'away')
+  await agent.updatePresence(conv.staff.id, undefined, 'online')
+  await seen.expect('presence', (p) => p.userId === conv.staff.id && p.status === 'online')
+  assert.deepEqual(
+    seen.of('presence').map((p) => p.userId),
+    [conv.staff.id, conv.staff.id],
   )
 })

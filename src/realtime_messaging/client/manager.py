@@ -265,7 +265,8 @@ class RealtimeMessagingManager:
             on_error=self._socket_error,
         )
         self.subscriptions: dict[str, Subscription] = {}
-        #: Topics made by :meth:`subscribe_to_customers_presence` so far (a set each).
+        #: Topics made by :meth:`subscribe_to_customers_presence` and
+        #: :meth:`subscribe_to_staff_presence` so far (a set each).
         self._presence_lists = 0
         self._http: aiohttp.ClientSession | None = None
         #: Message ids acknowledged, oldest first (bounded: a replay older than this is rare,
@@ -338,8 +339,33 @@ class RealtimeMessagingManager:
         :data:`PRESENCE_OF_MOST` of them, values that are not UUIDs left out. A new set is a
         new subscription (unsubscribe the old one). Staff and the service role see these rows;
         a customer sees only its own."""
+        return await self._presence_of(
+            "customers", "customer_id", customer_ids, on_presence, handlers
+        )
+
+    async def subscribe_to_staff_presence(
+        self,
+        user_ids: Iterable[object],
+        on_presence: Handler | None = None,
+        **handlers: Handler | None,
+    ) -> Subscription:
+        """Presence changes (``PresenceEvent``) of these staff users, live: a customer's list
+        of conversations shows its agents'. Filtered on the server (``user_id=in.(…)``), the
+        first :data:`PRESENCE_OF_MOST`, as for customers. Staff see every staff row; a customer
+        sees those of the staff of its conversations (assigned to one or who wrote in one) as
+        of the subscription's join, so a new agent is a new set: subscribe again."""
+        return await self._presence_of("staff", "user_id", user_ids, on_presence, handlers)
+
+    async def _presence_of(
+        self,
+        kind: str,
+        column: str,
+        values: Iterable[object],
+        on_presence: Handler | None,
+        handlers: dict[str, Handler | None],
+    ) -> Subscription:
         ids: dict[str, None] = {}  # in the order given, once each
-        for value in customer_ids:
+        for value in values:
             try:
                 ids[str(uuid.UUID(str(value)))] = None
             except ValueError:
@@ -347,9 +373,9 @@ class RealtimeMessagingManager:
         chosen = list(ids)[:PRESENCE_OF_MOST]
         self._presence_lists += 1
         return await self._subscribe(
-            f"customers-presence:{self._presence_lists}",
+            f"{kind}-presence:{self._presence_lists}",
             (("user_presence", "*"),),
-            f"customer_id=in.({','.join(chosen)})",
+            f"{column}=in.({','.join(chosen)})",
             {**handlers, "on_presence": on_presence},
         )
 

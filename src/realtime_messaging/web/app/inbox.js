@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-GFRAIAYQ.js";
+} from "./chunk-NMAYIFNS.js";
 
 // src/inbox.tsx
 start({ side: "staff", storageKey: "rtm.inbox.token" });

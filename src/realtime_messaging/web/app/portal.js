@@ -1,6 +1,6 @@
 import {
   start
-} from "./chunk-GFRAIAYQ.js";
+} from "./chunk-NMAYIFNS.js";
 
 // src/portal.tsx
 start({ side: "customer", storageKey: "rtm.portal.token" });

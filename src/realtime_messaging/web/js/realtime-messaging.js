@@ -5048,7 +5048,7 @@ var RealtimeMessagingManager = class {
     /** Pushes waiting for their reply, by ref. */
     this.pending = /* @__PURE__ */ new Map();
     this.refs = 0;
-    /** Topics made by subscribeToCustomersPresence so far (each set of customers its own). */
+    /** Topics made by subscribeToCustomersPresence and subscribeToStaffPresence so far (a set each). */
     this.presenceLists = 0;
     this.closed = false;
     this.identity = null;
@@ -5144,11 +5144,24 @@ var RealtimeMessagingManager = class {
    * customer sees only its own, so for a customer the channel carries nothing else.
    */
   subscribeToCustomersPresence(customerIds, onPresence) {
-    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
+    return this.presenceOf("customers", "customer_id", customerIds, onPresence);
+  }
+  /**
+   * The presence of these staff users, live (a customer's list of conversations: the dots of
+   * its agents). Filtered on the server (`user_id=in.(…)`), the first {@link PRESENCE_OF_MOST},
+   * as for customers. Staff see every staff row; a customer sees those of the staff of its
+   * conversations (assigned to one or who wrote in one) as of the subscription's join, so a new
+   * agent is a new set: subscribe again.
+   */
+  subscribeToStaffPresence(userIds, onPresence) {
+    return this.presenceOf("staff", "user_id", userIds, onPresence);
+  }
+  presenceOf(kind, column, values, onPresence) {
+    const ids = [...new Set(values.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
     const handlers = typeof onPresence === "function" ? { onPresence } : onPresence;
-    const filter = `customer_id=in.(${ids.join(",")})`;
+    const filter = `${column}=in.(${ids.join(",")})`;
     const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }));
-    return this.subscribe(`customers-presence:${++this.presenceLists}`, bindings, handlers);
+    return this.subscribe(`${kind}-presence:${++this.presenceLists}`, bindings, handlers);
   }
   /** Leave a topic (`'customer:<id>:messages'`, with or without `realtime:`); false if none. */
   async unsubscribe(channelName) {

@@ -7269,7 +7269,7 @@ var RealtimeMessagingManager = class {
     /** Pushes waiting for their reply, by ref. */
     this.pending = /* @__PURE__ */ new Map();
     this.refs = 0;
-    /** Topics made by subscribeToCustomersPresence so far (each set of customers its own). */
+    /** Topics made by subscribeToCustomersPresence and subscribeToStaffPresence so far (a set each). */
     this.presenceLists = 0;
     this.closed = false;
     this.identity = null;
@@ -7365,11 +7365,24 @@ var RealtimeMessagingManager = class {
    * customer sees only its own, so for a customer the channel carries nothing else.
    */
   subscribeToCustomersPresence(customerIds, onPresence) {
-    const ids = [...new Set(customerIds.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
+    return this.presenceOf("customers", "customer_id", customerIds, onPresence);
+  }
+  /**
+   * The presence of these staff users, live (a customer's list of conversations: the dots of
+   * its agents). Filtered on the server (`user_id=in.(…)`), the first {@link PRESENCE_OF_MOST},
+   * as for customers. Staff see every staff row; a customer sees those of the staff of its
+   * conversations (assigned to one or who wrote in one) as of the subscription's join, so a new
+   * agent is a new set: subscribe again.
+   */
+  subscribeToStaffPresence(userIds, onPresence) {
+    return this.presenceOf("staff", "user_id", userIds, onPresence);
+  }
+  presenceOf(kind, column, values, onPresence) {
+    const ids = [...new Set(values.filter((id) => UUID.test(id)))].slice(0, PRESENCE_OF_MOST);
     const handlers = typeof onPresence === "function" ? { onPresence } : onPresence;
-    const filter = `customer_id=in.(${ids.join(",")})`;
+    const filter = `${column}=in.(${ids.join(",")})`;
     const bindings = PRESENCE_TABLES.map((binding) => ({ ...binding, filter }));
-    return this.subscribe(`customers-presence:${++this.presenceLists}`, bindings, handlers);
+    return this.subscribe(`${kind}-presence:${++this.presenceLists}`, bindings, handlers);
   }
   /** Leave a topic (`'customer:<id>:messages'`, with or without `realtime:`); false if none. */
   async unsubscribe(channelName) {
@@ -8225,14 +8238,17 @@ function ChatApp({ session }) {
       )
     );
   }, [manager, hub, staff, me, selectedId, track, noteAgents, session]);
-  const listCustomers = w2(
-    () => staff ? [...new Set(conversations.map((c3) => c3.customerId))].slice(0, PRESENCE_OF_MOST).sort().join(",") : "",
-    [staff, conversations]
-  );
+  const listPresence = w2(() => {
+    const ids = staff ? conversations.map((c3) => c3.customerId) : conversations.flatMap((c3) => agents[c3.id] ?? []);
+    return [...new Set(ids)].slice(0, PRESENCE_OF_MOST).sort().join(",");
+  }, [staff, conversations, agents]);
   A2(() => {
-    if (!listCustomers) return void 0;
-    return track(manager.subscribeToCustomersPresence(listCustomers.split(","), hub.handlers.onPresence));
-  }, [manager, hub, listCustomers, track]);
+    if (!listPresence) return void 0;
+    const ids = listPresence.split(",");
+    return track(
+      staff ? manager.subscribeToCustomersPresence(ids, hub.handlers.onPresence) : manager.subscribeToStaffPresence(ids, hub.handlers.onPresence)
+    );
+  }, [manager, hub, staff, listPresence, track]);
   A2(() => {
     const timer = setInterval(() => {
       if (document.visibilityState !== "visible") return;
