@@ -56,10 +56,11 @@ async def test_customer_a_never_sees_customer_b(
         ("message_typing_indicators", "conversation_id"),
         ("message_typing_indicators", "customer_id"),
         ("user_presence", "customer_id"),
+        ("user_presence", "user_id"),  # B's agent: not A's, so never A's to follow
         ("message_delivery_status", "conversation_id"),
         ("message_delivery_status", "recipient_id"),
     ):
-        target = conv_b if column in ("id", "conversation_id") else b
+        target = {"id": conv_b, "conversation_id": conv_b, "user_id": staff}.get(column, b)
         bindings.append(
             {"event": "*", "schema": "public", "table": table, "filter": f"{column}=eq.{target}"}
         )
@@ -90,6 +91,7 @@ async def test_customer_a_never_sees_customer_b(
         await pool.execute("SELECT mark_message_as_read($1, NULL, $2)", msg_b, b)
         await pool.execute("SELECT update_typing_indicator($1, NULL, $2, true, 5)", conv_b, b)
         await pool.execute("SELECT update_user_presence(NULL, $1, 'online', '{}'::jsonb)", b)
+        await pool.execute("SELECT update_user_presence($1, NULL, 'away', '{}'::jsonb)", staff)
         await pool.execute("UPDATE conversations SET subject = 'B private' WHERE id = $1", conv_b)
         await pool.execute("DELETE FROM customer_messages WHERE id = $1", msg_b)
         # ...then one change of A's own, which every socket must receive first and only.
