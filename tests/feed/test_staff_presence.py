@@ -8,7 +8,10 @@ import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 
+from realtime_messaging.server.realtime import shared
+from realtime_messaging.store.customer_staff import staff_of_customers
 from tests.conftest import RunningServer, Seed
 from tests.server.wsclient import RawSocket
 
@@ -195,5 +198,39 @@ async def test_a_token_refresh_reads_the_staff_again(
         await _set(pool, second, "away", "after refresh")
         seen = await _staff_rows_until(sock, "after refresh")
         assert seen[-1] == (str(second), "after refresh")
+    finally:
+        await sock.close()
+
+
+async def test_only_joins_that_name_staff_read_them_and_a_failed_read_refuses_the_join(
+    server: RunningServer, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer's join whose bindings name no staff costs no query; one that does and cannot
+    read them (the database away) is refused with the reason, and the socket carries on."""
+    agent, _ = await seed.staff()
+    customer, token = await seed.customer()
+    reads: list[list[str]] = []
+    failing = False
+
+    async def counted(conn: asyncpg.Connection, customers: list[str]) -> dict[str, frozenset[str]]:
+        reads.append(customers)
+        if failing:
+            raise OSError("connection refused")
+        return await staff_of_customers(conn, customers)
+
+    monkeypatch.setattr(shared, "staff_of_customers", counted)
+    own = [{"event": "*", "schema": "public", "table": "user_presence"}]
+    sock, _ = await subscribe(server.ws_url, token, "own", own)
+    try:
+        assert reads == []
+        await sock.close()
+        sock, _ = await subscribe(server.ws_url, token, "agents", _staff_presence(agent))
+        assert reads == [[str(customer)]]
+        failing = True
+        reply = await sock.join("agents-again", {"postgres_changes": _staff_presence(agent)})
+        assert reply["status"] == "error"
+        assert reply["response"]["reason"].startswith("UnableToConnectToProject")
+        await sock.send("phoenix", "heartbeat", {}, "30")
+        assert (await sock.reply_to("30"))["payload"]["status"] == "ok"
     finally:
         await sock.close()
