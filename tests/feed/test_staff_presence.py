@@ -19,6 +19,7 @@ from .conftest import is_change, subscribe
 from .test_resume import _collect_until_subscribed, stamped_head
 
 PRESENCE = "SELECT update_user_presence($1, NULL, $2, $3::jsonb)"
+ASSIGN = "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2"
 STAFF_MESSAGE = (
     "INSERT INTO customer_messages (conversation_id, sender_type, sender_id, content) "
     "VALUES ($1, 'staff', $2, 'hello')"
@@ -53,6 +54,18 @@ async def _staff_rows_until(sock: RawSocket, mark: str) -> list[tuple[str, str]]
             return seen
 
 
+async def _assigned_to_the_first_of_two(
+    seed: Seed, pool: asyncpg.Pool
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, uuid.UUID]:
+    """Two staff users, and a customer (with a token) whose conversation the first is assigned."""
+    first, _ = await seed.staff()
+    second, _ = await seed.staff()
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    await pool.execute(ASSIGN, first, conv)
+    return first, second, customer, token, conv
+
+
 async def _readable_by_rules(pool: asyncpg.Pool, customer: uuid.UUID) -> set[str]:
     """The staff presence rows row security lets ``customer`` read."""
     claims = f'{{"role": "authenticated", "customer_id": "{customer}"}}'
@@ -73,13 +86,9 @@ async def test_a_customer_follows_the_staff_of_their_conversations_and_no_one_el
     other, _ = await seed.customer()
     conv = await seed.conversation(customer)
     elsewhere = await seed.conversation(other)
-    await pool.execute(
-        "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", assigned, conv
-    )
+    await pool.execute(ASSIGN, assigned, conv)
     await pool.execute(STAFF_MESSAGE, conv, writer)
-    await pool.execute(
-        "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", stranger, elsewhere
-    )
+    await pool.execute(ASSIGN, stranger, elsewhere)
     await pool.execute(STAFF_MESSAGE, elsewhere, stranger)
     for user in (assigned, writer, stranger):
         await _set(pool, user, "online", "start")
@@ -113,17 +122,11 @@ async def test_staff_named_later_are_followed_from_the_next_join(
     """Who the customer may follow is read when the channel joins: an agent assigned after it
     is followed once the channel joins again (the SDKs join anew when the set they name
     changes), and one whose assignment moved away (who never wrote) no longer is."""
-    first, _ = await seed.staff()
-    second, _ = await seed.staff()
-    customer, token = await seed.customer()
-    conv = await seed.conversation(customer)
-    await pool.execute("UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", first, conv)
+    first, second, customer, token, conv = await _assigned_to_the_first_of_two(seed, pool)
 
     sock, _ = await subscribe(server.ws_url, token, "agents", _staff_presence(first, second))
     try:
-        await pool.execute(
-            "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", second, conv
-        )
+        await pool.execute(ASSIGN, second, conv)
         await _set(pool, second, "online", "too soon")
         await _set(pool, first, "online", "f1")
         seen = await _staff_rows_until(sock, "f1")
@@ -148,7 +151,7 @@ async def test_a_resume_replays_the_followed_staffs_changes_in_order(
     stranger, _ = await seed.staff()
     customer, token = await seed.customer()
     conv = await seed.conversation(customer)
-    await pool.execute("UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", agent, conv)
+    await pool.execute(ASSIGN, agent, conv)
     bindings = _staff_presence(agent, stranger)
     sock, _ = await subscribe(server.ws_url, token, "agents", bindings)
     await sock.close()
@@ -180,16 +183,10 @@ async def test_a_token_refresh_reads_the_staff_again(
 ) -> None:
     """Authorization is decided again when a channel's token changes: an agent assigned since
     the join is followed from the refresh on, without a new join."""
-    first, _ = await seed.staff()
-    second, _ = await seed.staff()
-    customer, token = await seed.customer()
-    conv = await seed.conversation(customer)
-    await pool.execute("UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", first, conv)
+    first, second, customer, token, conv = await _assigned_to_the_first_of_two(seed, pool)
     sock, _ = await subscribe(server.ws_url, token, "agents", _staff_presence(first, second))
     try:
-        await pool.execute(
-            "UPDATE conversations SET assigned_user_id = $1 WHERE id = $2", second, conv
-        )
+        await pool.execute(ASSIGN, second, conv)
         fresh = await seed.portal_token(customer)
         await sock.send("realtime:agents", "access_token", {"access_token": fresh}, "8", "1")
         # A socket's frames are handled in order: the heartbeat's reply follows the refresh.
