@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from realtime_messaging.server.realtime import shared
 from realtime_messaging.store import changefeed
 from realtime_messaging.store.embedded import EmbeddedPostgres
 from realtime_messaging.store.migrate import migrate
@@ -339,6 +340,46 @@ async def test_a_customer_too_far_behind_to_replay_is_told_to_reload(
         # first socket adds one or two): one message behind stays well within it.
         replayed, lost = await _resume(srv.ws_url, token, topic, bindings, positions[6])
         assert not lost and [d["record"]["content"] for d in replayed] == ["while away 7"]
+
+
+async def test_after_history_lost_what_the_reload_covers_is_not_sent(
+    database_url: str, seed: Seed, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel told to reload is not sent the changes its replay's read covered: those routed
+    while the read was on its way (held for the channel meanwhile) were committed before the
+    read's head, so the reload the client makes now reads them. What comes after the head
+    arrives live, once."""
+    customer, token = await seed.customer()
+    conv = await seed.conversation(customer)
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        await go.wait()
+        return await changefeed.read_missed(*args, **kwargs)
+
+    async with running_server(database_url, replay_limit=5) as srv:
+        start, _ = await _away(pool, conv, customer)
+        watcher, _ = await subscribe(srv.ws_url, token, f"conversation:{conv}", _messages(conv))
+        monkeypatch.setattr(shared, "read_missed", held)
+        sock = await RawSocket.connect(srv.ws_url, token)
+        try:
+            config = {"postgres_changes": _messages(conv), "resume": {"position": start}}
+            assert (await sock.join(f"conversation:{conv}", config))["status"] == "ok"
+            await asyncio.wait_for(reading.wait(), 5)
+            await pool.execute(INSERT, conv, customer, "during the read")
+            # Routed in this process (so held for the resuming channel too) before the read.
+            await watcher.expect(is_change("customer_messages"))
+            go.set()
+            replayed, seen = await _collect_until_subscribed(sock)
+            assert [s.get("history_lost") for s in seen["systems"]] == [True, None]
+            assert replayed == []
+            await pool.execute(INSERT, conv, customer, "after")
+            live = (await sock.expect(is_change("customer_messages")))["payload"]["data"]
+            assert live["record"]["content"] == "after"
+        finally:
+            await sock.close()
+            await watcher.close()
 
 
 async def test_a_channel_that_may_see_no_change_reads_no_history(

@@ -108,6 +108,9 @@ async def _replay(session: Session, channel: Channel, position: int) -> None:
             position=position,
             history_lost=True,
         )
+        # The client reloads now, and reads what was committed up to the read's head: what was
+        # held for the channel meanwhile up to there is not sent after the reload's cue.
+        channel.pg_position = history.head
     else:
         missed: list[tuple[Change, list[int]]] = [
             (change, []) for change in broadcasts if receives(change, channel)
