@@ -9,6 +9,9 @@ This process runs N ``RealtimeMessagingManager`` clients on uvloop, pinned to CP
 * N - S customers (S staff users: 2 to 10 by default), each with one conversation, assigned to
   the staff users in turn, and subscribed to it (``subscribe_to_conversation``) with its portal
   token;
+* with ``--agents-presence``, each customer also follows its agent's presence
+  (``subscribe_to_staff_presence``), as the customer chat's list does: one more channel per
+  customer, whose join (and rejoin) reads the customer's staff;
 * S staff managers, each subscribed to ``staff:<id>:messages`` (every conversation's messages,
   receipts, typing and delivery status) and to the presence topic of one of its conversations
   (staff see every presence row there).
@@ -473,6 +476,11 @@ class Bench:
             on_error=self._error_handler("customer"),
         )
         self._watch(sub)
+        if self.args.agents_presence:
+            agents = await c.manager.subscribe_to_staff_presence(
+                [self.agents[c.agent].user_id], on_error=self._error_handler("agents presence")
+            )
+            self._watch(agents)
 
     async def _connect_agent(self, a: Agent) -> None:
         a.manager = self._manager(a.token)
@@ -1390,6 +1398,11 @@ def main() -> int:
         default=[],
         metavar="NAME=VALUE",
         help="extra environment of rtm serve (repeatable), e.g. RTM_RATE_TYPING=20/minute",
+    )
+    parser.add_argument(
+        "--agents-presence",
+        action="store_true",
+        help="each customer also follows its agent's presence (the customer chat's list)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quiet-wait", type=float, default=None, help="wait for idle CPUs, s")
