@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -106,3 +107,50 @@ async def test_a_customers_ask_reads_the_presence_changes_of_the_staff_it_follow
     assert history.head == head
     assert sum(c.table == "user_presence" and c.customer_id is None for c in history.changes) == 4
     assert bounded.lost and bounded.changes == []
+
+
+class _WrittenToAfterTheProbes:
+    """A real connection; right after its first query (the probes) more changes are committed
+    and stamped, as a concurrent writer may between the probes and a page's follow-up read."""
+
+    def __init__(self, conn: asyncpg.Connection, write: Any) -> None:
+        self._conn = conn
+        self._write = write
+        self.written = False
+
+    async def fetch(self, *args: Any) -> Any:
+        rows = await self._conn.fetch(*args)
+        if not self.written:
+            self.written = True
+            await self._write()
+        return rows
+
+    async def fetchrow(self, *args: Any) -> Any:
+        return await self._conn.fetchrow(*args)
+
+
+async def test_a_full_page_reads_the_rest_up_to_the_probes_head(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """A customer's page that fills is read on, up to the head the probes read, not to a later
+    one: otherwise the channel's position would pass changes committed after that head which
+    the replay did not read (a followed staff user's, a broadcast), and they would be skipped."""
+    customer, _ = await seed.customer()
+    conv = await seed.conversation(customer)
+    followed, _ = await seed.staff()
+    start = await stamped_head(pool)
+    for i in range(5):
+        await pool.execute(INSERT, conv, customer, f"m{i}")
+    head = await stamped_head(pool)
+
+    async def meanwhile() -> None:
+        await pool.execute(INSERT, conv, customer, "later")
+        await pool.execute("SELECT update_user_presence($1, NULL, 'away', '{}')", followed)
+        await stamped_head(pool)
+
+    ask = Missed(start, customer, "t", True, None, (str(followed),))
+    async with pool.acquire() as conn:
+        racing = _WrittenToAfterTheProbes(conn, meanwhile)
+        history, _ = (await read_missed(racing, [ask], page_size=3))[ask]  # type: ignore[arg-type]
+    assert racing.written and history.head == head
+    assert [c.record["content"] for c in history.changes if c.record] == [f"m{i}" for i in range(5)]

@@ -173,6 +173,37 @@ def _pruned(position: int, head: int, oldest: int | None) -> bool:
     return position < head and (oldest is None or position < oldest - 1)
 
 
+#: What the log's reads after a position narrow to (``$2``): one customer's changes, the
+#: broadcasts to one topic, or one staff user's presence changes (each with an index of its own).
+_OF_CUSTOMER = " AND customer_id = $2"
+_OF_TOPIC = f" AND table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = $2"
+_OF_STAFF = (
+    " AND table_name = 'user_presence' AND customer_id IS NULL"
+    " AND (coalesce(record, old_record) ->> 'user_id') = $2"
+)
+
+
+async def _after(
+    conn: asyncpg.Connection, position: int, head: int, where: str, key: Any, most: int | None
+) -> list[Change]:
+    """The log's changes after ``position`` up to ``head`` (narrowed by ``where`` to ``key``
+    unless it is None), a batch at a time; with ``most``, the first ``most`` of them."""
+    query = (
+        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1{where} AND pos <= {int(head)} "
+        f"ORDER BY pos LIMIT {BATCH}"
+    )
+    changes: list[Change] = []
+    cursor = position
+    while True:
+        rows = await conn.fetch(query, *((cursor,) if key is None else (cursor, key)))
+        changes.extend(Change.from_row(r) for r in rows)
+        if len(rows) < BATCH:
+            return changes
+        if most is not None and len(changes) >= most:
+            return changes[:most]
+        cursor = rows[-1]["pos"]
+
+
 async def read_since(
     conn: asyncpg.Connection, position: int, *, customer_id: Any = None, most: int | None = None
 ) -> History:
@@ -184,23 +215,9 @@ async def read_since(
     head, oldest = await conn.fetchrow(_HEAD)
     if position >= head:
         return History([], False, head)
-    lost = _pruned(position, head, oldest)
-    changes: list[Change] = []
-    cursor = position
-    where = "" if customer_id is None else " AND customer_id = $2"
-    query = (
-        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE pos > $1{where} AND pos <= {int(head)} "
-        f"ORDER BY pos LIMIT {BATCH}"
-    )
-    while True:
-        args: list[Any] = [cursor] if customer_id is None else [cursor, customer_id]
-        rows = await conn.fetch(query, *args)
-        changes.extend(Change.from_row(r) for r in rows)
-        if len(rows) < BATCH:
-            return History(changes, lost, head)
-        if most is not None and len(changes) >= most:
-            return History(changes[:most], lost, head)
-        cursor = rows[-1]["pos"]
+    where = "" if customer_id is None else _OF_CUSTOMER
+    changes = await _after(conn, position, head, where, customer_id, most)
+    return History(changes, _pruned(position, head, oldest), head)
 
 
 async def read_broadcasts(
@@ -208,21 +225,7 @@ async def read_broadcasts(
 ) -> list[Change]:
     """The broadcasts from the database to ``topic`` (a sub-topic) after ``position``, up to
     ``head``: what a resuming channel of that topic missed (the first ``most`` of them)."""
-    query = (
-        f"SELECT {_COLUMNS} FROM rtm.change_log WHERE table_name = '{BROADCAST_TABLE}' "
-        f"AND record ->> 'topic' = $2 AND pos > $1 AND pos <= {int(head)} "
-        f"ORDER BY pos LIMIT {BATCH}"
-    )
-    changes: list[Change] = []
-    cursor = position
-    while True:
-        rows = await conn.fetch(query, cursor, topic)
-        changes.extend(Change.from_row(r) for r in rows)
-        if len(rows) < BATCH:
-            return changes
-        if most is not None and len(changes) >= most:
-            return changes[:most]
-        cursor = rows[-1]["pos"]
+    return await _after(conn, position, head, _OF_TOPIC, topic, most)
 
 
 class Missed(NamedTuple):
@@ -249,8 +252,10 @@ class Missed(NamedTuple):
 #: positions of the batch reach; one pass over the log from the oldest would read every other
 #: customer's changes too), then per topic its broadcasts after a position (kind ``b``: the
 #: log's broadcast index), then per staff user a customer follows their presence changes after
-#: a position (kind ``s``: the log's staff presence index). A reconnect storm's replays wait for one another's batches on a
-#: busy event loop, where every round trip costs a turn of it (issue 16, the reconnect row).
+#: a position (kind ``s``: the log's staff presence index). Each probe reads at most a page; a
+#: full page reads the rest on its own, up to the same head. A reconnect storm's replays wait for
+#: one another's batches on a busy event loop, where every round trip costs a turn of it (issue
+#: 16, the reconnect row).
 _PROBES = f"""
 WITH state AS (SELECT last_pos AS head FROM rtm.change_feed_state)
 SELECT 'h' AS kind, (SELECT min(pos) FROM rtm.change_log) AS i, head AS pos, NULL AS table_name,
@@ -265,13 +270,13 @@ UNION ALL
 SELECT 'b', r.i, c.* FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS r(topic, since, i)
 CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
     WHERE table_name = '{BROADCAST_TABLE}' AND record ->> 'topic' = r.topic
-    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $6) AS c
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $5) AS c
 UNION ALL
-SELECT 's', r.i, c.* FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS r(who, since, i)
+SELECT 's', r.i, c.* FROM unnest($6::text[], $7::text[]) WITH ORDINALITY AS r(who, since, i)
 CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM rtm.change_log
     WHERE table_name = 'user_presence' AND customer_id IS NULL
     AND (coalesce(record, old_record) ->> 'user_id') = r.who
-    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $9) AS c
+    AND pos > r.since::bigint AND pos <= (SELECT head FROM state) ORDER BY pos LIMIT $5) AS c
 """
 
 
@@ -303,10 +308,8 @@ async def read_missed(
         [t for t, _ in topics],
         [str(p) for _, p in topics],
         min(page_size, replay_limit + 1),
-        min(page_size, replay_limit + 1),
         [u for u, _ in staff],
         [str(p) for _, p in staff],
-        replay_limit + 1,
     )
     # The head's row is found by its kind: a plan may return the branches in any order.
     (state,) = [row for row in rows if row["kind"] == "h"]
@@ -330,33 +333,36 @@ async def read_missed(
         if a.bindings and a.customer is None and head - replay_limit <= a.position < head
     ]
     stretch = await _Stretch.read(conn, min(wide), head) if wide else _Stretch([])
+
+    async def whole(page: list[Change], position: int, where: str, key: Any) -> list[Change]:
+        """A probe's page, or, when it filled, everything it narrows to up to the same head
+        (at most one more than the replay limit)."""
+        if len(page) >= page_size and page_size <= replay_limit:
+            return await _after(conn, position, head, where, key, replay_limit + 1)
+        return page
+
     found: dict[Missed, tuple[History, list[Change]]] = {}
     for ask in asks:
         position = ask.position
         lost = _pruned(position, head, oldest)
         changes: list[Change] = []
         if ask.bindings and ask.customer:
-            changes = of_customer[(ask.customer, position)]
-            if len(changes) >= page_size and page_size <= replay_limit:
-                changes = (
-                    await read_since(
-                        conn, position, customer_id=ask.customer, most=replay_limit + 1
-                    )
-                ).changes
-            if ask.staff:
-                changes = sorted(
-                    [*changes, *(c for user in ask.staff for c in of_staff[(user, position)])],
-                    key=attrgetter("pos"),
+            # A copy: asks of one customer and position share their page.
+            changes = list(
+                await whole(
+                    of_customer[(ask.customer, position)], position, _OF_CUSTOMER, ask.customer
                 )
+            )
+            for user in ask.staff:
+                changes += await whole(of_staff[(user, position)], position, _OF_STAFF, user)
+            changes.sort(key=attrgetter("pos"))
             if len(changes) > replay_limit:
                 lost, changes = True, []
         elif ask.bindings and head - position > replay_limit:
             lost = True
         elif ask.bindings:
             changes = stretch.changes(ask)
-        page = of_topic[(ask.topic, position)]
-        if len(page) >= page_size and page_size <= replay_limit:
-            page = await read_broadcasts(conn, position, ask.topic, head, most=replay_limit + 1)
+        page = await whole(of_topic[(ask.topic, position)], position, _OF_TOPIC, ask.topic)
         if len(page) > replay_limit:
             lost, page = True, []
         found[ask] = (History(changes, lost, head), page)
