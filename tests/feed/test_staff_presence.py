@@ -231,3 +231,30 @@ async def test_only_joins_that_name_staff_read_them_and_a_failed_read_refuses_th
         assert (await sock.reply_to("30"))["payload"]["status"] == "ok"
     finally:
         await sock.close()
+
+
+async def test_a_row_moved_from_someone_else_to_an_agent_is_not_followed(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool
+) -> None:
+    """Only the owner can move a presence row between people (row security stops clients),
+    but should it, the change carries the old row: another customer's status and metadata.
+    Followers of the staff user it moved to are not sent it."""
+    agent, _ = await seed.staff()
+    customer, token = await seed.customer()
+    other, _ = await seed.customer()
+    await pool.execute(ASSIGN, agent, await seed.conversation(customer))
+    await pool.execute(
+        "SELECT update_user_presence(NULL, $1, 'online', '{\"mark\": \"private\"}')", other
+    )
+    sock, _ = await subscribe(server.ws_url, token, "agents", _staff_presence(agent))
+    try:
+        await pool.execute(
+            "UPDATE user_presence SET customer_id = NULL, user_id = $1 WHERE customer_id = $2",
+            agent,
+            other,
+        )
+        await _set(pool, agent, "away", "afterwards")
+        seen = await _staff_rows_until(sock, "afterwards")
+        assert (str(agent), "private") not in seen
+    finally:
+        await sock.close()

@@ -137,21 +137,11 @@ def scope_of(identity: Identity) -> tuple[bool, UUID | None]:
     return False, None
 
 
-def asks_for_staff(identity: Identity, bindings: Sequence[PostgresBinding]) -> bool:
-    """Whether a customer's bindings name staff presence rows: the channel's join then reads
-    which staff the customer may see (:meth:`ChangeRouter.subscribe`'s ``staff``)."""
-    return identity.kind is Kind.CUSTOMER and any(
-        b.table == PRESENCE_TABLE and b.filter is not None and STAFF_COLUMN in b.filter
-        for b in bindings
-    )
-
-
-def _granted(flt: Filter | None, staff: frozenset[str]) -> frozenset[str]:
-    """Of the staff a customer may see, those a binding's filter can match."""
+def _named_staff(flt: Filter | None) -> frozenset[str] | None:
+    """The staff a binding's filter on ``user_presence`` names (a positive ``eq`` or ``in`` on
+    ``user_id``), or None when it names none: only such a binding follows staff rows."""
     named = flt.named(STAFF_COLUMN) if flt is not None else None
-    if named is None:
-        return staff
-    return staff & {str(value) for value in named}
+    return None if named is None else frozenset(str(value) for value in named)
 
 
 class ChangeRouter:
@@ -172,6 +162,22 @@ class ChangeRouter:
 
     # -- subscriptions ------------------------------------------------------------------
 
+    def asks_for_staff(self, identity: Identity, bindings: Sequence[PostgresBinding]) -> bool:
+        """Whether a customer's bindings name staff presence rows: the channel's join then
+        reads which staff the customer may see (:meth:`subscribe`'s ``staff``). A filter that
+        cannot be parsed names none (the subscription refuses it)."""
+        if identity.kind is not Kind.CUSTOMER:
+            return False
+        for binding in bindings:
+            if binding.table == PRESENCE_TABLE and binding.filter and PRESENCE_TABLE in self.tables:
+                try:
+                    flt = self._parsed(PRESENCE_TABLE, binding.filter)
+                except FilterError:
+                    continue
+                if _named_staff(flt) is not None:
+                    return True
+        return False
+
     def subscribe(
         self,
         subscriber: Subscriber,
@@ -181,8 +187,8 @@ class ChangeRouter:
     ) -> str | None:
         """Register the bindings; return an error message (nothing registered) when one is bad.
 
-        ``staff``: the staff a customer may see (read at join when :func:`asks_for_staff`);
-        their presence rows reach the customer's bindings on them."""
+        ``staff``: the staff a customer may see (read at join when :meth:`asks_for_staff`);
+        their presence rows reach the customer's bindings that name them."""
         visible, customer = scope_of(identity)
         planned: list[tuple[str, _Entry, tuple[str, Any] | None]] = []
         for binding in bindings:
@@ -207,8 +213,9 @@ class ChangeRouter:
             for name in names:
                 assert name is not None
                 entry = _Entry(subscriber, binding.id, binding.event, flt, customer)
-                if customer is not None and staff and name == PRESENCE_TABLE:
-                    entry.staff = _granted(flt, staff)
+                named = _named_staff(flt) if name == PRESENCE_TABLE else None
+                if customer is not None and named is not None:
+                    entry.staff = staff & named
                 planned.append((name, entry, None if entry.staff else key))
         self.unsubscribe(subscriber)
         for name, entry, key in planned:
@@ -377,7 +384,10 @@ class ChangeRouter:
                 candidates.extend(bucket)
         elif index.by_staff:
             user = row.get(STAFF_COLUMN)
-            if type(user) is str:
+            old = change.old_record
+            # The old row too must be this staff user's: an update that moved a row between
+            # people (only the owner can) would show the old one's values.
+            if type(user) is str and (old is None or old.get(STAFF_COLUMN) == user):
                 staff_row = user
                 bucket = index.by_staff.get(user)
                 if bucket:

@@ -37,7 +37,7 @@ from ..cluster import ClusterPresence
 from ..eager import in_task
 from ..fanout import Turn
 from ..liveness import LivenessTracker
-from ..pgchanges import ChangeRouter, asks_for_staff
+from ..pgchanges import ChangeRouter
 from .channel import Channel, Expiries
 
 
@@ -144,9 +144,9 @@ class Shared(Generic[S]):
         self, identity: Identity, bindings: Sequence[PostgresBinding]
     ) -> frozenset[str]:
         """The staff whose presence rows ``bindings`` may receive: for a customer's bindings
-        that name staff (:func:`asks_for_staff`), the staff of their conversations as of now;
+        that name staff (:meth:`ChangeRouter.asks_for_staff`), the staff of their conversations as of now;
         nothing otherwise (and no query)."""
-        if not asks_for_staff(identity, bindings):
+        if not self.router.asks_for_staff(identity, bindings):
             return frozenset()
         return await self.customer_staff.get(str(identity.customer_id)) or frozenset()
 
