@@ -258,3 +258,30 @@ async def test_a_row_moved_from_someone_else_to_an_agent_is_not_followed(
         assert (str(agent), "private") not in seen
     finally:
         await sock.close()
+
+
+async def test_a_refresh_whose_staff_read_fails_takes_the_token_and_keeps_the_agents(
+    server: RunningServer, seed: Seed, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new token is valid: a database that cannot say who the customer's staff are now does
+    not keep the channel on the old token (which may expire first); it goes on following whom
+    it followed."""
+    first, _, customer, token, _ = await _assigned_to_the_first_of_two(seed, pool)
+    sock, _ = await subscribe(server.ws_url, token, "agents", _staff_presence(first))
+
+    async def unavailable(conn: asyncpg.Connection, customers: list[str]) -> Any:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(shared, "staff_of_customers", unavailable)
+    try:
+        short = await seed.portal_token(customer, ttl_seconds=2)
+        await sock.send("realtime:agents", "access_token", {"access_token": short}, "8", "1")
+        await sock.send("phoenix", "heartbeat", {}, "9")
+        assert (await sock.reply_to("9"))["payload"]["status"] == "ok"
+        await _set(pool, first, "away", "kept")
+        assert (await _staff_rows_until(sock, "kept"))[-1] == (str(first), "kept")
+        # The channel lives by the new token now: it ends at that token's expiry.
+        system = await sock.expect(lambda m: m.get("event") == "system", timeout=10)
+        assert system["payload"]["message"].startswith("Token has expired")
+    finally:
+        await sock.close()

@@ -10,6 +10,7 @@ from functools import partial
 
 import asyncpg
 
+from ...domain.identity import Identity
 from ...protocol.connection import subtopic
 from ...protocol.events import AccessTokenReceived
 from ..auth import AuthError, AuthUnavailable, expired_message
@@ -53,15 +54,13 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
             # The policies decided for the old token; a new one is checked again.
             access = await server.channel_access(identity, channel.topic)
             allowed = access is not None and access.joins
-        # As are the staff a customer may follow (an assignment may have moved).
-        staff = await server.staff_for(identity, channel.config.postgres_changes)
     except AuthUnavailable:
         return  # keep the channel on its current token; the client refreshes again
     except AuthError as exc:
         session.close_channel(channel, exc.message)
         return
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("token check of %s failed: %s", channel.topic, exc)
+        log.warning("private channel check of %s failed: %s", channel.topic, exc)
         return  # keep the channel on its current token, as when auth is unavailable
     if session.channels.get(channel.topic) is not channel:
         return
@@ -71,6 +70,9 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
             f"You no longer have permission to read from this Channel topic: {subtopic(channel.topic)}",
         )
         return
+    staff = await _staff_again(session, channel, identity)
+    if session.channels.get(channel.topic) is not channel:
+        return
     channel.identity = identity
     channel.access = access
     session.hold(identity)
@@ -78,6 +80,20 @@ async def handle_access_token(session: Session, event: AccessTokenReceived) -> N
     arm_expiry(session, channel)
     if channel.config.postgres_changes:
         server.router.subscribe(channel, channel.config.postgres_changes, identity, staff)
+
+
+async def _staff_again(session: Session, channel: Channel, identity: Identity) -> frozenset[str]:
+    """The staff a customer's channel follows under its new token, read again (an assignment
+    may have moved); if the database cannot say, the same customer keeps what the channel
+    followed: the new token is valid, and the old one may expire before the next refresh."""
+    server = session.server
+    try:
+        return await server.staff_for(identity, channel.config.postgres_changes)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("staff of %s could not be read again: %s", channel.topic, exc)
+        if identity.customer_id is None or identity.customer_id != channel.identity.customer_id:
+            return frozenset()
+        return frozenset(server.router.staff_of(channel))
 
 
 def revoke(session: Session, invalid: set[str]) -> None:
