@@ -345,7 +345,10 @@ async def test_sending_stops_the_senders_typing(rows: Rows, scene: Scene) -> Non
             scene.conversation,
         )
     }
-    assert typing == {(None, scene.customer): False, (scene.user, None): True}
+    # The sender's row stops at once (is_typing false, expired now), so a server's sweeper on
+    # this shared database may already have deleted it: either way the sender is not typing.
+    assert typing.get((None, scene.customer), False) is False
+    assert typing[(scene.user, None)] is True
 
 
 # Read receipts ----------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from ..store.database import SERVER_SETTINGS
 from . import BrokerStatus, Envelope, Sink
 from .backoff import Backoff
 from .inbound import Inbound
+from .tasks import cancel_until_done
 from .wire import encode
 
 log = logging.getLogger(__name__)
@@ -220,20 +221,12 @@ class PostgresBroker:
         self._closed.set()
         self._wake.set()
         self._readable.set()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._io_timeout
         # The tasks end by themselves (the writer once its queue is empty); past the deadline
-        # they are cancelled, again until done: a cancellation can be lost in a library.
+        # they are cancelled.
         pending: set[asyncio.Task[None]] = set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self._io_timeout)
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-            if pending and loop.time() > deadline + CLOSE_TIMEOUT:
-                log.warning("PostgreSQL broker tasks did not stop: %s", pending)
-                break
+        await cancel_until_done(pending, CLOSE_TIMEOUT, "PostgreSQL broker")
         self.dropped += len(self._queue)
         self._queue.clear()
         self._tasks = []

@@ -54,6 +54,7 @@ from .redis_urls import (
     sentinel_manager,
     without_protocol,
 )
+from .tasks import cancel_until_done
 from .wire import encode
 
 log = logging.getLogger(__name__)
@@ -221,16 +222,7 @@ class RedisBroker:
         self._closing = True
         self._wake.set()
         self._changed.set()
-        pending = set(self._tasks)
-        deadline = loop.time() + self._io_timeout
-        while pending:
-            # Cancelled again until done: a cancellation can be lost in a library.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-            if pending and loop.time() > deadline:
-                log.warning("Redis broker tasks did not stop: %s", pending)
-                break
+        await cancel_until_done(self._tasks, self._io_timeout, "Redis broker")
         self._tasks = []
         self._sink = None
         self._joins.release()

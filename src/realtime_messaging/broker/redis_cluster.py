@@ -53,6 +53,7 @@ from .inbound import Inbound
 from .joins import Joins
 from .redis import _PIPELINE, publishes
 from .redis_urls import parse_cluster_url, redacted
+from .tasks import cancel_until_done
 from .wire import encode
 
 log = logging.getLogger(__name__)
@@ -205,17 +206,7 @@ class RedisClusterBroker:
         self._joins.release()
 
     async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
-        loop = asyncio.get_running_loop()
-        pending = set(tasks)
-        deadline = loop.time() + self._io_timeout
-        while pending:
-            # Cancelled again until done: a cancellation can be lost in a library.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-            if pending and loop.time() > deadline:
-                log.warning("Redis Cluster broker tasks did not stop: %s", pending)
-                break
+        await cancel_until_done(tasks, self._io_timeout, "Redis Cluster broker")
 
     def publish(self, envelope: Envelope) -> None:
         """Deliver here at once; queue for the other processes (never blocks)."""
